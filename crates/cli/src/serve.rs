@@ -1,0 +1,176 @@
+//! `switchboard serve`: layer the configuration (defaults < TOML file < `SWITCHBOARD_*`
+//! environment < flags), start the server, and shut it down on SIGINT/SIGTERM.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use switchboard_server::{CancellationToken, Config, Server};
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+/// Flags of `switchboard serve`. Each flag also reads the environment variable named in its
+/// help; a flag given on the command line wins over the variable, which wins over the file.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// TOML configuration file (see docs/configuration.md).
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Serve the plain echo endpoint GET /echo (for conformance suites).
+    #[arg(long, env = "SWITCHBOARD_ECHO_ENDPOINT", num_args = 0..=1, default_missing_value = "true")]
+    echo_endpoint: Option<bool>,
+    /// Largest message accepted on /ws, in bytes (larger: close 1009) [default: 65536].
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE")]
+    max_message_size: Option<usize>,
+    /// Largest message accepted on /echo, in bytes [default: 67108864].
+    #[arg(long, env = "SWITCHBOARD_ECHO_MAX_MESSAGE_SIZE")]
+    echo_max_message_size: Option<usize>,
+    /// Byte budget of each connection's outbound queue (over it: close 1013) [default: 4194304].
+    #[arg(long, env = "SWITCHBOARD_OUTBOX_BYTES")]
+    outbox_bytes: Option<usize>,
+    /// Interval between server pings, e.g. 25s [default: 25s].
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", value_parser = humantime_duration)]
+    ping_interval: Option<Duration>,
+    /// Close a connection silent this long after a ping, e.g. 20s [default: 20s].
+    #[arg(long, env = "SWITCHBOARD_PONG_TIMEOUT", value_parser = humantime_duration)]
+    pong_timeout: Option<Duration>,
+    /// Longest wait for clients' close handshakes on shutdown [default: 10s].
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_parser = humantime_duration)]
+    shutdown_timeout: Option<Duration>,
+    /// Longest wait for a new connection's HTTP request head [default: 10s].
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", value_parser = humantime_duration)]
+    handshake_timeout: Option<Duration>,
+    /// Protocol errors within a minute that close the connection with 1008 [default: 10].
+    #[arg(long, env = "SWITCHBOARD_MAX_VIOLATIONS")]
+    max_violations: Option<u32>,
+    /// Log filter, e.g. info or switchboard=debug [default: info].
+    #[arg(long, env = "SWITCHBOARD_LOG")]
+    log: Option<String>,
+}
+
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    humantime_serde::re::humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+impl ServeArgs {
+    /// The configuration these flags describe, on top of the file (if any) and the defaults.
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! apply {
+            ($($field:ident),*) => { $( if let Some(value) = self.$field { config.$field = value; } )* };
+        }
+        apply!(
+            listen,
+            echo_endpoint,
+            max_message_size,
+            echo_max_message_size,
+            outbox_bytes,
+            ping_interval,
+            pong_timeout,
+            shutdown_timeout,
+            handshake_timeout,
+            max_violations,
+            log
+        );
+        Ok(config)
+    }
+}
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.into_config()?;
+    let filter = EnvFilter::try_new(&config.log)
+        .with_context(|| format!("invalid log filter {:?}", config.log))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let server = Server::bind(config).await?;
+    let addr = server.local_addr().context("reading the bound address")?;
+    info!(%addr, "switchboard listening");
+    // The one line on stdout: scripts and tests wait for it (readiness).
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {addr}").and_then(|()| stdout.flush())?;
+    drop(stdout);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    server.run(shutdown).await;
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => info!("SIGINT received"),
+                    _ = term.recv() => info!("SIGTERM received"),
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn flags_override_the_file_and_defaults() {
+        let dir = std::env::temp_dir().join(format!("sb-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("switchboard.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9100\"\nmax_violations = 3\nping_interval = \"7s\"\n",
+        )
+        .unwrap();
+        let args = Wrapper::parse_from([
+            "x",
+            "--config",
+            file.to_str().unwrap(),
+            "--ping-interval",
+            "2s",
+            "--echo-endpoint",
+        ])
+        .args;
+        let config = args.into_config().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(config.max_violations, 3);
+        assert_eq!(config.ping_interval, Duration::from_secs(2));
+        assert!(config.echo_endpoint);
+        assert_eq!(config.pong_timeout, Config::default().pong_timeout);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

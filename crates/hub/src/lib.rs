@@ -1,0 +1,23 @@
+//! The hub: rooms, presence, per-room sequence numbers and fan-out.
+//!
+//! The hub knows nothing of sockets or HTTP. A transport registers each connection as a
+//! [`Session`] and drains the session's [`Outbox`], a bounded, byte-budgeted queue of
+//! already-encoded frames. Publishing encodes a message once and shares the same
+//! [`bytes::Bytes`] with every member's outbox.
+//!
+//! - [`Hub`]: the room registry, sharded so that publishing to different rooms never contends
+//!   on a global lock; each room has its own lock, which also gives the room its total order.
+//! - [`Session`]: one connection's identity, its outbox and the rooms it has joined.
+//! - [`Outbox`]: the per-connection queue; a consumer that falls behind its byte budget is
+//!   aborted with a close reason instead of growing memory.
+
+mod error;
+mod hub;
+mod outbox;
+mod room;
+mod session;
+
+pub use error::HubError;
+pub use hub::{Hub, HubConfig, HubStats};
+pub use outbox::{Batch, CloseFrame, Outbound, Outbox, PushError};
+pub use session::{Session, SessionId};

@@ -1,0 +1,406 @@
+//! Client → server messages (JSON text frames) and their decoder.
+//!
+//! Decoding is one typed pass over the frame on the happy path. Only when that fails is the
+//! frame parsed a second time, loosely, to say precisely what is wrong (bad JSON, unknown
+//! `type`, missing field) and to recover the request `id` for the error reply.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use crate::codes::ErrorCode;
+
+/// A request id chosen by the client, echoed in the reply (`joined`, `left`, `ack`, `error`, `pong`).
+pub type RequestId = u64;
+
+/// A decoded client message. Borrows from the frame it was decoded from.
+#[derive(Debug, Clone)]
+pub enum ClientMessage<'a> {
+    /// `{"type":"join","room":R,"id"?:N}`
+    Join {
+        /// The room to join.
+        room: Cow<'a, str>,
+        /// Request id.
+        id: Option<RequestId>,
+    },
+    /// `{"type":"leave","room":R,"id"?:N}`
+    Leave {
+        /// The room to leave.
+        room: Cow<'a, str>,
+        /// Request id.
+        id: Option<RequestId>,
+    },
+    /// `{"type":"publish","room":R,"data":ANY,"id"?:N,"echo"?:BOOL}`
+    Publish {
+        /// The room to publish to.
+        room: Cow<'a, str>,
+        /// The payload, kept as the exact JSON text the client sent.
+        data: &'a RawValue,
+        /// Request id; when present the server answers with an `ack`.
+        id: Option<RequestId>,
+        /// Whether the publisher also receives its own message.
+        echo: bool,
+    },
+    /// `{"type":"typing","room":R}`
+    Typing {
+        /// The room the user is typing in.
+        room: Cow<'a, str>,
+    },
+    /// `{"type":"ping","id"?:N}` (an application-level ping, answered by `pong`).
+    Ping {
+        /// Request id.
+        id: Option<RequestId>,
+    },
+}
+
+impl ClientMessage<'_> {
+    /// The message's `type` string.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Join { .. } => "join",
+            Self::Leave { .. } => "leave",
+            Self::Publish { .. } => "publish",
+            Self::Typing { .. } => "typing",
+            Self::Ping { .. } => "ping",
+        }
+    }
+
+    /// The request id, if the message carries one.
+    pub fn id(&self) -> Option<RequestId> {
+        match self {
+            Self::Join { id, .. }
+            | Self::Leave { id, .. }
+            | Self::Publish { id, .. }
+            | Self::Ping { id } => *id,
+            Self::Typing { .. } => None,
+        }
+    }
+}
+
+/// Why a text frame was not a valid client message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DecodeError {
+    /// The machine-readable code for the `error` reply.
+    pub code: ErrorCode,
+    /// The request id, when the frame was an object with a numeric `id`.
+    pub id: Option<RequestId>,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+impl DecodeError {
+    fn new(code: ErrorCode, id: Option<RequestId>, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            id,
+            message: message.into(),
+        }
+    }
+}
+
+/// The known message types, for error messages.
+pub const CLIENT_TYPES: [&str; 5] = ["join", "leave", "publish", "typing", "ping"];
+
+/// The wire shape of every client message: all fields optional, checked per type afterwards.
+/// Unknown fields are ignored, so clients may send fields of later protocol versions.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    room: Option<Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<RequestId>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    echo: Option<bool>,
+}
+
+/// `data` may be any JSON value, `null` included: present-but-null must not read as absent.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
+}
+
+/// Decodes one text frame.
+pub fn decode<'a>(text: &'a str) -> Result<ClientMessage<'a>, DecodeError> {
+    let envelope: Envelope<'a> = match serde_json::from_str(text) {
+        Ok(envelope) => envelope,
+        Err(err) => return Err(diagnose(text, &err)),
+    };
+    let id = envelope.id;
+    let room = |room: Option<Cow<'a, str>>, kind: &str| {
+        room.ok_or_else(|| {
+            DecodeError::new(
+                ErrorCode::InvalidMessage,
+                id,
+                format!("`{kind}` needs a `room` string"),
+            )
+        })
+    };
+    let kind = envelope.kind.as_ref();
+    match kind {
+        "join" => Ok(ClientMessage::Join {
+            room: room(envelope.room, kind)?,
+            id,
+        }),
+        "leave" => Ok(ClientMessage::Leave {
+            room: room(envelope.room, kind)?,
+            id,
+        }),
+        "publish" => {
+            let room = room(envelope.room, kind)?;
+            let data = envelope.data.ok_or_else(|| {
+                DecodeError::new(
+                    ErrorCode::InvalidMessage,
+                    id,
+                    "`publish` needs a `data` field",
+                )
+            })?;
+            if nesting_depth(data.get()) > MAX_DATA_DEPTH {
+                return Err(DecodeError::new(
+                    ErrorCode::BadJson,
+                    id,
+                    format!("`data` is nested deeper than {MAX_DATA_DEPTH} levels"),
+                ));
+            }
+            Ok(ClientMessage::Publish {
+                room,
+                data,
+                id,
+                echo: envelope.echo.unwrap_or(false),
+            })
+        }
+        "typing" => Ok(ClientMessage::Typing {
+            room: room(envelope.room, kind)?,
+        }),
+        "ping" => Ok(ClientMessage::Ping { id }),
+        other => Err(DecodeError::new(
+            ErrorCode::UnknownType,
+            id,
+            format!(
+                "unknown message type {other:?}; expected one of {}",
+                CLIENT_TYPES.join(", ")
+            ),
+        )),
+    }
+}
+
+/// How deeply `data` may nest arrays and objects. Receivers parse what the server relays; a
+/// bound keeps every one of them safe from stack exhaustion.
+pub const MAX_DATA_DEPTH: usize = 64;
+
+/// The deepest nesting of arrays/objects in a JSON text already known to be valid.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// The slow path: explain why `text` did not decode.
+fn diagnose(text: &str, err: &serde_json::Error) -> DecodeError {
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(syntax) => {
+            return DecodeError::new(ErrorCode::BadJson, None, format!("invalid JSON: {syntax}"));
+        }
+    };
+    let Some(object) = value.as_object() else {
+        return DecodeError::new(
+            ErrorCode::InvalidMessage,
+            None,
+            "a message must be a JSON object with a `type` field",
+        );
+    };
+    let id = object.get("id").and_then(serde_json::Value::as_u64);
+    if object.get("id").is_some_and(|v| !v.is_null()) && id.is_none() {
+        return DecodeError::new(
+            ErrorCode::InvalidMessage,
+            None,
+            "`id` must be an integer between 0 and 2^64-1",
+        );
+    }
+    match object.get("type") {
+        None => DecodeError::new(ErrorCode::InvalidMessage, id, "missing `type` field"),
+        Some(serde_json::Value::String(kind)) if !CLIENT_TYPES.contains(&kind.as_str()) => {
+            DecodeError::new(
+                ErrorCode::UnknownType,
+                id,
+                format!(
+                    "unknown message type {kind:?}; expected one of {}",
+                    CLIENT_TYPES.join(", ")
+                ),
+            )
+        }
+        Some(serde_json::Value::String(_)) => {
+            DecodeError::new(ErrorCode::InvalidMessage, id, field_error(err))
+        }
+        Some(_) => DecodeError::new(ErrorCode::InvalidMessage, id, "`type` must be a string"),
+    }
+}
+
+/// serde's message without its " at line 1 column 42" suffix, which means nothing to a client
+/// that sent one frame.
+fn field_error(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text.get(..at).unwrap_or(&text).to_owned(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> DecodeError {
+        match decode(text) {
+            Ok(msg) => panic!("{text} decoded as {msg:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn decodes_every_type() -> Result<(), DecodeError> {
+        assert!(matches!(
+            decode(r#"{"type":"join","room":"a","id":1}"#)?,
+            ClientMessage::Join { room, id: Some(1) } if room == "a"
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"leave","room":"a"}"#)?,
+            ClientMessage::Leave { room, id: None } if room == "a"
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"typing","room":"a"}"#)?,
+            ClientMessage::Typing { room } if room == "a"
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"ping","id":9}"#)?,
+            ClientMessage::Ping { id: Some(9) }
+        ));
+        match decode(r#"{"type":"publish","room":"r","data":{"t":"hi \"x\""},"id":3,"echo":true}"#)?
+        {
+            ClientMessage::Publish {
+                room,
+                data,
+                id,
+                echo,
+            } => {
+                assert_eq!(room, "r");
+                assert_eq!(data.get(), r#"{"t":"hi \"x\""}"#);
+                assert_eq!(id, Some(3));
+                assert!(echo);
+            }
+            other => panic!("{other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn null_data_is_data() -> Result<(), DecodeError> {
+        match decode(r#"{"type":"publish","room":"r","data":null}"#)? {
+            ClientMessage::Publish { data, echo, .. } => {
+                assert_eq!(data.get(), "null");
+                assert!(!echo);
+            }
+            other => panic!("{other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn escaped_room_names_decode() -> Result<(), DecodeError> {
+        assert!(matches!(
+            decode(r#"{"type":"join","room":"a\u0062"}"#)?,
+            ClientMessage::Join { room, id: None } if room == "ab"
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() -> Result<(), DecodeError> {
+        assert!(matches!(
+            decode(r#"{"type":"ping","future":[1,2]}"#)?,
+            ClientMessage::Ping { id: None }
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn classifies_errors() {
+        let e = err("{not json");
+        assert_eq!((e.code, e.id), (ErrorCode::BadJson, None));
+        let e = err("[1,2]");
+        assert_eq!(e.code, ErrorCode::InvalidMessage);
+        let e = err(r#"{"room":"a","id":4}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, Some(4)));
+        let e = err(r#"{"type":"dance","id":5}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::UnknownType, Some(5)));
+        let e = err(r#"{"type":"join","id":6}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, Some(6)));
+        let e = err(r#"{"type":"join","room":7,"id":7}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, Some(7)));
+        assert!(!e.message.contains("line 1"), "{}", e.message);
+        let e = err(r#"{"type":"publish","room":"a","id":8}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, Some(8)));
+        let e = err(r#"{"type":5}"#);
+        assert_eq!(e.code, ErrorCode::InvalidMessage);
+        let e = err(r#"{"type":"ping","id":"x"}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, None));
+        let e = err(r#"{"type":"ping","id":1e400}"#);
+        assert_eq!(e.code, ErrorCode::BadJson);
+        let e = err(r#"{"type":"ping","id":18446744073709551616}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, None));
+        let e = err(r#"{"type":"publish","room":"a","echo":"yes","data":1}"#);
+        assert_eq!(e.code, ErrorCode::InvalidMessage);
+    }
+
+    #[test]
+    fn depth_counts_brackets_outside_strings() {
+        assert_eq!(nesting_depth("1"), 0);
+        assert_eq!(nesting_depth(r#"{"a":[1,{"b":[]}]}"#), 4);
+        assert_eq!(nesting_depth(r#"["[[[\"[[", {}]"#), 2);
+        let limit = format!(
+            "{}{}",
+            "[".repeat(MAX_DATA_DEPTH),
+            "]".repeat(MAX_DATA_DEPTH)
+        );
+        assert!(
+            decode(&format!(
+                r#"{{"type":"publish","room":"a","data":{limit}}}"#
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_bad_json_not_a_crash() {
+        let deep = format!(
+            r#"{{"type":"publish","room":"a","data":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(err(&deep).code, ErrorCode::BadJson);
+    }
+}

@@ -1,0 +1,91 @@
+//! Stable, machine-readable error codes (the `code` of an `error` message) and the WebSocket
+//! close codes Switchboard uses. Both lists are part of the wire contract (`docs/protocol.md`).
+
+use std::fmt;
+
+/// The `code` field of an `error` message. The string forms never change within protocol v1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The text frame is not valid JSON (syntax error, or nested deeper than the decoder allows).
+    BadJson,
+    /// Valid JSON, but not a valid message: not an object, no `type`, or a field missing or of
+    /// the wrong type.
+    InvalidMessage,
+    /// The `type` is not one this protocol version knows.
+    UnknownType,
+    /// The room name is empty, too long, or has characters outside the allowed set.
+    InvalidRoom,
+    /// The request needs the connection to be a member of the room (publish, typing, leave).
+    NotJoined,
+    /// The server failed to handle a valid request; the connection stays usable.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire form of the code.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadJson => "bad_json",
+            Self::InvalidMessage => "invalid_message",
+            Self::UnknownType => "unknown_type",
+            Self::InvalidRoom => "invalid_room",
+            Self::NotJoined => "not_joined",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// WebSocket close codes (RFC 6455 section 7.4) as Switchboard uses them.
+pub mod close {
+    /// The client or server ended the session normally.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down (or the connection is being moved away).
+    pub const GOING_AWAY: u16 = 1001;
+    /// A framing error: unmasked client frame, reserved bits, bad opcode, fragmented control frame.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A frame of a kind the endpoint does not accept.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A text frame (or close reason) that is not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Policy: repeated protocol violations, unresponsive peer.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A message larger than the configured maximum.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The server hit an unexpected condition.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// The connection's outbound queue overflowed (slow consumer): reconnect later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_as_their_wire_strings() {
+        let all = [
+            ErrorCode::BadJson,
+            ErrorCode::InvalidMessage,
+            ErrorCode::UnknownType,
+            ErrorCode::InvalidRoom,
+            ErrorCode::NotJoined,
+            ErrorCode::Internal,
+        ];
+        for code in all {
+            let json = serde_json::to_string(&code).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}

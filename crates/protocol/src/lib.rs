@@ -1,0 +1,25 @@
+//! Switchboard wire protocol, version 1.
+//!
+//! This crate is the contract between Switchboard and its clients, as written up in
+//! `docs/protocol.md`. It holds only pure code: no IO, no clock (timestamps are passed in).
+//!
+//! - [`client`]: what a client sends, decoded by [`client::decode`] into a [`ClientMessage`],
+//!   or rejected with a [`DecodeError`] that carries the machine-readable [`ErrorCode`] and the
+//!   request id when one could be read.
+//! - [`server`]: what the server sends, as [`ServerMessage`], encoded once into shared [`bytes::Bytes`].
+//! - [`binary`]: the small envelope (room + payload) of binary frames, in both directions.
+//! - [`names`]: validation of room and user names.
+//! - [`codes`]: error codes and WebSocket close codes.
+
+pub mod binary;
+pub mod client;
+pub mod codes;
+pub mod names;
+pub mod server;
+
+pub use client::{ClientMessage, DecodeError};
+pub use codes::ErrorCode;
+pub use server::ServerMessage;
+
+/// The protocol version this crate implements.
+pub const PROTOCOL_VERSION: u32 = 1;

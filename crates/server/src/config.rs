@@ -1,0 +1,175 @@
+//! The server's one typed configuration. Defaults are embedded; a TOML file, `SWITCHBOARD_*`
+//! environment variables and command-line flags override them, in that order (the binary does
+//! the layering; see `docs/configuration.md`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Every setting of `switchboard serve`. Field docs give the default and why it is what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8080` (loopback: exposing the server is a choice).
+    pub listen: SocketAddr,
+    /// Serve the plain echo endpoint `GET /echo` (for conformance suites). Default off.
+    pub echo_endpoint: bool,
+    /// Largest message (after reassembly of fragments) accepted on `/ws`, in bytes; larger →
+    /// close 1009. Default 64 KiB: chat and control messages are small, and the limit bounds
+    /// what one client can make the server buffer.
+    pub max_message_size: usize,
+    /// Largest message accepted on `/echo`, in bytes. Default 64 MiB (Autobahn sends 16 MiB).
+    pub echo_max_message_size: usize,
+    /// Byte budget of each connection's outbound queue; a client that falls this far behind is
+    /// closed with 1013 (slow consumer). Default 4 MiB.
+    pub outbox_bytes: usize,
+    /// Interval between server pings. Default 25 s (below common proxy idle timeouts of 30–60 s).
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// How long to wait for any frame after a ping before closing the connection. Default 20 s.
+    #[serde(with = "humantime_serde")]
+    pub pong_timeout: Duration,
+    /// On SIGINT/SIGTERM, how long to wait for clients to complete the close handshake before
+    /// exiting anyway. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// How long a new TCP connection may take to send its HTTP request head. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Protocol violations (`error` replies) that close the connection with 1008 when they
+    /// all fall within one minute (the N-th closes; the first N-1 only get `error`s).
+    /// Default 10.
+    pub max_violations: u32,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `switchboard=debug`. Default `info`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            echo_endpoint: false,
+            max_message_size: 64 * 1024,
+            echo_max_message_size: 64 * 1024 * 1024,
+            outbox_bytes: 4 * 1024 * 1024,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(20),
+            shutdown_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_violations: 10,
+            log: "info".to_owned(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded or is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid setting `{field}`: {reason}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads a TOML file; settings it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks the values that would make the server misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.max_message_size == 0 {
+            return invalid("max_message_size", "must be at least 1 byte");
+        }
+        if self.outbox_bytes < self.max_message_size.min(64 * 1024) {
+            return invalid(
+                "outbox_bytes",
+                "must hold at least one maximal message (or 64 KiB)",
+            );
+        }
+        if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
+            return invalid("ping_interval/pong_timeout", "must be greater than zero");
+        }
+        if self.max_violations == 0 {
+            return invalid("max_violations", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn toml_overrides_only_what_it_names() {
+        let config = Config::from_toml(
+            "listen = \"0.0.0.0:9000\"\nping_interval = \"5s\"\nmax_message_size = 1024\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.ping_interval, Duration::from_secs(5));
+        assert_eq!(config.max_message_size, 1024);
+        assert_eq!(config.pong_timeout, Config::default().pong_timeout);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(Config::from_toml("lisen = \"0.0.0.0:1\"").is_err());
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        let config = Config {
+            max_violations: 0,
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,4 @@
+//! Plain HTTP: the router and the static demo page.
+
+pub(crate) mod assets;
+pub(crate) mod routes;

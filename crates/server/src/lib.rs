@@ -1,0 +1,18 @@
+//! Switchboard's server: the transports, the WebSocket upgrade, the HTTP endpoints,
+//! configuration and lifecycle. The rooms themselves live in `switchboard-hub`.
+//!
+//! - [`Config`]: every setting, with its default.
+//! - [`Server`]: bind, then [`Server::run`] until a cancellation token fires.
+//!
+//! Layout: `http/` (router, embedded demo page), `ws/` (upgrade handshake, codec seam,
+//! per-connection driver, the `/ws` protocol handler and the `/echo` handler).
+
+pub mod config;
+mod http;
+mod server;
+mod state;
+mod ws;
+
+pub use config::{Config, ConfigError};
+pub use server::{Server, ServerError};
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,25 @@
+//! What every request handler and connection shares.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use switchboard_hub::Hub;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+
+/// Shared server state, passed to handlers with axum's `State`.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) config: Config,
+    /// Every connection task, so shutdown can wait for them.
+    pub(crate) tracker: TaskTracker,
+    /// Cancelled when the server starts shutting down; connections then close with 1001.
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// The TCP peer of a request, put into its extensions by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub(crate) SocketAddr);

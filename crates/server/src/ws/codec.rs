@@ -1,0 +1,110 @@
+//! The seam between Switchboard and the WebSocket codec crate (tokio-websockets). Nothing
+//! outside this file names the codec's types, so the codec can be swapped.
+
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use switchboard_hub::{CloseFrame, Outbound};
+use tokio_websockets::{CloseCode, Limits, Message, Payload, ServerBuilder, WebSocketStream};
+
+/// A server-side WebSocket over an upgraded HTTP/1.1 connection.
+pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+/// Codec errors.
+pub(crate) type WsError = tokio_websockets::Error;
+
+/// Takes over an upgraded connection (the 101 response has been sent).
+pub(crate) fn server_socket(upgraded: Upgraded, max_message_size: usize) -> Socket {
+    ServerBuilder::new()
+        .limits(Limits::default().max_payload_len(Some(max_message_size)))
+        .serve(TokioIo::new(upgraded))
+}
+
+/// A message as the codec delivers it.
+pub(crate) type WsMessage = Message;
+
+/// A frame received from the peer, as the handlers see it.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// A complete text message (valid UTF-8: the codec checked it; see [`text_of`]).
+    Text(WsMessage),
+    /// A complete binary message (see [`bytes_of`]).
+    Binary(WsMessage),
+    /// The peer's close frame (code, reason).
+    Close(Option<u16>, String),
+    /// Ping or pong: only a sign of life.
+    Control,
+}
+
+pub(crate) fn incoming(message: Message) -> Incoming {
+    if message.is_text() {
+        Incoming::Text(message)
+    } else if message.is_binary() {
+        Incoming::Binary(message)
+    } else if let Some((code, reason)) = message.as_close() {
+        let code = u16::from(code);
+        Incoming::Close((code != 1005).then_some(code), reason.to_owned())
+    } else {
+        Incoming::Control
+    }
+}
+
+/// The text of a text message (free: the codec validated the UTF-8 on receipt).
+pub(crate) fn text_of(message: &WsMessage) -> &str {
+    message.as_text().unwrap_or_default()
+}
+
+/// The payload of a message, without copying.
+pub(crate) fn bytes_of(message: WsMessage) -> bytes::Bytes {
+    message.into_payload().into()
+}
+
+/// The codec message for a queued frame.
+pub(crate) fn outgoing(frame: Outbound) -> Message {
+    match frame {
+        Outbound::Text(bytes) => Message::text(Payload::from(bytes)),
+        Outbound::Binary(bytes) => Message::binary(Payload::from(bytes)),
+        Outbound::Ping => Message::ping(Payload::from(bytes::Bytes::new())),
+        Outbound::Close(frame) => close_message(&frame),
+    }
+}
+
+/// A close message; codes the codec cannot send become 1011 and reasons are cut to the
+/// 123 bytes a close frame allows (at a character boundary).
+pub(crate) fn close_message(frame: &CloseFrame) -> Message {
+    let code = CloseCode::try_from(frame.code)
+        .ok()
+        .filter(|c| !c.is_reserved())
+        .unwrap_or(CloseCode::INTERNAL_SERVER_ERROR);
+    let mut end = frame.reason.len().min(123);
+    while !frame.reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::close(Some(code), frame.reason.get(..end).unwrap_or_default())
+}
+
+/// Whether the error means the message was over the size limit (answered with close 1009).
+pub(crate) fn is_too_long(err: &WsError) -> bool {
+    matches!(err, WsError::PayloadTooLong { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_are_cut_at_a_char_boundary() {
+        let reason = "é".repeat(100);
+        let message = close_message(&CloseFrame {
+            code: 1008,
+            reason: reason.into(),
+        });
+        let (code, text) = message.as_close().unwrap();
+        assert_eq!(u16::from(code), 1008);
+        assert_eq!(text.len(), 122);
+    }
+
+    #[test]
+    fn unsendable_codes_become_1011() {
+        let message = close_message(&CloseFrame::new(1005, "x"));
+        assert_eq!(u16::from(message.as_close().unwrap().0), 1011);
+    }
+}

@@ -1,0 +1,226 @@
+//! Drives one WebSocket connection: a reader that hands complete messages to a [`Handler`],
+//! keeps the heartbeat and starts closes, and the connection's single writer, which drains the
+//! outbox in batches (one flush per batch). Both run in the connection's one task.
+
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use switchboard_hub::{Batch, CloseFrame, Outbound, Outbox};
+use switchboard_protocol::codes::close;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{self, Incoming, Socket, WsError, WsMessage};
+use super::heartbeat::{Beat, Heartbeat};
+
+/// How long a close we start may take to complete (peer's close frame) before we drop the
+/// connection; also the time allowed to push out a last close frame to a peer we abort.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+
+/// What a connection does with complete messages.
+pub(crate) trait Handler {
+    /// Handles a text or binary message; `Some` closes the connection with that frame.
+    fn on_message(&mut self, message: Incoming, now: Instant) -> Option<CloseFrame>;
+}
+
+/// Per-connection settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DriveOptions {
+    pub(crate) ping_interval: Duration,
+    pub(crate) pong_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// How a connection ended, for the logs.
+#[derive(Debug)]
+pub(crate) enum Ending {
+    /// The peer sent a close frame (code, reason) and the handshake completed.
+    PeerClosed(Option<u16>, String),
+    /// The peer went away without a close frame (EOF or an IO error).
+    PeerGone(Option<String>),
+    /// The peer broke the WebSocket protocol; the codec answered with the matching close code.
+    ProtocolError(String),
+    /// We closed (policy, shutdown, size) and the peer acknowledged or the grace time ran out.
+    ServerClosed(CloseFrame),
+    /// No sign of life within the pong timeout.
+    PingTimeout,
+    /// The outbox overflowed its byte budget.
+    SlowConsumer,
+}
+
+impl Ending {
+    /// A short label for logs and metrics.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Self::PeerClosed(..) => "peer_closed",
+            Self::PeerGone(_) => "peer_gone",
+            Self::ProtocolError(_) => "protocol_error",
+            Self::ServerClosed(_) => "server_closed",
+            Self::PingTimeout => "ping_timeout",
+            Self::SlowConsumer => "slow_consumer",
+        }
+    }
+}
+
+enum WriterEnd {
+    SentClose,
+    Aborted(Option<CloseFrame>),
+    Failed(WsError),
+}
+
+/// Runs the connection until it ends. The handler's replies and everything the hub fans out
+/// go through `outbox`.
+pub(crate) async fn drive<H: Handler>(
+    socket: Socket,
+    outbox: &Outbox,
+    handler: &mut H,
+    options: DriveOptions,
+    shutdown: &CancellationToken,
+) -> Ending {
+    let (mut sink, mut stream) = socket.split();
+    let reader = read_loop(&mut stream, outbox, handler, options, shutdown);
+    let writer = write_loop(&mut sink, outbox);
+    tokio::pin!(reader, writer);
+    tokio::select! {
+        ending = &mut reader => {
+            if matches!(ending, Ending::PingTimeout) {
+                // Let the writer push out the close frame the reader queued, briefly.
+                let _ = timeout(ABORT_GRACE, &mut writer).await;
+            }
+            outbox.abort(None);
+            ending
+        }
+        end = &mut writer => match end {
+            // We started a close: the reader waits for the peer's close (bounded).
+            WriterEnd::SentClose => reader.await,
+            WriterEnd::Aborted(Some(frame)) if frame.code == close::TRY_AGAIN_LATER => Ending::SlowConsumer,
+            WriterEnd::Aborted(frame) => frame.map_or(Ending::PeerGone(None), Ending::ServerClosed),
+            WriterEnd::Failed(err) => Ending::PeerGone(Some(err.to_string())),
+        }
+    }
+}
+
+async fn read_loop<H: Handler>(
+    stream: &mut SplitStream<Socket>,
+    outbox: &Outbox,
+    handler: &mut H,
+    options: DriveOptions,
+    shutdown: &CancellationToken,
+) -> Ending {
+    let mut heartbeat = Heartbeat::new(Instant::now(), options.ping_interval, options.pong_timeout);
+    // Set once we have queued a close: (give up at, the frame).
+    let mut closing: Option<(Instant, CloseFrame)> = None;
+    let mut peer_close: Option<(Option<u16>, String)> = None;
+    let mut error: Option<WsError> = None;
+    loop {
+        let give_up = closing.as_ref().map(|(at, _)| *at);
+        tokio::select! {
+            biased;
+            frame = stream.next() => {
+                let now = Instant::now();
+                heartbeat.on_activity(now);
+                match frame {
+                    None => {
+                        return match (closing, peer_close, error) {
+                            (Some((_, frame)), _, _) => Ending::ServerClosed(frame),
+                            (None, Some((code, reason)), _) => Ending::PeerClosed(code, reason),
+                            (None, None, Some(WsError::Io(err))) => Ending::PeerGone(Some(err.to_string())),
+                            (None, None, Some(err)) => Ending::ProtocolError(err.to_string()),
+                            (None, None, None) => Ending::PeerGone(None),
+                        };
+                    }
+                    // The codec has queued the matching close (1002, 1007, 1009) and flushes it
+                    // on the next read, which then ends the stream. A fragmented message over
+                    // the limit is the one case where the close is ours to send.
+                    Some(Err(err)) => {
+                        if codec::is_too_long(&err) && closing.is_none() {
+                            let frame = CloseFrame::new(close::MESSAGE_TOO_BIG, "message too big");
+                            outbox.close(frame.clone());
+                            closing = Some((now + CLOSE_GRACE, frame));
+                        }
+                        error = Some(err);
+                    }
+                    Some(Ok(message)) => match codec::incoming(message) {
+                        Incoming::Close(code, reason) => peer_close = Some((code, reason)),
+                        Incoming::Control => {}
+                        // After we start closing, late messages are dropped (RFC 6455 §1.4).
+                        message if closing.is_none() => {
+                            if let Some(frame) = handler.on_message(message, now) {
+                                outbox.close(frame.clone());
+                                closing = Some((now + CLOSE_GRACE, frame));
+                            }
+                        }
+                        _ => {}
+                    },
+                }
+            }
+            () = shutdown.cancelled(), if closing.is_none() => {
+                let frame = CloseFrame::new(close::GOING_AWAY, "server shutting down");
+                outbox.close(frame.clone());
+                closing = Some((Instant::now() + options.shutdown_timeout, frame));
+            }
+            () = sleep_until(heartbeat.deadline()), if closing.is_none() => {
+                match heartbeat.on_deadline(Instant::now()) {
+                    Beat::Ping => {
+                        let _ = outbox.push(Outbound::Ping);
+                    }
+                    Beat::TimedOut => {
+                        outbox.abort(Some(CloseFrame::new(close::POLICY_VIOLATION, "ping timeout")));
+                        return Ending::PingTimeout;
+                    }
+                }
+            }
+            () = sleep_until(give_up.unwrap_or_else(Instant::now)), if give_up.is_some() => {
+                return match closing {
+                    Some((_, frame)) => Ending::ServerClosed(frame),
+                    None => Ending::PeerGone(None),
+                };
+            }
+        }
+    }
+}
+
+async fn write_loop(sink: &mut SplitSink<Socket, WsMessage>, outbox: &Outbox) -> WriterEnd {
+    let mut batch = Vec::new();
+    loop {
+        match outbox.next_batch(&mut batch).await {
+            Batch::Aborted(frame) => {
+                if let Some(frame) = &frame {
+                    let _ = timeout(ABORT_GRACE, sink.send(codec::close_message(frame))).await;
+                }
+                return WriterEnd::Aborted(frame);
+            }
+            Batch::Frames => {
+                let written = tokio::select! {
+                    result = write_batch(sink, &mut batch) => Some(result),
+                    () = outbox.aborted() => None,
+                };
+                match written {
+                    None => batch.clear(),
+                    Some(Ok(true)) => return WriterEnd::SentClose,
+                    Some(Ok(false)) => {}
+                    Some(Err(err)) => return WriterEnd::Failed(err),
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch and flushes once. Returns whether the batch ended with our close frame.
+async fn write_batch(
+    sink: &mut SplitSink<Socket, WsMessage>,
+    batch: &mut Vec<Outbound>,
+) -> Result<bool, WsError> {
+    let mut closed = false;
+    for frame in batch.drain(..) {
+        closed = matches!(frame, Outbound::Close(_));
+        sink.feed(codec::outgoing(frame)).await?;
+        if closed {
+            break;
+        }
+    }
+    sink.flush().await?;
+    Ok(closed)
+}
