@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every test of the project, in one command (the README's test command; .ci/run calls it):
+# formatting, lints, the architecture's dependency rules, unit and integration tests over real
+# sockets, the Autobahn conformance suite against /echo, and the demo page in headless Chromium.
+# It installs what it needs that is missing (cargo-nextest, Chromium, npm packages, the
+# conformance venv).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+START=$(date +%s)
+step() { printf '\n==> %s (%ss)\n' "$1" "$(( $(date +%s) - START ))"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "architecture"
+scripts/check-architecture.sh
+
+step "build"
+cargo build --workspace --locked
+
+step "unit and integration tests"
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "cargo-nextest missing: installing it"
+    cargo install --locked cargo-nextest
+fi
+cargo nextest run --workspace --locked --no-fail-fast
+
+step "doc tests"
+cargo test --workspace --locked --doc
+
+step "conformance (Autobahn|Testsuite 1.* - 10.* against /echo)"
+scripts/conformance.sh "$ROOT/target/debug/switchboard"
+
+step "browser tests (headless Chromium)"
+scripts/browser-tests.sh
+
+step "all tests passed in $(( $(date +%s) - START ))s"
