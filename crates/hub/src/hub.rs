@@ -17,6 +17,9 @@ use crate::session::{Session, SessionId};
 /// Registry shards: enough that creating and dropping rooms on many cores rarely contends.
 const SHARDS: usize = 64;
 
+/// One shard of the room registry.
+type Shard = RwLock<HashMap<Arc<str>, Arc<Room>>>;
+
 /// Hub settings.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -44,7 +47,7 @@ pub struct HubStats {
 /// The room registry. Cheap to share (`Arc<Hub>`); several hubs can live in one process.
 #[derive(Debug)]
 pub struct Hub {
-    shards: Box<[RwLock<HashMap<Arc<str>, Arc<Room>>>]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
     next_session: AtomicU64,
     sessions: AtomicUsize,
@@ -189,7 +192,7 @@ impl Hub {
         clippy::indexing_slicing,
         reason = "the index is reduced modulo the slice's length, which is SHARDS > 0"
     )]
-    fn shard(&self, room: &str) -> &RwLock<HashMap<Arc<str>, Arc<Room>>> {
+    fn shard(&self, room: &str) -> &Shard {
         let hash = usize::try_from(self.hasher.hash_one(room) % SHARDS as u64).unwrap_or(0);
         &self.shards[hash % self.shards.len()]
     }

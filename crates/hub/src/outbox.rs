@@ -168,23 +168,29 @@ impl Outbox {
     /// Waits for frames and moves all queued frames into `out` (one batch, one flush).
     pub async fn next_batch(&self, out: &mut Vec<Outbound>) -> Batch {
         loop {
-            {
-                let mut state = self.state.lock();
-                if let Some(frame) = &state.abort {
-                    return Batch::Aborted(frame.clone());
-                }
-                if !state.queue.is_empty() {
-                    out.extend(state.queue.drain(..));
-                    state.bytes = 0;
-                    // A burst may have grown the queue; an idle connection should not keep it.
-                    if state.queue.capacity() > 64 {
-                        state.queue = VecDeque::new();
-                    }
-                    return Batch::Frames;
-                }
+            if let Some(batch) = self.try_batch(out) {
+                return batch;
             }
             self.ready.notified().await;
         }
+    }
+
+    /// Moves all queued frames into `out` without waiting; `None` when there are none.
+    pub fn try_batch(&self, out: &mut Vec<Outbound>) -> Option<Batch> {
+        let mut state = self.state.lock();
+        if let Some(frame) = &state.abort {
+            return Some(Batch::Aborted(frame.clone()));
+        }
+        if state.queue.is_empty() {
+            return None;
+        }
+        out.extend(state.queue.drain(..));
+        state.bytes = 0;
+        // A burst may have grown the queue; an idle connection should not keep it.
+        if state.queue.capacity() > 64 {
+            state.queue = VecDeque::new();
+        }
+        Some(Batch::Frames)
     }
 
     /// Bytes currently queued (payloads plus per-frame overhead).
