@@ -1,0 +1,197 @@
+// Tests fail loudly by design: unwrapping and indexing are the point of an assertion here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+//! End-to-end tests of `switchboard connect` against a real `switchboard serve`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+/// Upper bound for one client run; a hang fails the test instead of blocking the suite.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `switchboard serve`; killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+    // Kept open so the server never writes into a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Server {
+    fn start() -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start switchboard serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server exited before printing `listening on ADDR`");
+            }
+            if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                break addr.to_owned();
+            }
+        };
+        Self {
+            child,
+            addr,
+            _stdout: stdout,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for a spawned client, failing the test if it takes longer than `CLIENT_TIMEOUT`.
+fn wait_output(child: Child) -> Output {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(CLIENT_TIMEOUT)
+        .expect("switchboard connect did not exit in time")
+        .expect("wait for switchboard connect")
+}
+
+fn connect(args: &[&str]) -> Output {
+    let child = Command::new(BIN)
+        .arg("connect")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchboard connect");
+    wait_output(child)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Parses every stdout line that is a JSON object.
+fn json_lines(output: &Output) -> Vec<serde_json::Value> {
+    text(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+#[test]
+fn execute_sends_messages_and_prints_replies() {
+    let server = Server::start();
+    let url = format!("ws://{}/ws?user=alice", server.addr);
+    let output = connect(&[
+        &url,
+        "-x",
+        r#"{"type":"join","room":"r","id":1}"#,
+        "-x",
+        r#"{"type":"ping","id":2}"#,
+        "--wait",
+        "1",
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(
+        output.status.success(),
+        "status {:?}, stderr: {stderr}",
+        output.status
+    );
+    assert!(
+        stderr.contains(&format!("connected to {url}")),
+        "stderr: {stderr}"
+    );
+
+    let frames = json_lines(&output);
+    let joined = frames
+        .iter()
+        .find(|f| f["type"] == "joined")
+        .unwrap_or_else(|| panic!("no joined in {frames:?}"));
+    assert_eq!(joined["room"], "r");
+    assert_eq!(joined["id"], 1);
+    assert!(
+        frames.iter().any(|f| f["type"] == "pong" && f["id"] == 2),
+        "no pong with id 2 in {frames:?}"
+    );
+}
+
+#[test]
+fn refused_upgrade_reports_the_http_status() {
+    let server = Server::start();
+    let output = connect(&[&format!("ws://{}/nope", server.addr)]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "status {:?}", output.status);
+    assert!(
+        stderr.contains("upgrade refused: HTTP 404"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn closed_port_fails() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let output = connect(&[&format!("ws://127.0.0.1:{port}/ws"), "-x", "{}"]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "status {:?}", output.status);
+    assert!(stderr.contains("cannot connect"), "stderr: {stderr}");
+}
+
+#[test]
+fn non_ws_scheme_is_rejected() {
+    let output = connect(&["wss://127.0.0.1:1/ws"]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "status {:?}", output.status);
+    assert!(stderr.contains("not supported yet"), "stderr: {stderr}");
+}
+
+#[test]
+fn interactive_sends_stdin_lines_until_eof() {
+    let server = Server::start();
+    let mut child = Command::new(BIN)
+        .args(["connect", &format!("ws://{}/ws?user=bob", server.addr)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchboard connect");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"{\"type\":\"ping\",\"id\":7}\n").unwrap();
+        // Dropping stdin closes it: the client sends close 1000 and exits.
+    }
+    let output = wait_output(child);
+    let stderr = text(&output.stderr);
+    assert!(
+        output.status.success(),
+        "status {:?}, stderr: {stderr}",
+        output.status
+    );
+    let frames = json_lines(&output);
+    assert!(
+        frames.iter().any(|f| f["type"] == "pong" && f["id"] == 7),
+        "no pong with id 7 in {frames:?}, stderr: {stderr}"
+    );
+}
