@@ -53,6 +53,15 @@ pub(crate) struct ServeArgs {
     /// Log filter, e.g. info or switchboard=debug [default: info].
     #[arg(long, env = "SWITCHBOARD_LOG")]
     log: Option<String>,
+    /// Messages kept per room for recovery and `history`; 0 disables [default: 100].
+    #[arg(long, env = "SWITCHBOARD_HISTORY_SIZE")]
+    history_size: Option<usize>,
+    /// How long each message stays in a room's history [default: 5m].
+    #[arg(long, env = "SWITCHBOARD_HISTORY_TTL", value_parser = humantime_duration)]
+    history_ttl: Option<Duration>,
+    /// How long a publish's msg_id is remembered for deduplication [default: 2m].
+    #[arg(long, env = "SWITCHBOARD_IDEMPOTENCY_WINDOW", value_parser = humantime_duration)]
+    idempotency_window: Option<Duration>,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -80,8 +89,15 @@ impl ServeArgs {
             shutdown_timeout,
             handshake_timeout,
             max_violations,
-            log
+            log,
+            idempotency_window
         );
+        if let Some(size) = self.history_size {
+            config.history.size = size;
+        }
+        if let Some(ttl) = self.history_ttl {
+            config.history.ttl = ttl;
+        }
         Ok(config)
     }
 }

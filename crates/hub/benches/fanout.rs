@@ -12,11 +12,11 @@ use switchboard_hub::{Hub, HubConfig, Session};
 
 fn room_of(hub: &Hub, members: usize) -> (Arc<Session>, Vec<Arc<Session>>) {
     let publisher = hub.connect("publisher".into());
-    hub.join(&publisher, "bench", None).unwrap();
+    hub.join(&publisher, "bench", None, None, 0).unwrap();
     let subscribers: Vec<_> = (0..members)
         .map(|i| {
             let s = hub.connect(format!("user{i}").into());
-            hub.join(&s, "bench", None).unwrap();
+            hub.join(&s, "bench", None, None, 0).unwrap();
             s
         })
         .collect();
@@ -29,6 +29,7 @@ fn fanout(c: &mut Criterion) {
     for members in [1usize, 100, 1_000, 5_000] {
         let hub = Hub::new(HubConfig {
             outbox_bytes: 1 << 30,
+            ..HubConfig::default()
         });
         let (publisher, subscribers) = room_of(&hub, members);
         let mut batch = Vec::with_capacity(4);
@@ -38,7 +39,7 @@ fn fanout(c: &mut Criterion) {
         group.throughput(Throughput::Elements(members as u64));
         group.bench_with_input(BenchmarkId::from_parameter(members), &members, |b, _| {
             b.iter(|| {
-                hub.publish(&publisher, "bench", &data, false, 1_700_000_000_000)
+                hub.publish(&publisher, "bench", &data, false, 1_700_000_000_000, None)
                     .unwrap();
                 for s in &subscribers {
                     batch.clear();

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use serde_json::value::RawValue;
@@ -11,7 +12,8 @@ use switchboard_protocol::client::RequestId;
 use switchboard_protocol::names::validate_room;
 
 use crate::error::HubError;
-use crate::room::Room;
+use crate::policy::HistoryRules;
+use crate::room::{Position, Published, Room};
 use crate::session::{Session, SessionId};
 
 /// Registry shards: enough that creating and dropping rooms on many cores rarely contends.
@@ -25,12 +27,18 @@ type Shard = RwLock<HashMap<Arc<str>, Arc<Room>>>;
 pub struct HubConfig {
     /// Byte budget of each session's outbox (see [`crate::Outbox`]).
     pub outbox_bytes: usize,
+    /// History size and time-to-live per room-name pattern.
+    pub history: HistoryRules,
+    /// How long a publish's `msg_id` is remembered for deduplication.
+    pub idempotency_window: Duration,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
             outbox_bytes: 4 * 1024 * 1024,
+            history: HistoryRules::default(),
+            idempotency_window: Duration::from_secs(120),
         }
     }
 }
@@ -38,7 +46,7 @@ impl Default for HubConfig {
 /// Counters for health and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HubStats {
-    /// Rooms with at least one member.
+    /// Rooms in the registry: with members, or with history not yet expired.
     pub rooms: usize,
     /// Sessions registered.
     pub sessions: usize,
@@ -80,12 +88,16 @@ impl Hub {
     }
 
     /// Joins `room`, queuing `joined` (with `id`) on the session's outbox and a presence `join`
-    /// for the others if this is the user's first connection in the room. Idempotent.
+    /// for the others if this is the user's first connection in the room. Idempotent. With
+    /// `since`, the messages after that position follow `joined` when history still has them
+    /// all (`recovered: true`).
     pub fn join(
         &self,
         session: &Arc<Session>,
         room: &str,
         id: Option<RequestId>,
+        since: Option<Position<'_>>,
+        now_ms: u64,
     ) -> Result<(), HubError> {
         validate_room(room)?;
         loop {
@@ -95,7 +107,7 @@ impl Hub {
                 // Dropped by its last member between our lookup and our lock: look again.
                 continue;
             }
-            state.join(&entry.name, session, id);
+            state.join(&entry.name, session, id, since, now_ms);
             drop(state);
             session.rooms.lock().insert(entry.name.clone(), entry);
             return Ok(());
@@ -131,7 +143,8 @@ impl Hub {
     }
 
     /// Publishes JSON `data` to `room`: assigns the next `seq` and queues one shared encoding
-    /// for every member (the publisher too when `echo`). Returns the message's `seq`.
+    /// for every member (the publisher too when `echo`) and the history. A `msg_id` the same
+    /// user already used in the room within the idempotency window is not delivered again.
     pub fn publish(
         &self,
         session: &Session,
@@ -139,13 +152,19 @@ impl Hub {
         data: &RawValue,
         echo: bool,
         ts: u64,
-    ) -> Result<u64, HubError> {
+        msg_id: Option<&str>,
+    ) -> Result<Published, HubError> {
         let entry = self.member_room(session, room)?;
-        let seq = entry
-            .state
-            .lock()
-            .publish(&entry.name, session, data, echo, ts);
-        Ok(seq)
+        let published = entry.state.lock().publish(
+            &entry.name,
+            session,
+            data,
+            echo,
+            ts,
+            msg_id,
+            self.config.idempotency_window,
+        );
+        Ok(published)
     }
 
     /// Publishes a binary payload to `room` (never echoed). Returns the message's `seq`.
@@ -169,6 +188,48 @@ impl Hub {
         let entry = self.member_room(session, room)?;
         entry.state.lock().typing(&entry.name, session);
         Ok(())
+    }
+
+    /// Queues the `history` reply for `room` (the latest `limit` messages) on the session's
+    /// outbox. Membership is not required.
+    pub fn history(
+        &self,
+        session: &Session,
+        room: &str,
+        id: Option<RequestId>,
+        limit: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), HubError> {
+        validate_room(room)?;
+        let entry = self.get_or_create(room);
+        let reply = entry
+            .state
+            .lock()
+            .history_reply(&entry.name, id, limit, now_ms);
+        let _ = session.outbox().push(crate::Outbound::Text(reply));
+        if entry.state.lock().is_disposable(now_ms) {
+            self.drop_if_empty(&entry, now_ms);
+        }
+        Ok(())
+    }
+
+    /// Expires history and forgets rooms with neither members nor history. Call it
+    /// periodically. Returns how many rooms were dropped.
+    pub fn sweep(&self, now_ms: u64) -> usize {
+        let mut dropped = 0;
+        for shard in &*self.shards {
+            shard.write().retain(|_, entry| {
+                let mut state = entry.state.lock();
+                if state.is_disposable(now_ms) {
+                    state.closed = true;
+                    dropped += 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        dropped
     }
 
     /// Current counts.
@@ -205,7 +266,12 @@ impl Hub {
         shard
             .write()
             .entry(Arc::from(room))
-            .or_insert_with_key(|name| Arc::new(Room::new(name.clone())))
+            .or_insert_with_key(|name| {
+                Arc::new(Room::new(
+                    name.clone(),
+                    self.config.history.policy_for(name),
+                ))
+            })
             .clone()
     }
 
@@ -216,19 +282,23 @@ impl Hub {
             state.is_empty()
         };
         if now_empty {
-            self.drop_if_empty(entry);
+            // History keeps an empty room (with its seq and epoch) until the history expires;
+            // a room without history goes now. `sweep` expires the rest. (Time 0: expire
+            // nothing here.)
+            self.drop_if_empty(entry, 0);
         }
     }
 
-    /// Removes an empty room from the registry, so rooms do not outlive their last member.
-    fn drop_if_empty(&self, entry: &Arc<Room>) {
+    /// Removes a room with no members and no history (as of `now_ms`) from the registry, so
+    /// that rooms do not outlive their last member and their history.
+    fn drop_if_empty(&self, entry: &Arc<Room>, now_ms: u64) {
         let mut shard = self.shard(&entry.name).write();
         if shard
             .get(&entry.name)
             .is_some_and(|current| Arc::ptr_eq(current, entry))
         {
             let mut state = entry.state.lock();
-            if state.is_empty() && !state.closed {
+            if !state.closed && state.is_disposable(now_ms) {
                 state.closed = true;
                 shard.remove(&entry.name);
             }
@@ -241,5 +311,257 @@ impl Hub {
             .read()
             .get(room)
             .is_some_and(|entry| entry.state.lock().is_member(session))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::Value;
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::outbox::{Batch, Outbound};
+    use crate::policy::HistoryPolicy;
+
+    fn hub(history: usize, ttl: Duration) -> Hub {
+        Hub::new(HubConfig {
+            history: HistoryRules {
+                default: HistoryPolicy { size: history, ttl },
+                rules: Vec::new(),
+            },
+            ..HubConfig::default()
+        })
+    }
+
+    /// Everything queued for `session`, as JSON (binary frames as their length).
+    fn drain(session: &Session) -> Vec<Value> {
+        let mut frames = Vec::new();
+        match session.outbox().try_batch(&mut frames) {
+            None | Some(Batch::Frames) => {}
+            Some(Batch::Aborted(frame)) => panic!("aborted: {frame:?}"),
+        }
+        frames
+            .into_iter()
+            .map(|frame| match frame {
+                Outbound::Text(bytes) => serde_json::from_slice(&bytes).unwrap(),
+                Outbound::Binary(bytes) => Value::from(bytes.len()),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn data(n: u64) -> Box<RawValue> {
+        RawValue::from_string(n.to_string()).unwrap()
+    }
+
+    fn publish(hub: &Hub, from: &Session, n: u64, ts: u64) -> Published {
+        hub.publish(from, "r", &data(n), false, ts, None).unwrap()
+    }
+
+    #[test]
+    fn recovery_replays_exactly_what_was_missed_after_joined() {
+        let hub = hub(100, Duration::from_secs(60));
+        let publisher = hub.connect("p".into());
+        hub.join(&publisher, "r", None, None, 0).unwrap();
+        let sub = hub.connect("s".into());
+        hub.join(&sub, "r", None, None, 0).unwrap();
+        let joined = drain(&sub).remove(0);
+        let epoch = joined["epoch"].as_str().unwrap().to_owned();
+        assert_eq!(epoch.len(), 16);
+        for n in 1..=3 {
+            publish(&hub, &publisher, n, 1_000);
+        }
+        assert_eq!(drain(&sub).len(), 3);
+        hub.disconnect(&sub);
+        for n in 4..=6 {
+            publish(&hub, &publisher, n, 1_000);
+        }
+        let back = hub.connect("s".into());
+        let since = Position {
+            seq: 3,
+            epoch: &epoch,
+        };
+        hub.join(&back, "r", Some(1), Some(since), 1_000).unwrap();
+        publish(&hub, &publisher, 7, 1_000);
+        let frames = drain(&back);
+        assert_eq!(frames[0]["type"], "joined");
+        assert_eq!(frames[0]["recovered"], true);
+        assert_eq!(frames[0]["seq"], 6);
+        let seqs: Vec<_> = frames[1..]
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, vec![4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn recovery_fails_on_another_epoch_or_a_gap() {
+        let hub = hub(2, Duration::from_secs(60));
+        let publisher = hub.connect("p".into());
+        hub.join(&publisher, "r", None, None, 0).unwrap();
+        for n in 1..=5 {
+            publish(&hub, &publisher, n, 0);
+        }
+        let sub = hub.connect("s".into());
+        let epoch = {
+            hub.join(&sub, "r", None, None, 0).unwrap();
+            drain(&sub)[0]["epoch"].as_str().unwrap().to_owned()
+        };
+        for (since, recovered, replayed) in [
+            (
+                Position {
+                    seq: 3,
+                    epoch: &epoch,
+                },
+                true,
+                2,
+            ),
+            (
+                Position {
+                    seq: 2,
+                    epoch: &epoch,
+                },
+                false,
+                0,
+            ),
+            (
+                Position {
+                    seq: 5,
+                    epoch: &epoch,
+                },
+                true,
+                0,
+            ),
+            (
+                Position {
+                    seq: 9,
+                    epoch: &epoch,
+                },
+                false,
+                0,
+            ),
+            (
+                Position {
+                    seq: 4,
+                    epoch: "other",
+                },
+                false,
+                0,
+            ),
+        ] {
+            hub.join(&sub, "r", None, Some(since), 0).unwrap();
+            let frames = drain(&sub);
+            assert_eq!(frames[0]["recovered"], recovered, "{since:?}");
+            assert_eq!(frames.len() - 1, replayed, "{since:?}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_msg_id_is_acknowledged_but_not_delivered_again() {
+        let hub = hub(100, Duration::from_secs(60));
+        let (alice, bob) = (hub.connect("alice".into()), hub.connect("bob".into()));
+        hub.join(&alice, "r", None, None, 0).unwrap();
+        hub.join(&bob, "r", None, None, 0).unwrap();
+        drain(&bob);
+        let first = hub
+            .publish(&alice, "r", &data(1), false, 10, Some("m1"))
+            .unwrap();
+        let retry = hub
+            .publish(&alice, "r", &data(1), false, 20, Some("m1"))
+            .unwrap();
+        assert_eq!(
+            first,
+            Published {
+                seq: 1,
+                duplicate: false
+            }
+        );
+        assert_eq!(
+            retry,
+            Published {
+                seq: 1,
+                duplicate: true
+            }
+        );
+        let other_user = hub
+            .publish(&bob, "r", &data(2), false, 20, Some("m1"))
+            .unwrap();
+        assert_eq!(
+            other_user,
+            Published {
+                seq: 2,
+                duplicate: false
+            }
+        );
+        let after_window = hub
+            .publish(&alice, "r", &data(1), false, 10 + 121_000, Some("m1"))
+            .unwrap();
+        assert_eq!(
+            after_window,
+            Published {
+                seq: 3,
+                duplicate: false
+            }
+        );
+        let seqs: Vec<_> = drain(&bob)
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, vec![1, 3]);
+    }
+
+    #[test]
+    fn history_keeps_an_empty_room_until_it_expires() {
+        let hub = hub(10, Duration::from_millis(100));
+        let alice = hub.connect("alice".into());
+        hub.join(&alice, "r", None, None, 0).unwrap();
+        let epoch = drain(&alice)[0]["epoch"].as_str().unwrap().to_owned();
+        publish(&hub, &alice, 1, 1_000);
+        hub.disconnect(&alice);
+        assert_eq!(hub.stats().rooms, 1);
+        assert_eq!(hub.sweep(1_050), 0);
+        let reader = hub.connect("reader".into());
+        hub.history(&reader, "r", Some(4), None, 1_050).unwrap();
+        let reply = drain(&reader).remove(0);
+        assert_eq!(reply["type"], "history");
+        assert_eq!(reply["epoch"], epoch.as_str());
+        assert_eq!(reply["messages"][0]["data"], 1);
+        assert_eq!(hub.sweep(1_200), 1);
+        assert_eq!(hub.stats().rooms, 0);
+        hub.join(&reader, "r", None, None, 1_200).unwrap();
+        let joined = drain(&reader).remove(0);
+        assert_eq!(joined["seq"], 0);
+        assert_ne!(joined["epoch"], epoch.as_str(), "a new incarnation");
+    }
+
+    #[test]
+    fn rooms_without_history_go_with_their_last_member() {
+        let hub = hub(0, Duration::from_secs(60));
+        let alice = hub.connect("alice".into());
+        hub.join(&alice, "r", None, None, 0).unwrap();
+        publish(&hub, &alice, 1, 0);
+        hub.leave(&alice, "r", None).unwrap();
+        assert_eq!(hub.stats().rooms, 0);
+    }
+
+    #[test]
+    fn presence_counts_connections_per_user() {
+        let hub = hub(0, Duration::from_secs(60));
+        let watcher = hub.connect("w".into());
+        hub.join(&watcher, "r", None, None, 0).unwrap();
+        let (a1, a2) = (hub.connect("alice".into()), hub.connect("alice".into()));
+        hub.join(&a1, "r", None, None, 0).unwrap();
+        hub.join(&a2, "r", None, None, 0).unwrap();
+        assert_eq!(drain(&a2)[0]["members"].as_array().unwrap().len(), 2);
+        hub.disconnect(&a1);
+        hub.disconnect(&a2);
+        let events: Vec<_> = drain(&watcher)
+            .into_iter()
+            .filter(|m| m["type"] == "presence")
+            .map(|m| m["event"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(events, vec!["join", "leave"]);
     }
 }

@@ -10,14 +10,23 @@
 //! - [`Session`]: one connection's identity, its outbox and the rooms it has joined.
 //! - [`Outbox`]: the per-connection queue; a consumer that falls behind its byte budget is
 //!   aborted with a close reason instead of growing memory.
+//!
+//! Each room keeps a bounded history of the frames it delivered, under an `epoch` that names
+//! this incarnation of its sequence, so that a client coming back with `since: {seq, epoch}`
+//! gets exactly what it missed, queued atomically ahead of the live stream.
 
 mod error;
+mod history;
 mod hub;
+mod idempotency;
 mod outbox;
+mod policy;
 mod room;
 mod session;
 
 pub use error::HubError;
 pub use hub::{Hub, HubConfig, HubStats};
 pub use outbox::{Batch, CloseFrame, Outbound, Outbox, PushError};
+pub use policy::{HistoryPolicy, HistoryRule, HistoryRules, matches_pattern};
+pub use room::{Position, Published};
 pub use session::{Session, SessionId};

@@ -5,14 +5,38 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use switchboard_protocol::binary::ServerBinary;
 use switchboard_protocol::client::RequestId;
-use switchboard_protocol::server::{PresenceEvent, ServerMessage};
+use switchboard_protocol::server::{HistoryItem, PresenceEvent, ServerMessage, encode_history};
 
+use crate::history::{self, History};
+use crate::idempotency::RecentIds;
 use crate::outbox::Outbound;
+use crate::policy::HistoryPolicy;
 use crate::session::{Session, SessionId};
+
+/// The outcome of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The message's sequence number (the original one for a duplicate).
+    pub seq: u64,
+    /// The `msg_id` had already been accepted: nothing was delivered.
+    pub duplicate: bool,
+}
+
+/// Where a recovering joiner left off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position<'a> {
+    /// The last seq it saw.
+    pub seq: u64,
+    /// The epoch it saw it under.
+    pub epoch: &'a str,
+}
 
 #[derive(Debug)]
 pub(crate) struct Room {
@@ -20,10 +44,15 @@ pub(crate) struct Room {
     pub(crate) state: Mutex<RoomState>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RoomState {
     /// The sequence number of the room's last message (0 before the first).
     seq: u64,
+    /// Identifies this incarnation of the room's sequence: a room re-created after its
+    /// history expired (or on a restarted server) starts again at seq 0 under a new epoch.
+    epoch: Arc<str>,
+    history: History,
+    recent_ids: RecentIds,
     members: HashMap<SessionId, Arc<Session>>,
     /// Connections per user: presence changes only on the first join and the last leave.
     users: HashMap<Arc<str>, u32>,
@@ -33,10 +62,18 @@ pub(crate) struct RoomState {
 }
 
 impl Room {
-    pub(crate) fn new(name: Arc<str>) -> Self {
+    pub(crate) fn new(name: Arc<str>, policy: HistoryPolicy) -> Self {
         Self {
             name,
-            state: Mutex::new(RoomState::default()),
+            state: Mutex::new(RoomState {
+                seq: 0,
+                epoch: format!("{:016x}", fastrand::u64(..)).into(),
+                history: History::new(policy),
+                recent_ids: RecentIds::default(),
+                members: HashMap::new(),
+                users: HashMap::new(),
+                closed: false,
+            }),
         }
     }
 }
@@ -46,13 +83,27 @@ impl RoomState {
         self.members.is_empty()
     }
 
+    /// No members and no history left: the registry may forget the room.
+    pub(crate) fn is_disposable(&mut self, now_ms: u64) -> bool {
+        self.history.expire(now_ms);
+        self.members.is_empty() && self.history.is_empty()
+    }
+
     pub(crate) fn is_member(&self, session: SessionId) -> bool {
         self.members.contains_key(&session)
     }
 
-    /// Adds `session` (idempotent) and queues its `joined` reply. The reply is queued under the
-    /// room lock so that it always precedes the first message the joiner receives.
-    pub(crate) fn join(&mut self, room: &str, session: &Arc<Session>, id: Option<RequestId>) {
+    /// Adds `session` (idempotent) and queues its `joined` reply — then, for a recovering join
+    /// that can be served, every message after its position. All of it under the room lock, so
+    /// the replay and the live stream meet without a gap or a duplicate.
+    pub(crate) fn join(
+        &mut self,
+        room: &str,
+        session: &Arc<Session>,
+        id: Option<RequestId>,
+        since: Option<Position<'_>>,
+        now_ms: u64,
+    ) {
         if let Entry::Vacant(slot) = self.members.entry(session.id()) {
             slot.insert(session.clone());
             let count = self.users.entry(session.user().clone()).or_insert(0);
@@ -62,13 +113,25 @@ impl RoomState {
             }
         }
         let members: Vec<&str> = self.users.keys().map(|u| &**u).collect();
+        self.history.expire(now_ms);
+        let replay = since.and_then(|position| {
+            (position.epoch == &*self.epoch)
+                .then(|| self.history.after(position.seq, self.seq))
+                .flatten()
+        });
         let reply = ServerMessage::Joined {
             room,
             id,
             members: &members,
             seq: self.seq,
+            epoch: &self.epoch,
+            recovered: since.map(|_| replay.is_some()),
         };
-        let _ = session.outbox().push(Outbound::Text(reply.encode()));
+        let outbox = session.outbox();
+        let _ = outbox.push(Outbound::Text(reply.encode()));
+        for entry in replay.into_iter().flatten() {
+            let _ = outbox.push(entry.frame.clone());
+        }
     }
 
     /// Removes `session`; queues `left` when `id_reply` is given. Returns false if it was not
@@ -96,7 +159,12 @@ impl RoomState {
         true
     }
 
-    /// Sequences a JSON message and shares its one encoding with every member.
+    /// Sequences a JSON message and shares its one encoding with every member and the
+    /// history. A repeated `msg_id` (same user, within `window`) is not delivered again.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument distinct"
+    )]
     pub(crate) fn publish(
         &mut self,
         room: &str,
@@ -104,7 +172,17 @@ impl RoomState {
         data: &RawValue,
         echo: bool,
         ts: u64,
-    ) -> u64 {
+        msg_id: Option<&str>,
+        window: Duration,
+    ) -> Published {
+        if let Some(msg_id) = msg_id {
+            if let Some(seq) = self.recent_ids.get(from.user(), msg_id, ts, window) {
+                return Published {
+                    seq,
+                    duplicate: true,
+                };
+            }
+        }
         self.seq += 1;
         let frame = ServerMessage::Message {
             room,
@@ -115,8 +193,14 @@ impl RoomState {
         }
         .encode();
         let skip = (!echo).then(|| from.id());
-        self.fan_out(skip, &Outbound::Text(frame));
-        self.seq
+        self.deliver(skip, ts, Outbound::Text(frame));
+        if let Some(msg_id) = msg_id {
+            self.recent_ids.insert(from.user(), msg_id, self.seq, ts);
+        }
+        Published {
+            seq: self.seq,
+            duplicate: false,
+        }
     }
 
     /// Sequences a binary message and shares its one encoding with every other member.
@@ -136,8 +220,41 @@ impl RoomState {
             payload,
         }
         .encode();
-        self.fan_out(Some(from.id()), &Outbound::Binary(frame));
+        self.deliver(Some(from.id()), ts, Outbound::Binary(frame));
         self.seq
+    }
+
+    /// The `history` reply: the latest `limit` messages (at most the history size).
+    pub(crate) fn history_reply(
+        &mut self,
+        room: &str,
+        id: Option<RequestId>,
+        limit: Option<u64>,
+        now_ms: u64,
+    ) -> Bytes {
+        self.history.expire(now_ms);
+        let size = self.history.size();
+        let limit = limit.map_or(size, |l| usize::try_from(l).unwrap_or(usize::MAX).min(size));
+        // Only text and binary frames are ever kept.
+        let items = self
+            .history
+            .latest(limit)
+            .filter_map(|entry| match &entry.frame {
+                Outbound::Binary(frame) => Some(HistoryItem::Binary(frame)),
+                Outbound::Text(json) => Some(HistoryItem::Json(json)),
+                Outbound::Ping | Outbound::Close(_) => None,
+            });
+        encode_history(room, id, self.seq, &self.epoch, items)
+    }
+
+    /// Fans a sequenced message out and keeps it in the history.
+    fn deliver(&mut self, skip: Option<SessionId>, ts: u64, frame: Outbound) {
+        self.fan_out(skip, &frame);
+        self.history.push(history::Entry {
+            seq: self.seq,
+            ts,
+            frame,
+        });
     }
 
     pub(crate) fn typing(&self, room: &str, from: &Session) {

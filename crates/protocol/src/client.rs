@@ -17,12 +17,14 @@ pub type RequestId = u64;
 /// A decoded client message. Borrows from the frame it was decoded from.
 #[derive(Debug, Clone)]
 pub enum ClientMessage<'a> {
-    /// `{"type":"join","room":R,"id"?:N}`
+    /// `{"type":"join","room":R,"id"?:N,"since"?:{"seq":S,"epoch":E}}`
     Join {
         /// The room to join.
         room: Cow<'a, str>,
         /// Request id.
         id: Option<RequestId>,
+        /// Recover what was missed after this position.
+        since: Option<Since<'a>>,
     },
     /// `{"type":"leave","room":R,"id"?:N}`
     Leave {
@@ -31,7 +33,7 @@ pub enum ClientMessage<'a> {
         /// Request id.
         id: Option<RequestId>,
     },
-    /// `{"type":"publish","room":R,"data":ANY,"id"?:N,"echo"?:BOOL}`
+    /// `{"type":"publish","room":R,"data":ANY,"id"?:N,"echo"?:BOOL,"msg_id"?:STRING}`
     Publish {
         /// The room to publish to.
         room: Cow<'a, str>,
@@ -41,6 +43,17 @@ pub enum ClientMessage<'a> {
         id: Option<RequestId>,
         /// Whether the publisher also receives its own message.
         echo: bool,
+        /// Client-chosen message id: a retry with the same id is not delivered twice.
+        msg_id: Option<Cow<'a, str>>,
+    },
+    /// `{"type":"history","room":R,"limit"?:N,"id"?:N}`
+    History {
+        /// The room.
+        room: Cow<'a, str>,
+        /// How many of the latest messages (default and cap: the room's history size).
+        limit: Option<u64>,
+        /// Request id.
+        id: Option<RequestId>,
     },
     /// `{"type":"typing","room":R}`
     Typing {
@@ -54,6 +67,19 @@ pub enum ClientMessage<'a> {
     },
 }
 
+/// A position in a room's stream: the last `seq` seen, under which `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Since<'a> {
+    /// The last sequence number the client saw.
+    pub seq: u64,
+    /// The room epoch that sequence number belongs to.
+    #[serde(borrow)]
+    pub epoch: Cow<'a, str>,
+}
+
+/// Longest `msg_id`, in bytes.
+pub const MAX_MSG_ID_LEN: usize = 64;
+
 impl ClientMessage<'_> {
     /// The message's `type` string.
     pub fn kind(&self) -> &'static str {
@@ -63,6 +89,7 @@ impl ClientMessage<'_> {
             Self::Publish { .. } => "publish",
             Self::Typing { .. } => "typing",
             Self::Ping { .. } => "ping",
+            Self::History { .. } => "history",
         }
     }
 
@@ -72,6 +99,7 @@ impl ClientMessage<'_> {
             Self::Join { id, .. }
             | Self::Leave { id, .. }
             | Self::Publish { id, .. }
+            | Self::History { id, .. }
             | Self::Ping { id } => *id,
             Self::Typing { .. } => None,
         }
@@ -101,7 +129,7 @@ impl DecodeError {
 }
 
 /// The known message types, for error messages.
-pub const CLIENT_TYPES: [&str; 5] = ["join", "leave", "publish", "typing", "ping"];
+pub const CLIENT_TYPES: [&str; 6] = ["join", "leave", "publish", "typing", "ping", "history"];
 
 /// The wire shape of every client message: all fields optional, checked per type afterwards.
 /// Unknown fields are ignored, so clients may send fields of later protocol versions.
@@ -117,6 +145,12 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
     #[serde(default)]
     echo: Option<bool>,
+    #[serde(default, borrow)]
+    since: Option<Since<'a>>,
+    #[serde(default, borrow)]
+    msg_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    limit: Option<u64>,
 }
 
 /// `data` may be any JSON value, `null` included: present-but-null must not read as absent.
@@ -145,6 +179,7 @@ pub fn decode<'a>(text: &'a str) -> Result<ClientMessage<'a>, DecodeError> {
         "join" => Ok(ClientMessage::Join {
             room: room(envelope.room, kind)?,
             id,
+            since: envelope.since,
         }),
         "leave" => Ok(ClientMessage::Leave {
             room: room(envelope.room, kind)?,
@@ -166,13 +201,28 @@ pub fn decode<'a>(text: &'a str) -> Result<ClientMessage<'a>, DecodeError> {
                     format!("`data` is nested deeper than {MAX_DATA_DEPTH} levels"),
                 ));
             }
+            if let Some(msg_id) = &envelope.msg_id {
+                if msg_id.is_empty() || msg_id.len() > MAX_MSG_ID_LEN {
+                    return Err(DecodeError::new(
+                        ErrorCode::InvalidMessage,
+                        id,
+                        format!("`msg_id` must be 1 to {MAX_MSG_ID_LEN} bytes"),
+                    ));
+                }
+            }
             Ok(ClientMessage::Publish {
                 room,
                 data,
                 id,
                 echo: envelope.echo.unwrap_or(false),
+                msg_id: envelope.msg_id,
             })
         }
+        "history" => Ok(ClientMessage::History {
+            room: room(envelope.room, kind)?,
+            limit: envelope.limit,
+            id,
+        }),
         "typing" => Ok(ClientMessage::Typing {
             room: room(envelope.room, kind)?,
         }),
@@ -285,7 +335,15 @@ mod tests {
     fn decodes_every_type() -> Result<(), DecodeError> {
         assert!(matches!(
             decode(r#"{"type":"join","room":"a","id":1}"#)?,
-            ClientMessage::Join { room, id: Some(1) } if room == "a"
+            ClientMessage::Join { room, id: Some(1), since: None } if room == "a"
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"join","room":"a","since":{"seq":41,"epoch":"e1"}}"#)?,
+            ClientMessage::Join { since: Some(Since { seq: 41, epoch }), .. } if epoch == "e1"
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"history","room":"a","limit":5,"id":2}"#)?,
+            ClientMessage::History { room, limit: Some(5), id: Some(2) } if room == "a"
         ));
         assert!(matches!(
             decode(r#"{"type":"leave","room":"a"}"#)?,
@@ -299,14 +357,17 @@ mod tests {
             decode(r#"{"type":"ping","id":9}"#)?,
             ClientMessage::Ping { id: Some(9) }
         ));
-        match decode(r#"{"type":"publish","room":"r","data":{"t":"hi \"x\""},"id":3,"echo":true}"#)?
-        {
+        match decode(
+            r#"{"type":"publish","room":"r","data":{"t":"hi \"x\""},"id":3,"echo":true,"msg_id":"m-1"}"#,
+        )? {
             ClientMessage::Publish {
                 room,
                 data,
                 id,
                 echo,
+                msg_id,
             } => {
+                assert_eq!(msg_id.as_deref(), Some("m-1"));
                 assert_eq!(room, "r");
                 assert_eq!(data.get(), r#"{"t":"hi \"x\""}"#);
                 assert_eq!(id, Some(3));
@@ -333,7 +394,7 @@ mod tests {
     fn escaped_room_names_decode() -> Result<(), DecodeError> {
         assert!(matches!(
             decode(r#"{"type":"join","room":"a\u0062"}"#)?,
-            ClientMessage::Join { room, id: None } if room == "ab"
+            ClientMessage::Join { room, id: None, .. } if room == "ab"
         ));
         Ok(())
     }
@@ -374,6 +435,12 @@ mod tests {
         assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, None));
         let e = err(r#"{"type":"publish","room":"a","echo":"yes","data":1}"#);
         assert_eq!(e.code, ErrorCode::InvalidMessage);
+        let e = err(r#"{"type":"publish","room":"a","data":1,"msg_id":"","id":9}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, Some(9)));
+        let e = err(r#"{"type":"join","room":"a","since":{"seq":"x","epoch":"e"},"id":10}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, Some(10)));
+        let e = err(r#"{"type":"join","room":"a","since":{"seq":1},"id":11}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, Some(11)));
     }
 
     #[test]

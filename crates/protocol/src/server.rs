@@ -33,6 +33,11 @@ pub enum ServerMessage<'a> {
         members: &'a [&'a str],
         /// The room's current sequence number (that of its last message; 0 if none yet).
         seq: u64,
+        /// The room's epoch: changes whenever its history is reset.
+        epoch: &'a str,
+        /// For a join with `since`: whether every missed message follows this reply.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     /// The reply to `leave`.
     Left {
@@ -78,6 +83,10 @@ pub enum ServerMessage<'a> {
         /// The sequence number given to the message.
         #[serde(skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
+        /// The publish repeated a `msg_id` already accepted: `seq` is the original's and the
+        /// message was not delivered again.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        duplicate: bool,
     },
     /// A request failed; the connection stays open.
     Error {
@@ -95,6 +104,116 @@ pub enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
     },
+}
+
+/// A binary message as it appears in a `history` reply (JSON has no bytes: base64).
+#[derive(Debug, Clone, Serialize)]
+pub struct BinaryRecord<'a> {
+    /// Always `"message"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The room.
+    pub room: &'a str,
+    /// The publishing user.
+    pub from: &'a str,
+    /// The message's sequence number.
+    pub seq: u64,
+    /// When it was sequenced (ms since the Unix epoch).
+    pub ts: u64,
+    /// The payload, base64 (standard alphabet, padded).
+    pub binary: String,
+}
+
+/// One entry of a `history` reply.
+#[derive(Debug, Clone, Copy)]
+pub enum HistoryItem<'a> {
+    /// The encoded `message` object exactly as it was delivered.
+    Json(&'a [u8]),
+    /// A server binary envelope (see [`crate::binary`]).
+    Binary(&'a [u8]),
+}
+
+/// Encodes `{"type":"history","room":R,"id"?:N,"seq":S,"epoch":E,"messages":[...]}`. JSON
+/// messages are spliced in as stored (no re-serialization).
+pub fn encode_history<'a>(
+    room: &str,
+    id: Option<RequestId>,
+    seq: u64,
+    epoch: &str,
+    items: impl IntoIterator<Item = HistoryItem<'a>>,
+) -> Bytes {
+    #[derive(Serialize)]
+    struct Head<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        seq: u64,
+        epoch: &'a str,
+    }
+    let head = Head {
+        kind: "history",
+        room,
+        id,
+        seq,
+        epoch,
+    };
+    let mut out = serde_json::to_vec(&head).unwrap_or_default();
+    out.pop(); // the closing brace: the messages array follows
+    out.extend_from_slice(br#","messages":["#);
+    let mut first = true;
+    for item in items {
+        let record;
+        let json: &[u8] = match item {
+            HistoryItem::Json(json) => json,
+            HistoryItem::Binary(frame) => match crate::binary::decode_server(frame) {
+                Ok(message) => {
+                    record = serde_json::to_vec(&BinaryRecord {
+                        kind: "message",
+                        room: message.room,
+                        from: message.from,
+                        seq: message.seq,
+                        ts: message.ts,
+                        binary: base64_encode(message.payload),
+                    })
+                    .unwrap_or_default();
+                    &record
+                }
+                Err(_) => continue,
+            },
+        };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(json);
+    }
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
+}
+
+/// Standard base64 with padding (RFC 4648 section 4); small enough not to need a crate here.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let sextet = |n: u32, shift: u32| {
+        char::from(
+            ALPHABET
+                .get(((n >> shift) & 63) as usize)
+                .copied()
+                .unwrap_or(b'A'),
+        )
+    };
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = (b(0) << 16) | (b(1) << 8) | b(2);
+        out.push(sextet(n, 18));
+        out.push(sextet(n, 12));
+        out.push(if chunk.len() > 1 { sextet(n, 6) } else { '=' });
+        out.push(if chunk.len() > 2 { sextet(n, 0) } else { '=' });
+    }
+    out
 }
 
 impl ServerMessage<'_> {
@@ -138,9 +257,22 @@ mod tests {
                 room: "r",
                 id: Some(1),
                 members: &["a", "b"],
-                seq: 0
+                seq: 0,
+                epoch: "e",
+                recovered: None,
             }),
-            r#"{"type":"joined","room":"r","id":1,"members":["a","b"],"seq":0}"#
+            r#"{"type":"joined","room":"r","id":1,"members":["a","b"],"seq":0,"epoch":"e"}"#
+        );
+        assert_eq!(
+            text(&ServerMessage::Joined {
+                room: "r",
+                id: None,
+                members: &[],
+                seq: 4,
+                epoch: "e",
+                recovered: Some(false),
+            }),
+            r#"{"type":"joined","room":"r","members":[],"seq":4,"epoch":"e","recovered":false}"#
         );
         assert_eq!(
             text(&ServerMessage::Left {
@@ -160,9 +292,18 @@ mod tests {
         assert_eq!(
             text(&ServerMessage::Ack {
                 id: 4,
-                seq: Some(9)
+                seq: Some(9),
+                duplicate: false
             }),
             r#"{"type":"ack","id":4,"seq":9}"#
+        );
+        assert_eq!(
+            text(&ServerMessage::Ack {
+                id: 4,
+                seq: Some(9),
+                duplicate: true
+            }),
+            r#"{"type":"ack","id":4,"seq":9,"duplicate":true}"#
         );
         assert_eq!(
             text(&ServerMessage::Error {
@@ -184,5 +325,53 @@ mod tests {
             r#"{"type":"typing","room":"r","from":"a\"b"}"#
         );
         Ok(())
+    }
+
+    #[test]
+    fn history_splices_stored_messages() {
+        let json = br#"{"type":"message","room":"r","from":"a","data":1,"seq":1,"ts":5}"#;
+        let binary = crate::binary::ServerBinary {
+            room: "r",
+            seq: 2,
+            ts: 6,
+            from: "b",
+            payload: b"\x00\xffab",
+        }
+        .encode();
+        let reply = encode_history(
+            "r",
+            Some(3),
+            2,
+            "ep",
+            [HistoryItem::Json(json), HistoryItem::Binary(&binary)],
+        );
+        let value: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"type":"history","room":"r","id":3,"seq":2,"epoch":"ep","messages":[
+                {"type":"message","room":"r","from":"a","data":1,"seq":1,"ts":5},
+                {"type":"message","room":"r","from":"b","seq":2,"ts":6,"binary":"AP9hYg=="}
+            ]})
+        );
+        let empty = encode_history("r", None, 0, "ep", []);
+        assert_eq!(
+            &empty[..],
+            br#"{"type":"history","room":"r","seq":0,"epoch":"ep","messages":[]}"#
+        );
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (input, output) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(input.as_bytes()), output);
+        }
     }
 }

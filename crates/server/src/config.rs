@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchboard_hub::{HistoryPolicy, HistoryRule, HistoryRules};
 
 /// Every setting of `switchboard serve`. Field docs give the default and why it is what it is.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -44,6 +45,74 @@ pub struct Config {
     pub max_violations: u32,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `switchboard=debug`. Default `info`.
     pub log: String,
+    /// Per-room history, which is what recovery after a reconnect replays.
+    pub history: HistoryConfig,
+    /// How long a publish's `msg_id` is remembered, so that a retry is not delivered twice.
+    /// Default 2 minutes (longer than any sane client retry schedule).
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+}
+
+/// History settings: a default, and overrides by room-name pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Messages kept per room. Default 100; 0 disables history (and so recovery).
+    pub size: usize,
+    /// How long each message is kept. Default 5 minutes: long enough for a phone to come back
+    /// from a tunnel, short enough to bound memory.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Overrides for rooms whose names match a pattern (`*` = any characters); the first match
+    /// wins.
+    pub rooms: Vec<HistoryRoomConfig>,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        let policy = HistoryPolicy::default();
+        Self {
+            size: policy.size,
+            ttl: policy.ttl,
+            rooms: Vec::new(),
+        }
+    }
+}
+
+/// One `[[history.rooms]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRoomConfig {
+    /// Room-name pattern, e.g. `chat:*`.
+    pub pattern: String,
+    /// Messages kept.
+    pub size: usize,
+    /// How long each is kept.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl HistoryConfig {
+    /// The hub's form of these settings.
+    pub fn rules(&self) -> HistoryRules {
+        HistoryRules {
+            default: HistoryPolicy {
+                size: self.size,
+                ttl: self.ttl,
+            },
+            rules: self
+                .rooms
+                .iter()
+                .map(|room| HistoryRule {
+                    pattern: room.pattern.clone(),
+                    policy: HistoryPolicy {
+                        size: room.size,
+                        ttl: room.ttl,
+                    },
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -60,6 +129,8 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             max_violations: 10,
             log: "info".to_owned(),
+            history: HistoryConfig::default(),
+            idempotency_window: Duration::from_secs(120),
         }
     }
 }
@@ -157,6 +228,19 @@ mod tests {
         assert_eq!(config.ping_interval, Duration::from_secs(5));
         assert_eq!(config.max_message_size, 1024);
         assert_eq!(config.pong_timeout, Config::default().pong_timeout);
+    }
+
+    #[test]
+    fn history_rules_by_pattern() {
+        let config = Config::from_toml(
+            "[history]\nsize = 10\n[[history.rooms]]\npattern = \"chat:*\"\nsize = 500\nttl = \"1h\"\n",
+        )
+        .unwrap();
+        let rules = config.history.rules();
+        assert_eq!(rules.policy_for("chat:1").size, 500);
+        assert_eq!(rules.policy_for("chat:1").ttl, Duration::from_secs(3600));
+        assert_eq!(rules.policy_for("other").size, 10);
+        assert_eq!(rules.policy_for("other").ttl, Duration::from_secs(300));
     }
 
     #[test]

@@ -19,6 +19,26 @@ use crate::config::{Config, ConfigError};
 use crate::http::routes;
 use crate::state::{AppState, PeerAddr};
 
+/// How often expired history and abandoned rooms are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Expires history and drops rooms that have neither members nor history, until shutdown.
+async fn sweep_rooms(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let dropped = hub.sweep(crate::ws::session::now_millis());
+                if dropped > 0 {
+                    debug!(dropped, "swept rooms without members or history");
+                }
+            }
+        }
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -52,6 +72,8 @@ impl Server {
             .map_err(|source| ServerError::Bind { addr, source })?;
         let hub = Arc::new(Hub::new(HubConfig {
             outbox_bytes: config.outbox_bytes,
+            history: config.history.rules(),
+            idempotency_window: config.idempotency_window,
         }));
         Ok(Self {
             listener,
@@ -79,6 +101,9 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) {
         let Self { listener, state } = self;
         let router = routes::router(state.clone());
+        state
+            .tracker
+            .spawn(sweep_rooms(state.hub.clone(), shutdown.clone()));
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(state.config.handshake_timeout)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use switchboard_hub::{CloseFrame, Hub, HubError, Outbound, Session};
+use switchboard_hub::{CloseFrame, Hub, HubError, Outbound, Position, Session};
 use switchboard_protocol::binary;
 use switchboard_protocol::client::{self, ClientMessage, RequestId};
 use switchboard_protocol::codes::close;
@@ -60,8 +60,14 @@ impl SessionHandler {
         let id = message.id();
         let hub_err = |err: HubError| Rejection::hub(id, &err);
         match message {
-            ClientMessage::Join { room, id } => {
-                self.hub.join(&self.session, &room, id).map_err(hub_err)
+            ClientMessage::Join { room, id, since } => {
+                let since = since.as_ref().map(|since| Position {
+                    seq: since.seq,
+                    epoch: &since.epoch,
+                });
+                self.hub
+                    .join(&self.session, &room, id, since, now_millis())
+                    .map_err(hub_err)
             }
             ClientMessage::Leave { room, id } => {
                 self.hub.leave(&self.session, &room, id).map_err(hub_err)
@@ -71,16 +77,32 @@ impl SessionHandler {
                 data,
                 id,
                 echo,
+                msg_id,
             } => {
-                let seq = self
+                let published = self
                     .hub
-                    .publish(&self.session, &room, data, echo, now_millis())
+                    .publish(
+                        &self.session,
+                        &room,
+                        data,
+                        echo,
+                        now_millis(),
+                        msg_id.as_deref(),
+                    )
                     .map_err(hub_err)?;
                 if let Some(id) = id {
-                    self.reply(&ServerMessage::Ack { id, seq: Some(seq) });
+                    self.reply(&ServerMessage::Ack {
+                        id,
+                        seq: Some(published.seq),
+                        duplicate: published.duplicate,
+                    });
                 }
                 Ok(())
             }
+            ClientMessage::History { room, limit, id } => self
+                .hub
+                .history(&self.session, &room, id, limit, now_millis())
+                .map_err(hub_err),
             ClientMessage::Typing { room } => {
                 self.hub.typing(&self.session, &room).map_err(hub_err)
             }
@@ -139,7 +161,7 @@ impl Handler for SessionHandler {
 }
 
 /// The server clock, in milliseconds since the Unix epoch (the `ts` of messages).
-fn now_millis() -> u64 {
+pub(crate) fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
