@@ -3,6 +3,7 @@
 
 mod connect;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -19,9 +20,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Connect to a WebSocket URL: send typed lines, print what arrives (like wscat).
     Connect(connect::ConnectArgs),
+    /// Mint a signed (HS256) token for testing.
+    Token(token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,8 +41,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Connect(args) => connect::run(args).await,
+            Command::Token(args) => token::run(args),
         }
     });
     match result {

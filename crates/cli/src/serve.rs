@@ -62,6 +62,51 @@ pub(crate) struct ServeArgs {
     /// How long a publish's msg_id is remembered for deduplication [default: 2m].
     #[arg(long, env = "SWITCHBOARD_IDEMPOTENCY_WINDOW", value_parser = humantime_duration)]
     idempotency_window: Option<Duration>,
+    /// HS256 secret for verifying tokens (at least 32 bytes); turns anonymous access off
+    /// unless --anonymous is given.
+    #[arg(long, env = "SWITCHBOARD_AUTH_SECRET", hide_env_values = true)]
+    auth_secret: Option<String>,
+    /// PEM public key (RSA → RS256, P-256 → ES256) for verifying tokens.
+    #[arg(long, env = "SWITCHBOARD_AUTH_PUBLIC_KEY")]
+    auth_public_key: Option<PathBuf>,
+    /// Accept connections without a token [default: only when no key is configured].
+    #[arg(long, env = "SWITCHBOARD_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
+    anonymous: Option<bool>,
+    /// Cookie that may carry the token [default: switchboard_token].
+    #[arg(long, env = "SWITCHBOARD_AUTH_COOKIE")]
+    auth_cookie: Option<String>,
+    /// Allowed browser Origin (repeatable; `https://*.example.com` for subdomains, `*` for
+    /// any) [default: same origin only].
+    #[arg(
+        long = "allowed-origin",
+        env = "SWITCHBOARD_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Option<Vec<String>>,
+    /// Messages per second per connection [default: 30].
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT")]
+    rate_limit: Option<u32>,
+    /// Message burst per connection [default: 60].
+    #[arg(long, env = "SWITCHBOARD_RATE_BURST")]
+    rate_burst: Option<u32>,
+    /// Rooms per connection [default: 100].
+    #[arg(long, env = "SWITCHBOARD_MAX_ROOMS")]
+    max_rooms: Option<usize>,
+    /// WebSocket connections per node [default: 100000].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// New connections per second per IP address [default: 50].
+    #[arg(long, env = "SWITCHBOARD_IP_CONNECT_RATE")]
+    ip_connect_rate: Option<u32>,
+    /// New-connection burst per IP address [default: 100].
+    #[arg(long, env = "SWITCHBOARD_IP_CONNECT_BURST")]
+    ip_connect_burst: Option<u32>,
+    /// PEM certificate chain: serve wss:// and https:// (needs --tls-key).
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -92,6 +137,36 @@ impl ServeArgs {
             log,
             idempotency_window
         );
+        macro_rules! apply_to {
+            ($($field:ident => $($target:ident).+),* $(,)?) => {
+                $( if let Some(value) = self.$field { config.$($target).+ = value; } )*
+            };
+        }
+        apply_to!(
+            rate_limit => limits.messages_per_second,
+            rate_burst => limits.message_burst,
+            max_rooms => limits.max_rooms_per_connection,
+            max_connections => limits.max_connections,
+            ip_connect_rate => limits.connections_per_ip_per_second,
+            ip_connect_burst => limits.connection_burst_per_ip,
+            auth_cookie => auth.cookie,
+            allowed_origins => allowed_origins,
+        );
+        if self.auth_secret.is_some() {
+            config.auth.hmac_secret = self.auth_secret;
+        }
+        if self.auth_public_key.is_some() {
+            config.auth.public_key_file = self.auth_public_key;
+        }
+        if self.anonymous.is_some() {
+            config.auth.anonymous = self.anonymous;
+        }
+        if self.tls_cert.is_some() {
+            config.tls_cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            config.tls_key = self.tls_key;
+        }
         if let Some(size) = self.history_size {
             config.history.size = size;
         }
@@ -113,7 +188,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .init();
     let server = Server::bind(config).await?;
     let addr = server.local_addr().context("reading the bound address")?;
-    info!(%addr, "switchboard listening");
+    info!(%addr, tls = server.is_tls(), "switchboard listening");
     // The one line on stdout: scripts and tests wait for it (readiness).
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {addr}").and_then(|()| stdout.flush())?;

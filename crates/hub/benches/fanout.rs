@@ -12,11 +12,11 @@ use switchboard_hub::{Hub, HubConfig, Session};
 
 fn room_of(hub: &Hub, members: usize) -> (Arc<Session>, Vec<Arc<Session>>) {
     let publisher = hub.connect("publisher".into());
-    hub.join(&publisher, "bench", None, None, 0).unwrap();
+    hub.join(&publisher, "bench", None, None, true, 0).unwrap();
     let subscribers: Vec<_> = (0..members)
         .map(|i| {
             let s = hub.connect(format!("user{i}").into());
-            hub.join(&s, "bench", None, None, 0).unwrap();
+            hub.join(&s, "bench", None, None, true, 0).unwrap();
             s
         })
         .collect();

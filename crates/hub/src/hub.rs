@@ -90,13 +90,19 @@ impl Hub {
     /// Joins `room`, queuing `joined` (with `id`) on the session's outbox and a presence `join`
     /// for the others if this is the user's first connection in the room. Idempotent. With
     /// `since`, the messages after that position follow `joined` when history still has them
-    /// all (`recovered: true`).
+    /// all (`recovered: true`). Without `presence`, the member sees no members list and no
+    /// presence events (others still see it).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each is a distinct part of the request"
+    )]
     pub fn join(
         &self,
         session: &Arc<Session>,
         room: &str,
         id: Option<RequestId>,
         since: Option<Position<'_>>,
+        presence: bool,
         now_ms: u64,
     ) -> Result<(), HubError> {
         validate_room(room)?;
@@ -107,7 +113,7 @@ impl Hub {
                 // Dropped by its last member between our lookup and our lock: look again.
                 continue;
             }
-            state.join(&entry.name, session, id, since, now_ms);
+            state.join(&entry.name, session, id, since, presence, now_ms);
             drop(state);
             session.rooms.lock().insert(entry.name.clone(), entry);
             return Ok(());
@@ -364,9 +370,9 @@ mod tests {
     fn recovery_replays_exactly_what_was_missed_after_joined() {
         let hub = hub(100, Duration::from_secs(60));
         let publisher = hub.connect("p".into());
-        hub.join(&publisher, "r", None, None, 0).unwrap();
+        hub.join(&publisher, "r", None, None, true, 0).unwrap();
         let sub = hub.connect("s".into());
-        hub.join(&sub, "r", None, None, 0).unwrap();
+        hub.join(&sub, "r", None, None, true, 0).unwrap();
         let joined = drain(&sub).remove(0);
         let epoch = joined["epoch"].as_str().unwrap().to_owned();
         assert_eq!(epoch.len(), 16);
@@ -383,7 +389,8 @@ mod tests {
             seq: 3,
             epoch: &epoch,
         };
-        hub.join(&back, "r", Some(1), Some(since), 1_000).unwrap();
+        hub.join(&back, "r", Some(1), Some(since), true, 1_000)
+            .unwrap();
         publish(&hub, &publisher, 7, 1_000);
         let frames = drain(&back);
         assert_eq!(frames[0]["type"], "joined");
@@ -400,13 +407,13 @@ mod tests {
     fn recovery_fails_on_another_epoch_or_a_gap() {
         let hub = hub(2, Duration::from_secs(60));
         let publisher = hub.connect("p".into());
-        hub.join(&publisher, "r", None, None, 0).unwrap();
+        hub.join(&publisher, "r", None, None, true, 0).unwrap();
         for n in 1..=5 {
             publish(&hub, &publisher, n, 0);
         }
         let sub = hub.connect("s".into());
         let epoch = {
-            hub.join(&sub, "r", None, None, 0).unwrap();
+            hub.join(&sub, "r", None, None, true, 0).unwrap();
             drain(&sub)[0]["epoch"].as_str().unwrap().to_owned()
         };
         for (since, recovered, replayed) in [
@@ -451,7 +458,7 @@ mod tests {
                 0,
             ),
         ] {
-            hub.join(&sub, "r", None, Some(since), 0).unwrap();
+            hub.join(&sub, "r", None, Some(since), true, 0).unwrap();
             let frames = drain(&sub);
             assert_eq!(frames[0]["recovered"], recovered, "{since:?}");
             assert_eq!(frames.len() - 1, replayed, "{since:?}");
@@ -462,8 +469,8 @@ mod tests {
     fn a_repeated_msg_id_is_acknowledged_but_not_delivered_again() {
         let hub = hub(100, Duration::from_secs(60));
         let (alice, bob) = (hub.connect("alice".into()), hub.connect("bob".into()));
-        hub.join(&alice, "r", None, None, 0).unwrap();
-        hub.join(&bob, "r", None, None, 0).unwrap();
+        hub.join(&alice, "r", None, None, true, 0).unwrap();
+        hub.join(&bob, "r", None, None, true, 0).unwrap();
         drain(&bob);
         let first = hub
             .publish(&alice, "r", &data(1), false, 10, Some("m1"))
@@ -516,7 +523,7 @@ mod tests {
     fn history_keeps_an_empty_room_until_it_expires() {
         let hub = hub(10, Duration::from_millis(100));
         let alice = hub.connect("alice".into());
-        hub.join(&alice, "r", None, None, 0).unwrap();
+        hub.join(&alice, "r", None, None, true, 0).unwrap();
         let epoch = drain(&alice)[0]["epoch"].as_str().unwrap().to_owned();
         publish(&hub, &alice, 1, 1_000);
         hub.disconnect(&alice);
@@ -530,7 +537,7 @@ mod tests {
         assert_eq!(reply["messages"][0]["data"], 1);
         assert_eq!(hub.sweep(1_200), 1);
         assert_eq!(hub.stats().rooms, 0);
-        hub.join(&reader, "r", None, None, 1_200).unwrap();
+        hub.join(&reader, "r", None, None, true, 1_200).unwrap();
         let joined = drain(&reader).remove(0);
         assert_eq!(joined["seq"], 0);
         assert_ne!(joined["epoch"], epoch.as_str(), "a new incarnation");
@@ -540,7 +547,7 @@ mod tests {
     fn rooms_without_history_go_with_their_last_member() {
         let hub = hub(0, Duration::from_secs(60));
         let alice = hub.connect("alice".into());
-        hub.join(&alice, "r", None, None, 0).unwrap();
+        hub.join(&alice, "r", None, None, true, 0).unwrap();
         publish(&hub, &alice, 1, 0);
         hub.leave(&alice, "r", None).unwrap();
         assert_eq!(hub.stats().rooms, 0);
@@ -550,10 +557,10 @@ mod tests {
     fn presence_counts_connections_per_user() {
         let hub = hub(0, Duration::from_secs(60));
         let watcher = hub.connect("w".into());
-        hub.join(&watcher, "r", None, None, 0).unwrap();
+        hub.join(&watcher, "r", None, None, true, 0).unwrap();
         let (a1, a2) = (hub.connect("alice".into()), hub.connect("alice".into()));
-        hub.join(&a1, "r", None, None, 0).unwrap();
-        hub.join(&a2, "r", None, None, 0).unwrap();
+        hub.join(&a1, "r", None, None, true, 0).unwrap();
+        hub.join(&a2, "r", None, None, true, 0).unwrap();
         assert_eq!(drain(&a2)[0]["members"].as_array().unwrap().len(), 2);
         hub.disconnect(&a1);
         hub.disconnect(&a2);

@@ -34,10 +34,10 @@ impl RecentIds {
     }
 
     pub(crate) fn insert(&mut self, user: &Arc<str>, msg_id: &str, seq: u64, now_ms: u64) {
-        if self.order.len() >= MAX_IDS {
-            if let Some((_, key)) = self.order.pop_front() {
-                self.seqs.remove(&key);
-            }
+        if self.order.len() >= MAX_IDS
+            && let Some((_, key)) = self.order.pop_front()
+        {
+            self.seqs.remove(&key);
         }
         let key: Key = (user.clone(), Box::from(msg_id));
         self.seqs.insert(key.clone(), seq);

@@ -45,6 +45,13 @@ pub(crate) struct Room {
 }
 
 #[derive(Debug)]
+struct Member {
+    session: Arc<Session>,
+    /// Whether this member may see who else is here (members list, presence events).
+    presence: bool,
+}
+
+#[derive(Debug)]
 pub(crate) struct RoomState {
     /// The sequence number of the room's last message (0 before the first).
     seq: u64,
@@ -53,7 +60,7 @@ pub(crate) struct RoomState {
     epoch: Arc<str>,
     history: History,
     recent_ids: RecentIds,
-    members: HashMap<SessionId, Arc<Session>>,
+    members: HashMap<SessionId, Member>,
     /// Connections per user: presence changes only on the first join and the last leave.
     users: HashMap<Arc<str>, u32>,
     /// Set when the registry dropped this room (it was empty); a joiner holding a stale
@@ -102,17 +109,25 @@ impl RoomState {
         session: &Arc<Session>,
         id: Option<RequestId>,
         since: Option<Position<'_>>,
+        presence: bool,
         now_ms: u64,
     ) {
         if let Entry::Vacant(slot) = self.members.entry(session.id()) {
-            slot.insert(session.clone());
+            slot.insert(Member {
+                session: session.clone(),
+                presence,
+            });
             let count = self.users.entry(session.user().clone()).or_insert(0);
             *count += 1;
             if *count == 1 {
                 self.presence(room, PresenceEvent::Join, session);
             }
         }
-        let members: Vec<&str> = self.users.keys().map(|u| &**u).collect();
+        let members: Vec<&str> = if presence {
+            self.users.keys().map(|u| &**u).collect()
+        } else {
+            Vec::new()
+        };
         self.history.expire(now_ms);
         let replay = since.and_then(|position| {
             (position.epoch == &*self.epoch)
@@ -175,13 +190,13 @@ impl RoomState {
         msg_id: Option<&str>,
         window: Duration,
     ) -> Published {
-        if let Some(msg_id) = msg_id {
-            if let Some(seq) = self.recent_ids.get(from.user(), msg_id, ts, window) {
-                return Published {
-                    seq,
-                    duplicate: true,
-                };
-            }
+        if let Some(msg_id) = msg_id
+            && let Some(seq) = self.recent_ids.get(from.user(), msg_id, ts, window)
+        {
+            return Published {
+                seq,
+                duplicate: true,
+            };
         }
         self.seq += 1;
         let frame = ServerMessage::Message {
@@ -273,7 +288,12 @@ impl RoomState {
             user: about.user(),
         }
         .encode();
-        self.fan_out(Some(about.id()), &Outbound::Text(frame));
+        let frame = Outbound::Text(frame);
+        for (id, member) in &self.members {
+            if *id != about.id() && member.presence {
+                let _ = member.session.outbox().push(frame.clone());
+            }
+        }
     }
 
     /// Queues `frame` for every member but `skip`. A member whose outbox overflows is aborted
@@ -281,7 +301,7 @@ impl RoomState {
     fn fan_out(&self, skip: Option<SessionId>, frame: &Outbound) {
         for (id, member) in &self.members {
             if Some(*id) != skip {
-                let _ = member.outbox().push(frame.clone());
+                let _ = member.session.outbox().push(frame.clone());
             }
         }
     }

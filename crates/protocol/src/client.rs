@@ -60,6 +60,13 @@ pub enum ClientMessage<'a> {
         /// The room the user is typing in.
         room: Cow<'a, str>,
     },
+    /// `{"type":"refresh","token":T,"id"?:N}`: a new token before the current one expires.
+    Refresh {
+        /// The new token.
+        token: Cow<'a, str>,
+        /// Request id.
+        id: Option<RequestId>,
+    },
     /// `{"type":"ping","id"?:N}` (an application-level ping, answered by `pong`).
     Ping {
         /// Request id.
@@ -90,6 +97,7 @@ impl ClientMessage<'_> {
             Self::Typing { .. } => "typing",
             Self::Ping { .. } => "ping",
             Self::History { .. } => "history",
+            Self::Refresh { .. } => "refresh",
         }
     }
 
@@ -100,6 +108,7 @@ impl ClientMessage<'_> {
             | Self::Leave { id, .. }
             | Self::Publish { id, .. }
             | Self::History { id, .. }
+            | Self::Refresh { id, .. }
             | Self::Ping { id } => *id,
             Self::Typing { .. } => None,
         }
@@ -129,7 +138,9 @@ impl DecodeError {
 }
 
 /// The known message types, for error messages.
-pub const CLIENT_TYPES: [&str; 6] = ["join", "leave", "publish", "typing", "ping", "history"];
+pub const CLIENT_TYPES: [&str; 7] = [
+    "join", "leave", "publish", "typing", "ping", "history", "refresh",
+];
 
 /// The wire shape of every client message: all fields optional, checked per type afterwards.
 /// Unknown fields are ignored, so clients may send fields of later protocol versions.
@@ -151,6 +162,8 @@ struct Envelope<'a> {
     msg_id: Option<Cow<'a, str>>,
     #[serde(default)]
     limit: Option<u64>,
+    #[serde(default, borrow)]
+    token: Option<Cow<'a, str>>,
 }
 
 /// `data` may be any JSON value, `null` included: present-but-null must not read as absent.
@@ -201,14 +214,16 @@ pub fn decode<'a>(text: &'a str) -> Result<ClientMessage<'a>, DecodeError> {
                     format!("`data` is nested deeper than {MAX_DATA_DEPTH} levels"),
                 ));
             }
-            if let Some(msg_id) = &envelope.msg_id {
-                if msg_id.is_empty() || msg_id.len() > MAX_MSG_ID_LEN {
-                    return Err(DecodeError::new(
-                        ErrorCode::InvalidMessage,
-                        id,
-                        format!("`msg_id` must be 1 to {MAX_MSG_ID_LEN} bytes"),
-                    ));
-                }
+            if envelope
+                .msg_id
+                .as_ref()
+                .is_some_and(|m| m.is_empty() || m.len() > MAX_MSG_ID_LEN)
+            {
+                return Err(DecodeError::new(
+                    ErrorCode::InvalidMessage,
+                    id,
+                    format!("`msg_id` must be 1 to {MAX_MSG_ID_LEN} bytes"),
+                ));
             }
             Ok(ClientMessage::Publish {
                 room,
@@ -225,6 +240,16 @@ pub fn decode<'a>(text: &'a str) -> Result<ClientMessage<'a>, DecodeError> {
         }),
         "typing" => Ok(ClientMessage::Typing {
             room: room(envelope.room, kind)?,
+        }),
+        "refresh" => Ok(ClientMessage::Refresh {
+            token: envelope.token.ok_or_else(|| {
+                DecodeError::new(
+                    ErrorCode::InvalidMessage,
+                    id,
+                    "`refresh` needs a `token` string",
+                )
+            })?,
+            id,
         }),
         "ping" => Ok(ClientMessage::Ping { id }),
         other => Err(DecodeError::new(

@@ -17,6 +17,14 @@ pub enum ErrorCode {
     InvalidRoom,
     /// The request needs the connection to be a member of the room (publish, typing, leave).
     NotJoined,
+    /// The token's rights do not allow this (join, publish or presence in that room).
+    Forbidden,
+    /// The connection sends faster than its rate limit; the message was dropped.
+    RateLimited,
+    /// The connection is already in as many rooms as it may be.
+    TooManyRooms,
+    /// A `refresh` carried a token that is malformed, badly signed or expired.
+    InvalidToken,
     /// The server failed to handle a valid request; the connection stays usable.
     Internal,
 }
@@ -30,6 +38,10 @@ impl ErrorCode {
             Self::UnknownType => "unknown_type",
             Self::InvalidRoom => "invalid_room",
             Self::NotJoined => "not_joined",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
+            Self::TooManyRooms => "too_many_rooms",
+            Self::InvalidToken => "invalid_token",
             Self::Internal => "internal",
         }
     }
@@ -67,6 +79,11 @@ pub mod close {
     pub const INTERNAL_ERROR: u16 = 1011;
     /// The connection's outbound queue overflowed (slow consumer): reconnect later.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The connection's token expired without a `refresh`: reconnect with a new token.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// A policy forbids this connection to continue (e.g. a `refresh` naming another user):
+    /// do not reconnect with the same credentials.
+    pub const FORBIDDEN: u16 = 4003;
 }
 
 #[cfg(test)]
@@ -81,6 +98,10 @@ mod tests {
             ErrorCode::UnknownType,
             ErrorCode::InvalidRoom,
             ErrorCode::NotJoined,
+            ErrorCode::Forbidden,
+            ErrorCode::RateLimited,
+            ErrorCode::TooManyRooms,
+            ErrorCode::InvalidToken,
             ErrorCode::Internal,
         ];
         for code in all {

@@ -98,6 +98,14 @@ pub enum ServerMessage<'a> {
         /// Human-readable explanation.
         message: &'a str,
     },
+    /// The reply to a successful `refresh`.
+    Refreshed {
+        /// The request id of the `refresh`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// The new token's expiry (seconds since the Unix epoch).
+        exp: u64,
+    },
     /// The reply to `ping`.
     Pong {
         /// The request id of the `ping`.

@@ -3,7 +3,7 @@
 //! the layering; see `docs/configuration.md`).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -51,6 +51,83 @@ pub struct Config {
     /// Default 2 minutes (longer than any sane client retry schedule).
     #[serde(with = "humantime_serde")]
     pub idempotency_window: Duration,
+    /// Who may connect: tokens and anonymous access.
+    pub auth: AuthConfig,
+    /// Origins whose browser pages may open WebSockets. Exact origins
+    /// (`https://app.example.com`) or wildcard subdomains (`https://*.example.com`); `*`
+    /// allows any. Default empty: same-origin pages only (the `Origin`'s host must equal the
+    /// request's `Host`). Requests without `Origin` (non-browser clients) are not affected.
+    pub allowed_origins: Vec<String>,
+    /// Rate, size and connection limits.
+    pub limits: LimitsConfig,
+    /// PEM certificate chain for TLS (`wss://`, `https://`); needs `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS; needs `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `[auth]`: JWT verification and anonymous access.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Shared secret for HS256 tokens (at least 32 bytes). Prefer the environment variable
+    /// `SWITCHBOARD_AUTH_SECRET` to a file.
+    pub hmac_secret: Option<String>,
+    /// PEM public key for RS256 (RSA) or ES256 (P-256) tokens.
+    pub public_key_file: Option<PathBuf>,
+    /// Accept connections without a token (named by `?user=` or a generated name, with every
+    /// right). Default: on when no key is configured (development), off once one is.
+    pub anonymous: Option<bool>,
+    /// Name of the cookie that may carry the token. Default `switchboard_token`.
+    pub cookie: String,
+    /// Clock skew tolerated on `exp`. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            hmac_secret: None,
+            public_key_file: None,
+            anonymous: None,
+            cookie: "switchboard_token".to_owned(),
+            leeway: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[limits]`: protection against floods and resource exhaustion.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sustained messages per second per connection (token bucket). Default 30.
+    pub messages_per_second: u32,
+    /// Burst above the sustained rate. Default 60.
+    pub message_burst: u32,
+    /// Rooms one connection may be in at once. Default 100.
+    pub max_rooms_per_connection: usize,
+    /// WebSocket connections per node; beyond it upgrades get 503 with `Retry-After`.
+    /// Default 100,000.
+    pub max_connections: usize,
+    /// New connections per second from one IP address (token bucket); beyond it 429 with
+    /// `Retry-After`. Default 50.
+    pub connections_per_ip_per_second: u32,
+    /// Burst of new connections from one IP address. Default 100.
+    pub connection_burst_per_ip: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            messages_per_second: 30,
+            message_burst: 60,
+            max_rooms_per_connection: 100,
+            max_connections: 100_000,
+            connections_per_ip_per_second: 50,
+            connection_burst_per_ip: 100,
+        }
+    }
 }
 
 /// History settings: a default, and overrides by room-name pattern.
@@ -131,6 +208,11 @@ impl Default for Config {
             log: "info".to_owned(),
             history: HistoryConfig::default(),
             idempotency_window: Duration::from_secs(120),
+            auth: AuthConfig::default(),
+            allowed_origins: Vec::new(),
+            limits: LimitsConfig::default(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -204,6 +286,16 @@ impl Config {
         }
         if self.max_violations == 0 {
             return invalid("max_violations", "must be at least 1");
+        }
+        let limits = &self.limits;
+        if limits.messages_per_second == 0
+            || limits.connections_per_ip_per_second == 0
+            || limits.max_connections == 0
+        {
+            return invalid("limits", "rates and max_connections must be at least 1");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid("tls_cert/tls_key", "set both or neither");
         }
         Ok(())
     }

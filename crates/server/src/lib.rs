@@ -2,15 +2,19 @@
 //! configuration and lifecycle. The rooms themselves live in `switchboard-hub`.
 //!
 //! - [`Config`]: every setting, with its default.
+//! - [`auth`]: JWT verification at the upgrade, room grants, token minting.
 //! - [`Server`]: bind, then [`Server::run`] until a cancellation token fires.
 //!
 //! Layout: `http/` (router, embedded demo page), `ws/` (upgrade handshake, codec seam,
 //! per-connection driver, the `/ws` protocol handler and the `/echo` handler).
 
+pub mod auth;
 pub mod config;
 mod http;
+mod limits;
 mod server;
 mod state;
+mod tls;
 mod ws;
 
 pub use config::{Config, ConfigError};

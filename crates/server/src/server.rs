@@ -10,31 +10,67 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use switchboard_hub::{Hub, HubConfig};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 use tracing::{debug, info, warn};
 
+use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
 use crate::http::routes;
+use crate::limits::IpLimiter;
 use crate::state::{AppState, PeerAddr};
 
-/// How often expired history and abandoned rooms are swept.
+/// How often expired history, abandoned rooms and quiet per-IP buckets are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Expires history and drops rooms that have neither members nor history, until shutdown.
-async fn sweep_rooms(hub: Arc<Hub>, shutdown: CancellationToken) {
+/// Periodic cleanup, until shutdown: expires history, drops rooms that have neither members
+/// nor history, forgets the connection-rate buckets of quiet addresses.
+async fn sweep(state: Arc<AppState>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                let dropped = hub.sweep(crate::ws::session::now_millis());
+                let dropped = state.hub.sweep(crate::ws::session::now_millis());
                 if dropped > 0 {
                     debug!(dropped, "swept rooms without members or history");
                 }
+                state.ip_limiter.sweep(tokio::time::Instant::now());
             }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one connection, plain or TLS. On shutdown the request
+/// in flight finishes and the connection closes; upgraded connections have left hyper by then
+/// and close themselves with 1001.
+async fn serve_http<I, S>(
+    http: &http1::Builder,
+    io: I,
+    service: S,
+    stop: &CancellationToken,
+) -> hyper::Result<()>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming> + Send,
+    S::Future: Send,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => result,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
         }
     }
 }
@@ -56,16 +92,30 @@ pub enum ServerError {
 }
 
 /// A bound, not yet running server.
-#[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
     /// Validates `config` and binds its listen address (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         config.validate()?;
+        let auth = Authenticator::from_config(&config.auth)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let addr = config.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -75,13 +125,21 @@ impl Server {
             history: config.history.rules(),
             idempotency_window: config.idempotency_window,
         }));
+        let limits = &config.limits;
         Ok(Self {
             listener,
+            tls,
             state: Arc::new(AppState {
                 hub,
-                config,
+                auth,
+                ip_limiter: IpLimiter::new(
+                    limits.connections_per_ip_per_second,
+                    limits.connection_burst_per_ip,
+                ),
+                connections: Arc::new(Semaphore::new(limits.max_connections)),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                config,
             }),
         })
     }
@@ -89,6 +147,11 @@ impl Server {
     /// The address actually bound.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Whether the server speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The hub behind this server.
@@ -99,11 +162,13 @@ impl Server {
     /// Serves until `shutdown` is cancelled, then stops accepting, closes every WebSocket with
     /// 1001, waits for the close handshakes (at most `shutdown_timeout`) and returns.
     pub async fn run(self, shutdown: CancellationToken) {
-        let Self { listener, state } = self;
+        let Self {
+            listener,
+            state,
+            tls,
+        } = self;
         let router = routes::router(state.clone());
-        state
-            .tracker
-            .spawn(sweep_rooms(state.hub.clone(), shutdown.clone()));
+        state.tracker.spawn(sweep(state.clone(), shutdown.clone()));
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(state.config.handshake_timeout)
@@ -127,18 +192,22 @@ impl Server {
                         request.extensions_mut().insert(PeerAddr(peer));
                         router.clone().call(request)
                     });
-                    let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
-                    let stop = state.shutdown.clone();
+                    let (http, stop, tls) = (http.clone(), state.shutdown.clone(), tls.clone());
+                    let handshake_timeout = state.config.handshake_timeout;
                     state.tracker.spawn(async move {
-                        tokio::pin!(connection);
-                        let result = tokio::select! {
-                            result = connection.as_mut() => result,
-                            () = stop.cancelled() => {
-                                // Finish the request in flight, then close; upgraded
-                                // connections have left hyper and close themselves with 1001.
-                                connection.as_mut().graceful_shutdown();
-                                connection.await
-                            }
+                        let result = match tls {
+                            None => serve_http(&http, stream, service, &stop).await,
+                            Some(tls) => match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                                Ok(Ok(stream)) => serve_http(&http, stream, service, &stop).await,
+                                Ok(Err(err)) => {
+                                    debug!(%peer, error = %err, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            },
                         };
                         if let Err(err) = result {
                             debug!(%peer, error = %err, "http connection ended with an error");

@@ -4,16 +4,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use switchboard_hub::Hub;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::limits::IpLimiter;
 
 /// Shared server state, passed to handlers with axum's `State`.
 #[derive(Debug)]
 pub(crate) struct AppState {
     pub(crate) hub: Arc<Hub>,
     pub(crate) config: Config,
+    /// Verifies tokens at the upgrade and on `refresh`.
+    pub(crate) auth: Authenticator,
+    /// New connections per IP address.
+    pub(crate) ip_limiter: IpLimiter,
+    /// One permit per open WebSocket (`limits.max_connections`).
+    pub(crate) connections: Arc<Semaphore>,
     /// Every connection task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
     /// Cancelled when the server starts shutting down; connections then close with 1001.

@@ -1,4 +1,5 @@
 //! Plain HTTP: the router and the static demo page.
 
 pub(crate) mod assets;
+pub(crate) mod origin;
 pub(crate) mod routes;

@@ -23,6 +23,16 @@ const ABORT_GRACE: Duration = Duration::from_secs(1);
 pub(crate) trait Handler {
     /// Handles a text or binary message; `Some` closes the connection with that frame.
     fn on_message(&mut self, message: Incoming, now: Instant) -> Option<CloseFrame>;
+
+    /// A moment at which the handler wants [`Handler::on_deadline`] called (e.g. expiry).
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Called at [`Handler::deadline`]; `Some` closes the connection with that frame.
+    fn on_deadline(&mut self, _now: Instant) -> Option<CloseFrame> {
+        None
+    }
 }
 
 /// Per-connection settings.
@@ -116,6 +126,7 @@ async fn read_loop<H: Handler>(
     let mut error: Option<WsError> = None;
     loop {
         let give_up = closing.as_ref().map(|(at, _)| *at);
+        let handler_deadline = handler.deadline().filter(|_| closing.is_none());
         tokio::select! {
             biased;
             frame = stream.next() => {
@@ -170,6 +181,13 @@ async fn read_loop<H: Handler>(
                         outbox.abort(Some(CloseFrame::new(close::POLICY_VIOLATION, "ping timeout")));
                         return Ending::PingTimeout;
                     }
+                }
+            }
+            () = sleep_until(handler_deadline.unwrap_or_else(Instant::now)), if handler_deadline.is_some() => {
+                let now = Instant::now();
+                if let Some(frame) = handler.on_deadline(now) {
+                    outbox.close(frame.clone());
+                    closing = Some((now + CLOSE_GRACE, frame));
                 }
             }
             () = sleep_until(give_up.unwrap_or_else(Instant::now)), if give_up.is_some() => {

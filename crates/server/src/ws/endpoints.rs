@@ -4,26 +4,96 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Extension;
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
+use http::{HeaderValue, StatusCode, header};
 use hyper::upgrade::Upgraded;
 use serde::Deserialize;
 use switchboard_hub::Outbox;
-use switchboard_protocol::names::validate_user;
-use tracing::{debug, info};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 use super::codec;
 use super::driver::{self, DriveOptions, Ending};
 use super::echo::EchoHandler;
 use super::session::SessionHandler;
 use super::upgrade;
+use crate::auth::{AuthError, Identity};
+use crate::http::origin;
 use crate::state::{AppState, PeerAddr};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct WsQuery {
     user: Option<String>,
+    token: Option<String>,
+}
+
+/// Everything checked before the 101, cheapest first: the handshake itself, the Origin,
+/// the per-IP connection rate, the token, the node's connection cap.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the HTTP response itself"
+)]
+fn admit(
+    state: &AppState,
+    peer: SocketAddr,
+    request: &Request,
+    query: &WsQuery,
+) -> Result<(String, Identity, OwnedSemaphorePermit), Response> {
+    let headers = request.headers();
+    let accept = upgrade::check(headers)?;
+    if !origin::allowed(&state.config.allowed_origins, headers) {
+        info!(%peer, origin = ?headers.get(header::ORIGIN), reason = "origin", "upgrade refused");
+        return Err(refusal(StatusCode::FORBIDDEN, "origin not allowed", None));
+    }
+    if let Err(wait) = state.ip_limiter.admit(peer.ip(), Instant::now()) {
+        info!(%peer, reason = "ip_rate", "upgrade refused");
+        return Err(refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many new connections from this address",
+            Some(wait),
+        ));
+    }
+    let identity = state
+        .auth
+        .authenticate(headers, query.token.as_deref(), query.user.as_deref())
+        .map_err(|err| {
+            info!(%peer, reason = "auth", error = %err, "upgrade refused");
+            match err {
+                AuthError::BadUser(_) if state.auth.allows_anonymous() => {
+                    (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response()
+                }
+                _ => {
+                    let mut response =
+                        (StatusCode::UNAUTHORIZED, format!("{err}\n")).into_response();
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    response
+                }
+            }
+        })?;
+    let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
+        warn!(%peer, reason = "capacity", max = state.config.limits.max_connections, "upgrade refused");
+        refusal(StatusCode::SERVICE_UNAVAILABLE, "server at its connection limit", Some(Duration::from_secs(5)))
+    })?;
+    Ok((accept, identity, permit))
+}
+
+/// A refusal with a reason and, for limits, `Retry-After` (whole seconds, at least 1).
+fn refusal(status: StatusCode, reason: &str, retry_after: Option<Duration>) -> Response {
+    let mut response = (status, format!("{reason}\n")).into_response();
+    if let Some(wait) = retry_after {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        if let Ok(value) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    response
 }
 
 /// `GET /ws`: protocol v1.
@@ -33,31 +103,18 @@ pub(crate) async fn ws(
     Query(query): Query<WsQuery>,
     request: Request,
 ) -> Response {
-    let accept = match upgrade::check(request.headers()) {
-        Ok(accept) => accept,
+    let (accept, identity, permit) = match admit(&state, peer, &request, &query) {
+        Ok(admitted) => admitted,
         Err(response) => return response,
-    };
-    let user: Arc<str> = match query.user {
-        Some(user) => match validate_user(&user) {
-            Ok(()) => user.into(),
-            Err(err) => {
-                debug!(%peer, %err, "upgrade refused: bad user name");
-                return (
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid user name: {err}\n"),
-                )
-                    .into_response();
-            }
-        },
-        None => format!("anon-{:08x}", fastrand::u32(..)).into(),
     };
     let on_upgrade = hyper::upgrade::on(request);
     let task_state = state.clone();
     state.tracker.spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run_session(&task_state, upgraded, user, peer).await,
+            Ok(upgraded) => run_session(&task_state, upgraded, identity, peer).await,
             Err(err) => debug!(%peer, %err, "upgrade did not complete"),
         }
+        drop(permit);
     });
     upgrade::switching_protocols(&accept)
 }
@@ -72,6 +129,13 @@ pub(crate) async fn echo(
         Ok(accept) => accept,
         Err(response) => return response,
     };
+    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server at its connection limit",
+            Some(Duration::from_secs(5)),
+        );
+    };
     let on_upgrade = hyper::upgrade::on(request);
     let task_state = state.clone();
     state.tracker.spawn(async move {
@@ -79,6 +143,7 @@ pub(crate) async fn echo(
             Ok(upgraded) => run_echo(&task_state, upgraded, peer).await,
             Err(err) => debug!(%peer, %err, "upgrade did not complete"),
         }
+        drop(permit);
     });
     upgrade::switching_protocols(&accept)
 }
@@ -91,15 +156,16 @@ fn options(state: &AppState) -> DriveOptions {
     }
 }
 
-async fn run_session(state: &AppState, upgraded: Upgraded, user: Arc<str>, peer: SocketAddr) {
+async fn run_session(
+    state: &Arc<AppState>,
+    upgraded: Upgraded,
+    identity: Identity,
+    peer: SocketAddr,
+) {
     let socket = codec::server_socket(upgraded, state.config.max_message_size);
-    let session = state.hub.connect(user);
+    let session = state.hub.connect(identity.user.clone());
     debug!(%peer, session = session.id().0, user = %session.user(), "connected");
-    let mut handler = SessionHandler::new(
-        state.hub.clone(),
-        session.clone(),
-        state.config.max_violations,
-    );
+    let mut handler = SessionHandler::new(state.clone(), session.clone(), identity);
     let ending = driver::drive(
         socket,
         session.outbox(),

@@ -1,10 +1,11 @@
-//! Protocol v1 on a connection: decodes each message, applies it to the hub, answers with
-//! replies or `error`s, and counts violations.
+//! Protocol v1 on a connection: decodes each message, checks it against the connection's
+//! rights and limits, applies it to the hub, answers with replies or `error`s, and counts
+//! violations.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use switchboard_hub::{CloseFrame, Hub, HubError, Outbound, Position, Session};
+use switchboard_hub::{CloseFrame, HubError, Outbound, Position, Session};
 use switchboard_protocol::binary;
 use switchboard_protocol::client::{self, ClientMessage, RequestId};
 use switchboard_protocol::codes::close;
@@ -16,6 +17,10 @@ use tracing::info;
 use super::codec::{self, Incoming};
 use super::driver::Handler;
 use super::violations::Violations;
+use crate::auth::grants::{Grants, Rights};
+use crate::auth::{Identity, unix_now};
+use crate::limits::TokenBucket;
+use crate::state::AppState;
 
 /// A refused request: what the `error` reply says.
 #[derive(Debug)]
@@ -26,51 +31,106 @@ struct Rejection {
 }
 
 impl Rejection {
-    fn hub(id: Option<RequestId>, err: &HubError) -> Self {
+    fn new(id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             id,
-            code: err.code(),
-            message: err.to_string(),
+            code,
+            message: message.into(),
         }
     }
+
+    fn hub(id: Option<RequestId>, err: &HubError) -> Self {
+        Self::new(id, err.code(), err.to_string())
+    }
+}
+
+/// A right a request needs.
+#[derive(Debug, Clone, Copy)]
+enum Need {
+    Join,
+    Publish,
 }
 
 #[derive(Debug)]
 pub(crate) struct SessionHandler {
-    hub: Arc<Hub>,
+    state: Arc<AppState>,
     session: Arc<Session>,
+    grants: Grants,
+    /// When the token expires; the connection closes with 4001 then unless refreshed.
+    expires_at: Option<Instant>,
+    rate: TokenBucket,
     violations: Violations,
 }
 
 impl SessionHandler {
-    pub(crate) fn new(hub: Arc<Hub>, session: Arc<Session>, max_violations: u32) -> Self {
+    pub(crate) fn new(state: Arc<AppState>, session: Arc<Session>, identity: Identity) -> Self {
+        let limits = &state.config.limits;
         Self {
-            hub,
+            rate: TokenBucket::new(
+                limits.messages_per_second,
+                limits.message_burst,
+                Instant::now(),
+            ),
+            violations: Violations::new(state.config.max_violations),
+            expires_at: identity.expires_at.map(instant_of),
+            grants: identity.grants,
             session,
-            violations: Violations::new(max_violations),
+            state,
         }
     }
 
-    fn on_text(&self, text: &str) -> Result<(), Rejection> {
-        let message = client::decode(text).map_err(|err| Rejection {
-            id: err.id,
-            code: err.code,
-            message: err.message,
-        })?;
+    /// Validates the room name, then checks the right.
+    fn check(&self, id: Option<RequestId>, room: &str, need: Need) -> Result<Rights, Rejection> {
+        validate_room(room).map_err(|err| Rejection::hub(id, &err.into()))?;
+        let rights = self.grants.rights(room);
+        let (allowed, what) = match need {
+            Need::Join => (rights.join, "join"),
+            Need::Publish => (rights.publish, "publish"),
+        };
+        if allowed {
+            Ok(rights)
+        } else {
+            Err(Rejection::new(
+                id,
+                ErrorCode::Forbidden,
+                format!("your token does not allow you to {what} in room {room:?}"),
+            ))
+        }
+    }
+
+    fn on_text(&mut self, text: &str) -> Result<Option<CloseFrame>, Rejection> {
+        let message =
+            client::decode(text).map_err(|err| Rejection::new(err.id, err.code, err.message))?;
         let id = message.id();
         let hub_err = |err: HubError| Rejection::hub(id, &err);
+        let hub = &self.state.hub;
         match message {
             ClientMessage::Join { room, id, since } => {
+                let rights = self.check(id, &room, Need::Join)?;
+                let max = self.state.config.limits.max_rooms_per_connection;
+                if !self.session.is_member(&room) && self.session.room_count() >= max {
+                    return Err(Rejection::new(
+                        id,
+                        ErrorCode::TooManyRooms,
+                        format!("a connection may be in at most {max} rooms"),
+                    ));
+                }
                 let since = since.as_ref().map(|since| Position {
                     seq: since.seq,
                     epoch: &since.epoch,
                 });
-                self.hub
-                    .join(&self.session, &room, id, since, now_millis())
-                    .map_err(hub_err)
+                hub.join(
+                    &self.session,
+                    &room,
+                    id,
+                    since,
+                    rights.presence,
+                    now_millis(),
+                )
+                .map_err(hub_err)?;
             }
             ClientMessage::Leave { room, id } => {
-                self.hub.leave(&self.session, &room, id).map_err(hub_err)
+                hub.leave(&self.session, &room, id).map_err(hub_err)?
             }
             ClientMessage::Publish {
                 room,
@@ -79,8 +139,8 @@ impl SessionHandler {
                 echo,
                 msg_id,
             } => {
-                let published = self
-                    .hub
+                self.check(id, &room, Need::Publish)?;
+                let published = hub
                     .publish(
                         &self.session,
                         &room,
@@ -97,30 +157,60 @@ impl SessionHandler {
                         duplicate: published.duplicate,
                     });
                 }
-                Ok(())
             }
-            ClientMessage::History { room, limit, id } => self
-                .hub
-                .history(&self.session, &room, id, limit, now_millis())
-                .map_err(hub_err),
+            ClientMessage::History { room, limit, id } => {
+                self.check(id, &room, Need::Join)?;
+                hub.history(&self.session, &room, id, limit, now_millis())
+                    .map_err(hub_err)?;
+            }
             ClientMessage::Typing { room } => {
-                self.hub.typing(&self.session, &room).map_err(hub_err)
+                self.check(None, &room, Need::Publish)?;
+                hub.typing(&self.session, &room).map_err(hub_err)?;
             }
-            ClientMessage::Ping { id } => {
-                self.reply(&ServerMessage::Pong { id });
-                Ok(())
-            }
+            ClientMessage::Refresh { token, id } => return self.refresh(&token, id),
+            ClientMessage::Ping { id } => self.reply(&ServerMessage::Pong { id }),
         }
+        Ok(None)
+    }
+
+    /// A new token for the same user: new expiry, new rights (for later requests).
+    fn refresh(
+        &mut self,
+        token: &str,
+        id: Option<RequestId>,
+    ) -> Result<Option<CloseFrame>, Rejection> {
+        let identity = self
+            .state
+            .auth
+            .verify(token)
+            .map_err(|err| Rejection::new(id, ErrorCode::InvalidToken, err.to_string()))?;
+        if identity.user != *self.session.user() {
+            info!(session = self.session.id().0, user = %self.session.user(), new_user = %identity.user, "refresh names another user; closing");
+            self.reply(&ServerMessage::Error {
+                id,
+                code: ErrorCode::Forbidden,
+                message: "a refresh token must name the same user",
+            });
+            return Ok(Some(CloseFrame::new(
+                close::FORBIDDEN,
+                "identity change not allowed",
+            )));
+        }
+        self.expires_at = identity.expires_at.map(instant_of);
+        self.grants = identity.grants;
+        self.reply(&ServerMessage::Refreshed {
+            id,
+            exp: identity.expires_at.unwrap_or(0),
+        });
+        Ok(None)
     }
 
     fn on_binary(&self, frame: &[u8]) -> Result<(), Rejection> {
-        let envelope = binary::decode_client(frame).map_err(|err| Rejection {
-            id: None,
-            code: ErrorCode::InvalidMessage,
-            message: err.to_string(),
-        })?;
-        validate_room(envelope.room).map_err(|err| Rejection::hub(None, &err.into()))?;
-        self.hub
+        let envelope = binary::decode_client(frame)
+            .map_err(|err| Rejection::new(None, ErrorCode::InvalidMessage, err.to_string()))?;
+        self.check(None, envelope.room, Need::Publish)?;
+        self.state
+            .hub
             .publish_binary(&self.session, envelope.room, envelope.payload, now_millis())
             .map(|_| ())
             .map_err(|err| Rejection::hub(None, &err))
@@ -134,12 +224,24 @@ impl SessionHandler {
 
 impl Handler for SessionHandler {
     fn on_message(&mut self, message: Incoming, now: Instant) -> Option<CloseFrame> {
-        let result = match &message {
-            Incoming::Text(m) => self.on_text(codec::text_of(m)),
-            Incoming::Binary(m) => self.on_binary(m.as_payload()),
-            Incoming::Close(..) | Incoming::Control => Ok(()),
+        let result = if self.rate.take(now).is_err() {
+            let limit = self.state.config.limits.messages_per_second;
+            Err(Rejection::new(
+                None,
+                ErrorCode::RateLimited,
+                format!("rate limit of {limit} messages/s exceeded; message dropped"),
+            ))
+        } else {
+            match &message {
+                Incoming::Text(m) => self.on_text(codec::text_of(m)),
+                Incoming::Binary(m) => self.on_binary(m.as_payload()).map(|()| None),
+                Incoming::Close(..) | Incoming::Control => Ok(None),
+            }
         };
-        let rejection = result.err()?;
+        let rejection = match result {
+            Ok(close) => return close,
+            Err(rejection) => rejection,
+        };
         info!(
             session = self.session.id().0,
             user = %self.session.user(),
@@ -158,6 +260,21 @@ impl Handler for SessionHandler {
             CloseFrame::new(close::POLICY_VIOLATION, "too many protocol errors")
         })
     }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.expires_at
+    }
+
+    fn on_deadline(&mut self, _now: Instant) -> Option<CloseFrame> {
+        info!(session = self.session.id().0, user = %self.session.user(), "token expired without refresh; closing");
+        self.expires_at = None;
+        Some(CloseFrame::new(close::TOKEN_EXPIRED, "token expired"))
+    }
+}
+
+/// The monotonic instant of a Unix time in seconds (now, if it has passed).
+fn instant_of(unix_secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(unix_secs.saturating_sub(unix_now()))
 }
 
 /// The server clock, in milliseconds since the Unix epoch (the `ts` of messages).
