@@ -15,7 +15,7 @@ use http::{HeaderName, HeaderValue, Uri};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_websockets::{ClientBuilder, CloseCode, Error as WsError, Message, upgrade};
+use tokio_websockets::{ClientBuilder, CloseCode, Connector, Error as WsError, Message, upgrade};
 
 /// How long connecting (TCP + upgrade handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,8 +29,13 @@ const BINARY_PREVIEW_BYTES: usize = 64;
 /// Arguments of `switchboard connect`.
 #[derive(Debug, clap::Args)]
 pub struct ConnectArgs {
-    /// WebSocket URL, e.g. ws://127.0.0.1:8080/ws?user=alice (wss:// is not supported yet).
+    /// WebSocket URL, e.g. ws://127.0.0.1:8080/ws?user=alice or wss://chat.example.com/ws.
     pub url: String,
+
+    /// PEM file of extra CA certificates to trust for wss:// (e.g. a development CA); the
+    /// Mozilla root set is always trusted.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<std::path::PathBuf>,
 
     /// Pretty-print JSON text frames (other text is printed as is).
     #[arg(long)]
@@ -53,7 +58,11 @@ pub struct ConnectArgs {
 /// Runs the client; see the module documentation for the exit codes.
 pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let uri = parse_ws_url(&args.url)?;
-    let mut builder = ClientBuilder::from_uri(uri);
+    let connector = match uri.scheme_str() {
+        Some("wss") => tls_connector(args.ca_file.as_deref())?,
+        _ => Connector::Plain,
+    };
+    let mut builder = ClientBuilder::from_uri(uri).connector(&connector);
     for header in &args.headers {
         let (name, value) = parse_header(header)?;
         builder = builder
@@ -149,11 +158,36 @@ fn parse_ws_url(url: &str) -> anyhow::Result<Uri> {
         .parse()
         .with_context(|| format!("invalid URL {url:?}"))?;
     match uri.scheme_str() {
-        Some("ws") if uri.host().is_some() => Ok(uri),
-        Some("ws") => bail!("invalid URL {url:?}: no host"),
-        Some("wss") => bail!("wss:// URLs are not supported yet; use ws://"),
-        _ => bail!("unsupported URL {url:?}: expected ws://HOST[:PORT]/PATH"),
+        Some("ws" | "wss") if uri.host().is_some() => Ok(uri),
+        Some("ws" | "wss") => bail!("invalid URL {url:?}: no host"),
+        _ => bail!("unsupported URL {url:?}: expected ws://HOST[:PORT]/PATH or wss://…"),
     }
+}
+
+/// A rustls connector trusting the Mozilla roots plus the certificates in `ca_file`.
+fn tls_connector(ca_file: Option<&std::path::Path>) -> anyhow::Result<Connector> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        for cert in CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+        {
+            let cert = cert.with_context(|| format!("bad certificate in {}", path.display()))?;
+            roots
+                .add(cert)
+                .with_context(|| format!("unusable certificate in {}", path.display()))?;
+        }
+    }
+    let config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Connector::Rustls(tokio_rustls::TlsConnector::from(
+        std::sync::Arc::new(config),
+    )))
 }
 
 /// Parses a `--header` argument of the form `Name: value`.
@@ -368,8 +402,7 @@ mod tests {
     #[test]
     fn only_ws_urls_are_accepted() {
         assert!(parse_ws_url("ws://127.0.0.1:8080/ws?user=a").is_ok());
-        let err = parse_ws_url("wss://example.com/ws").unwrap_err();
-        assert!(err.to_string().contains("not supported yet"), "{err}");
+        assert!(parse_ws_url("wss://example.com/ws").is_ok());
         assert!(parse_ws_url("http://example.com/").is_err());
         assert!(parse_ws_url("localhost:8080").is_err());
         assert!(parse_ws_url("not a url").is_err());

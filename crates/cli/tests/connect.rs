@@ -28,8 +28,13 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -161,10 +166,42 @@ fn closed_port_fails() {
 
 #[test]
 fn non_ws_scheme_is_rejected() {
-    let output = connect(&["wss://127.0.0.1:1/ws"]);
+    let output = connect(&["http://127.0.0.1:1/ws"]);
     let stderr = text(&output.stderr);
     assert!(!output.status.success(), "status {:?}", output.status);
-    assert!(stderr.contains("not supported yet"), "stderr: {stderr}");
+    assert!(stderr.contains("unsupported URL"), "stderr: {stderr}");
+}
+
+#[test]
+fn wss_with_a_generated_certificate() {
+    let dir = std::env::temp_dir().join(format!("sb-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_pem, key_pem) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    let server = Server::start_with(&[
+        "--tls-cert",
+        cert_pem.to_str().unwrap(),
+        "--tls-key",
+        key_pem.to_str().unwrap(),
+    ]);
+    let port = server.addr.rsplit(':').next().unwrap();
+    let url = format!("wss://localhost:{port}/ws?user=tls");
+    let output = connect(&[
+        &url,
+        "--ca-file",
+        cert_pem.to_str().unwrap(),
+        "-x",
+        r#"{"type":"ping","id":5}"#,
+        "--wait",
+        "1",
+    ]);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    assert!(text(&output.stdout).contains(r#"{"type":"pong","id":5}"#));
+    let untrusted = connect(&[&url, "-x", "{}", "--wait", "1"]);
+    assert!(!untrusted.status.success(), "an unknown CA must be refused");
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

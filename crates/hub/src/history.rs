@@ -80,7 +80,7 @@ impl History {
     }
 
     /// The latest `limit` entries, oldest first.
-    pub(crate) fn latest(&self, limit: usize) -> impl Iterator<Item = &Entry> {
+    pub(crate) fn latest(&self, limit: usize) -> impl DoubleEndedIterator<Item = &Entry> {
         self.entries
             .iter()
             .skip(self.entries.len().saturating_sub(limit))

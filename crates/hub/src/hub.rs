@@ -208,11 +208,10 @@ impl Hub {
     ) -> Result<(), HubError> {
         validate_room(room)?;
         let entry = self.get_or_create(room);
-        let reply = entry
+        entry
             .state
             .lock()
-            .history_reply(&entry.name, id, limit, now_ms);
-        let _ = session.outbox().push(crate::Outbound::Text(reply));
+            .history_reply(&entry.name, session, id, limit, now_ms);
         if entry.state.lock().is_disposable(now_ms) {
             self.drop_if_empty(&entry, now_ms);
         }
@@ -458,11 +457,85 @@ mod tests {
                 0,
             ),
         ] {
-            hub.join(&sub, "r", None, Some(since), true, 0).unwrap();
-            let frames = drain(&sub);
+            let fresh = hub.connect("s".into());
+            hub.join(&fresh, "r", None, Some(since), true, 0).unwrap();
+            let frames = drain(&fresh);
             assert_eq!(frames[0]["recovered"], recovered, "{since:?}");
             assert_eq!(frames.len() - 1, replayed, "{since:?}");
+            hub.disconnect(&fresh);
         }
+        // A member already has the live stream: re-joining with `since` replays nothing.
+        let position = Position {
+            seq: 3,
+            epoch: &epoch,
+        };
+        hub.join(&sub, "r", None, Some(position), true, 0).unwrap();
+        let frames = drain(&sub);
+        assert_eq!(
+            (frames.len(), &frames[0]["recovered"]),
+            (1, &Value::Bool(true))
+        );
+    }
+
+    #[test]
+    fn replays_that_would_overflow_the_outbox_are_refused() {
+        let hub = Hub::new(HubConfig {
+            outbox_bytes: 64 * 1024,
+            ..HubConfig::default()
+        });
+        let publisher = hub.connect("p".into());
+        hub.join(&publisher, "r", None, None, true, 0).unwrap();
+        let epoch = drain(&publisher)[0]["epoch"].as_str().unwrap().to_owned();
+        let big = RawValue::from_string(format!("\"{}\"", "x".repeat(10_000))).unwrap();
+        for _ in 0..5 {
+            hub.publish(&publisher, "r", &big, false, 0, None).unwrap();
+        }
+        let sub = hub.connect("s".into());
+        hub.join(
+            &sub,
+            "r",
+            None,
+            Some(Position {
+                seq: 0,
+                epoch: &epoch,
+            }),
+            true,
+            0,
+        )
+        .unwrap();
+        let frames = drain(&sub);
+        assert_eq!(
+            (frames.len(), &frames[0]["recovered"]),
+            (1, &Value::Bool(false))
+        );
+        hub.history(&sub, "r", None, None, 0).unwrap();
+        let reply = drain(&sub).remove(0);
+        let kept = reply["messages"].as_array().unwrap();
+        assert!(
+            !kept.is_empty() && kept.len() < 5,
+            "{} messages",
+            kept.len()
+        );
+        assert_eq!(kept.last().unwrap()["seq"], 5, "the newest are kept");
+    }
+
+    #[test]
+    fn without_the_presence_right_a_member_sees_no_one() {
+        let hub = hub(0, Duration::from_secs(60));
+        let alice = hub.connect("alice".into());
+        hub.join(&alice, "r", None, None, true, 0).unwrap();
+        let hidden = hub.connect("bob".into());
+        hub.join(&hidden, "r", None, None, false, 0).unwrap();
+        assert_eq!(drain(&hidden)[0]["members"], serde_json::json!([]));
+        let carol = hub.connect("carol".into());
+        hub.join(&carol, "r", None, None, true, 0).unwrap();
+        assert!(drain(&hidden).is_empty(), "no presence events");
+        let seen: Vec<_> = drain(&alice)
+            .iter()
+            .filter(|m| m["type"] == "presence")
+            .map(|m| m["user"].clone())
+            .collect();
+        assert_eq!(seen, vec!["bob", "carol"], "others still see the member");
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub enum Outbound {
 }
 
 impl Outbound {
-    fn cost(&self) -> usize {
+    /// What the frame counts against an outbox's budget.
+    pub fn cost(&self) -> usize {
         FRAME_OVERHEAD
             + match self {
                 Self::Text(b) | Self::Binary(b) => b.len(),
@@ -191,6 +192,11 @@ impl Outbox {
             state.queue = VecDeque::new();
         }
         Some(Batch::Frames)
+    }
+
+    /// The byte budget.
+    pub fn budget(&self) -> usize {
+        self.budget
     }
 
     /// Bytes currently queued (payloads plus per-frame overhead).

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use switchboard_protocol::binary::ServerBinary;
@@ -112,6 +111,8 @@ impl RoomState {
         presence: bool,
         now_ms: u64,
     ) {
+        // A member already receives the live stream: a repeated join never replays.
+        let already_member = self.members.contains_key(&session.id());
         if let Entry::Vacant(slot) = self.members.entry(session.id()) {
             slot.insert(Member {
                 session: session.clone(),
@@ -129,11 +130,21 @@ impl RoomState {
             Vec::new()
         };
         self.history.expire(now_ms);
-        let replay = since.and_then(|position| {
-            (position.epoch == &*self.epoch)
-                .then(|| self.history.after(position.seq, self.seq))
-                .flatten()
-        });
+        // What to replay: every message after the position, if history has them all and they
+        // fit comfortably in the outbox (a replay must not itself make a slow consumer).
+        let budget = session.outbox().budget() / 2;
+        let replay: Option<Vec<&Outbound>> = match since {
+            Some(position) if !already_member && position.epoch == &*self.epoch => self
+                .history
+                .after(position.seq, self.seq)
+                .and_then(|entries| {
+                    let frames: Vec<&Outbound> = entries.map(|e| &e.frame).collect();
+                    let bytes: usize = frames.iter().map(|f| f.cost()).sum();
+                    (bytes <= budget).then_some(frames)
+                }),
+            Some(position) if already_member && position.epoch == &*self.epoch => Some(Vec::new()),
+            _ => None,
+        };
         let reply = ServerMessage::Joined {
             room,
             id,
@@ -144,8 +155,8 @@ impl RoomState {
         };
         let outbox = session.outbox();
         let _ = outbox.push(Outbound::Text(reply.encode()));
-        for entry in replay.into_iter().flatten() {
-            let _ = outbox.push(entry.frame.clone());
+        for frame in replay.into_iter().flatten() {
+            let _ = outbox.push(frame.clone());
         }
     }
 
@@ -243,23 +254,39 @@ impl RoomState {
     pub(crate) fn history_reply(
         &mut self,
         room: &str,
+        session: &Session,
         id: Option<RequestId>,
         limit: Option<u64>,
         now_ms: u64,
-    ) -> Bytes {
+    ) {
         self.history.expire(now_ms);
         let size = self.history.size();
         let limit = limit.map_or(size, |l| usize::try_from(l).unwrap_or(usize::MAX).min(size));
+        // The newest messages that fit in half the outbox budget, so that the reply never
+        // makes the reader a slow consumer; the reply's `messages` may so be fewer than asked.
+        let budget = session.outbox().budget() / 2;
+        let mut bytes = 0;
+        let count = self
+            .history
+            .latest(limit)
+            .rev()
+            .take_while(|entry| {
+                bytes += entry.frame.cost() * 2; // binary entries grow by base64
+                bytes <= budget
+            })
+            .count();
         // Only text and binary frames are ever kept.
         let items = self
             .history
-            .latest(limit)
+            .latest(count)
             .filter_map(|entry| match &entry.frame {
                 Outbound::Binary(frame) => Some(HistoryItem::Binary(frame)),
                 Outbound::Text(json) => Some(HistoryItem::Json(json)),
                 Outbound::Ping | Outbound::Close(_) => None,
             });
-        encode_history(room, id, self.seq, &self.epoch, items)
+        // Queued under the room lock: the reply has a definite place in the live stream.
+        let reply = encode_history(room, id, self.seq, &self.epoch, items);
+        let _ = session.outbox().push(Outbound::Text(reply));
     }
 
     /// Fans a sequenced message out and keeps it in the history.

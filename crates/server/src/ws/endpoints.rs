@@ -202,8 +202,11 @@ fn log_ending(ending: &Ending, peer: SocketAddr, session: u64, user: &str) {
             debug!(%peer, session, user, how, code, reason = %reason, "disconnected");
         }
         Ending::PeerGone(cause) => debug!(%peer, session, user, how, cause, "disconnected"),
-        Ending::ServerClosed(frame) => {
+        Ending::ServerClosed(frame) if frame.code == 1001 => {
             debug!(%peer, session, user, how, code = frame.code, reason = %frame.reason, "disconnected");
+        }
+        Ending::ServerClosed(frame) => {
+            info!(%peer, session, user, how, code = frame.code, reason = %frame.reason, "disconnected");
         }
         Ending::ProtocolError(err) => {
             info!(%peer, session, user, how, error = %err, "disconnected")
