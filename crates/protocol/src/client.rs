@@ -177,7 +177,8 @@ pub fn decode<'a>(text: &'a str) -> Result<ClientMessage<'a>, DecodeError> {
         Ok(envelope) => envelope,
         Err(err) => return Err(diagnose(text, &err)),
     };
-    let id = envelope.id;
+    // `typing` has no id: its errors never carry one.
+    let id = envelope.id.filter(|_| envelope.kind != "typing");
     let room = |room: Option<Cow<'a, str>>, kind: &str| {
         room.ok_or_else(|| {
             DecodeError::new(
@@ -308,7 +309,11 @@ fn diagnose(text: &str, err: &serde_json::Error) -> DecodeError {
             "a message must be a JSON object with a `type` field",
         );
     };
-    let id = object.get("id").and_then(serde_json::Value::as_u64);
+    let typing = object.get("type").and_then(serde_json::Value::as_str) == Some("typing");
+    let id = object
+        .get("id")
+        .and_then(serde_json::Value::as_u64)
+        .filter(|_| !typing);
     if object.get("id").is_some_and(|v| !v.is_null()) && id.is_none() {
         return DecodeError::new(
             ErrorCode::InvalidMessage,
@@ -450,6 +455,10 @@ mod tests {
         assert!(!e.message.contains("line 1"), "{}", e.message);
         let e = err(r#"{"type":"publish","room":"a","id":8}"#);
         assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, Some(8)));
+        let e = err(r#"{"type":"typing","id":5}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, None));
+        let e = err(r#"{"type":"typing","room":5,"id":5}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, None));
         let e = err(r#"{"type":5}"#);
         assert_eq!(e.code, ErrorCode::InvalidMessage);
         let e = err(r#"{"type":"ping","id":"x"}"#);

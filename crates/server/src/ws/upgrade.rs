@@ -25,7 +25,7 @@ pub(crate) fn check(headers: &HeaderMap) -> Result<String, Response> {
     };
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
         return Err(refuse(
-            StatusCode::UPGRADE_REQUIRED,
+            StatusCode::BAD_REQUEST,
             "this endpoint speaks WebSocket: send an Upgrade: websocket request",
             true,
         ));
@@ -125,7 +125,7 @@ mod tests {
         ];
         assert!(check(&headers(&good)).is_ok());
         let status = |h: &[(&'static str, &'static str)]| check(&headers(h)).unwrap_err().status();
-        assert_eq!(status(&good[1..]), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(status(&good[1..]), StatusCode::BAD_REQUEST);
         let mut wrong_version = good;
         wrong_version[2].1 = "8";
         assert_eq!(status(&wrong_version), StatusCode::UPGRADE_REQUIRED);
