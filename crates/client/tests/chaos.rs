@@ -95,11 +95,11 @@ async fn every_message_exactly_once_in_order_across_repeated_abrupt_cuts() {
             Event::Message { seq, data, .. } => {
                 assert_eq!(data, json!(seq));
                 seen.push(seq);
-                if let Some((since, Some(target))) = catching_up {
-                    if seq >= target {
-                        recoveries.push(since.elapsed());
-                        catching_up = None;
-                    }
+                if let Some((since, Some(target))) = catching_up
+                    && seq >= target
+                {
+                    recoveries.push(since.elapsed());
+                    catching_up = None;
                 }
             }
             _ => {}
