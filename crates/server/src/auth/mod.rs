@@ -39,7 +39,7 @@ pub enum AuthError {
     /// The token is malformed, badly signed, or its claims are unusable.
     #[error("invalid token: {0}")]
     Invalid(String),
-    /// The user name (`sub` or `?user=`) is not acceptable.
+    /// The anonymous user name (`?user=`) is not acceptable.
     #[error("invalid user name: {0}")]
     BadUser(String),
 }
@@ -179,7 +179,8 @@ impl Authenticator {
                 _ => AuthError::Invalid(err.to_string()),
             })?
             .claims;
-        validate_user(&claims.sub).map_err(|e| AuthError::BadUser(e.to_string()))?;
+        validate_user(&claims.sub)
+            .map_err(|e| AuthError::Invalid(format!("`sub` is not a usable user name: {e}")))?;
         let grants = Grants::from_claim(claims.rooms.as_ref()).map_err(AuthError::Invalid)?;
         Ok(Identity {
             user: claims.sub.into(),
@@ -326,7 +327,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.verify(&expired).unwrap_err(), AuthError::Expired);
         let bad_sub = mint_hs256(SECRET.as_bytes(), "a\nb", None, Duration::from_secs(60)).unwrap();
-        assert!(matches!(a.verify(&bad_sub), Err(AuthError::BadUser(_))));
+        assert!(matches!(a.verify(&bad_sub), Err(AuthError::Invalid(_))));
     }
 
     #[test]

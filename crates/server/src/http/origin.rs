@@ -3,7 +3,8 @@
 use http::{HeaderMap, header};
 
 /// Whether the request's `Origin` is allowed. No `Origin` (a non-browser client) is allowed;
-/// an empty allow-list means same-origin only (`Origin`'s host:port equals `Host`).
+/// same-origin pages (`Origin`'s host:port equals `Host`) always are; others only when the
+/// allow-list names them.
 pub(crate) fn allowed(allow_list: &[String], headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
@@ -12,13 +13,13 @@ pub(crate) fn allowed(allow_list: &[String], headers: &HeaderMap) -> bool {
         return false;
     };
     let origin = origin.to_ascii_lowercase();
-    if allow_list.is_empty() {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_ascii_lowercase);
-        let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-        return host.is_some_and(|host| origin_host == Some(host.as_str()));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    if host.is_some_and(|host| origin_host == Some(host.as_str())) {
+        return true;
     }
     allow_list
         .iter()

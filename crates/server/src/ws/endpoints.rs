@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use hyper::upgrade::Upgraded;
 use serde::Deserialize;
-use switchboard_hub::Outbox;
+use switchboard_hub::{Hub, Outbox, Session};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -164,6 +164,11 @@ async fn run_session(
 ) {
     let socket = codec::server_socket(upgraded, state.config.max_message_size);
     let session = state.hub.connect(identity.user.clone());
+    // Leaves every room when the task ends, however it ends (a panic included).
+    let _registered = Registered {
+        hub: &state.hub,
+        session: &session,
+    };
     debug!(%peer, session = session.id().0, user = %session.user(), "connected");
     let mut handler = SessionHandler::new(state.clone(), session.clone(), identity);
     let ending = driver::drive(
@@ -174,8 +179,19 @@ async fn run_session(
         &state.shutdown,
     )
     .await;
-    state.hub.disconnect(&session);
     log_ending(&ending, peer, session.id().0, session.user());
+}
+
+/// A session registered with the hub; dropping it disconnects the session.
+struct Registered<'a> {
+    hub: &'a Hub,
+    session: &'a Session,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.hub.disconnect(self.session);
+    }
 }
 
 async fn run_echo(state: &AppState, upgraded: Upgraded, peer: SocketAddr) {

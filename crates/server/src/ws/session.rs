@@ -56,7 +56,8 @@ pub(crate) struct SessionHandler {
     state: Arc<AppState>,
     session: Arc<Session>,
     grants: Grants,
-    /// When the token expires; the connection closes with 4001 then unless refreshed.
+    /// When the token expires (plus the configured leeway); the connection closes with 4001
+    /// then unless refreshed.
     expires_at: Option<Instant>,
     rate: TokenBucket,
     violations: Violations,
@@ -65,6 +66,7 @@ pub(crate) struct SessionHandler {
 impl SessionHandler {
     pub(crate) fn new(state: Arc<AppState>, session: Arc<Session>, identity: Identity) -> Self {
         let limits = &state.config.limits;
+        let leeway = state.config.auth.leeway.as_secs();
         Self {
             rate: TokenBucket::new(
                 limits.messages_per_second,
@@ -72,7 +74,9 @@ impl SessionHandler {
                 Instant::now(),
             ),
             violations: Violations::new(state.config.max_violations),
-            expires_at: identity.expires_at.map(instant_of),
+            expires_at: identity
+                .expires_at
+                .and_then(|exp| instant_of(exp.saturating_add(leeway))),
             grants: identity.grants,
             session,
             state,
@@ -196,7 +200,10 @@ impl SessionHandler {
                 "identity change not allowed",
             )));
         }
-        self.expires_at = identity.expires_at.map(instant_of);
+        let leeway = self.state.config.auth.leeway.as_secs();
+        self.expires_at = identity
+            .expires_at
+            .and_then(|exp| instant_of(exp.saturating_add(leeway)));
         self.grants = identity.grants;
         self.reply(&ServerMessage::Refreshed {
             id,
@@ -272,9 +279,10 @@ impl Handler for SessionHandler {
     }
 }
 
-/// The monotonic instant of a Unix time in seconds (now, if it has passed).
-fn instant_of(unix_secs: u64) -> Instant {
-    Instant::now() + Duration::from_secs(unix_secs.saturating_sub(unix_now()))
+/// The monotonic instant of a Unix time in seconds (now, if it has passed); `None` when it
+/// is too far away to represent (such a token never expires in practice).
+fn instant_of(unix_secs: u64) -> Option<Instant> {
+    Instant::now().checked_add(Duration::from_secs(unix_secs.saturating_sub(unix_now())))
 }
 
 /// The server clock, in milliseconds since the Unix epoch (the `ts` of messages).
