@@ -1,6 +1,7 @@
 //! The `switchboard` binary. Parses the command line, installs the log subscriber and hands
 //! over to one subcommand; exit codes are decided here.
 
+mod bench;
 mod connect;
 mod serve;
 mod token;
@@ -25,6 +26,8 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// Mint a signed (HS256) token for testing.
     Token(token::TokenArgs),
+    /// Load generator: echo, fanout, idle, connect and jitter scenarios.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Connect(args) => connect::run(args).await,
             Command::Token(args) => token::run(args),
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -5,6 +5,7 @@
 //! `type`, missing field) and to recover the request `id` for the error reply.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -296,47 +297,44 @@ fn nesting_depth(json: &str) -> usize {
 
 /// The slow path: explain why `text` did not decode.
 fn diagnose(text: &str, err: &serde_json::Error) -> DecodeError {
-    let value: serde_json::Value = match serde_json::from_str(text) {
-        Ok(value) => value,
-        Err(syntax) => {
-            return DecodeError::new(ErrorCode::BadJson, None, format!("invalid JSON: {syntax}"));
-        }
-    };
-    let Some(object) = value.as_object() else {
+    // Syntax first, with a scan that neither converts numbers nor recurses: huge numbers and
+    // deep nesting are valid JSON, just not valid messages.
+    if let Err(syntax) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return DecodeError::new(ErrorCode::BadJson, None, format!("invalid JSON: {syntax}"));
+    }
+    let Ok(object) = serde_json::from_str::<HashMap<String, Box<RawValue>>>(text) else {
         return DecodeError::new(
             ErrorCode::InvalidMessage,
             None,
             "a message must be a JSON object with a `type` field",
         );
     };
-    let typing = object.get("type").and_then(serde_json::Value::as_str) == Some("typing");
-    let id = object
-        .get("id")
-        .and_then(serde_json::Value::as_u64)
-        .filter(|_| !typing);
-    if object.get("id").is_some_and(|v| !v.is_null()) && id.is_none() {
+    let kind = object
+        .get("type")
+        .map(|raw| serde_json::from_str::<String>(raw.get()));
+    let typing = matches!(&kind, Some(Ok(kind)) if kind == "typing");
+    let raw_id = object.get("id").filter(|raw| raw.get() != "null");
+    let id = raw_id.and_then(|raw| serde_json::from_str::<RequestId>(raw.get()).ok());
+    if raw_id.is_some() && id.is_none() {
         return DecodeError::new(
             ErrorCode::InvalidMessage,
             None,
             "`id` must be an integer between 0 and 2^64-1",
         );
     }
-    match object.get("type") {
+    let id = id.filter(|_| !typing);
+    match kind {
         None => DecodeError::new(ErrorCode::InvalidMessage, id, "missing `type` field"),
-        Some(serde_json::Value::String(kind)) if !CLIENT_TYPES.contains(&kind.as_str()) => {
-            DecodeError::new(
-                ErrorCode::UnknownType,
-                id,
-                format!(
-                    "unknown message type {kind:?}; expected one of {}",
-                    CLIENT_TYPES.join(", ")
-                ),
-            )
-        }
-        Some(serde_json::Value::String(_)) => {
-            DecodeError::new(ErrorCode::InvalidMessage, id, field_error(err))
-        }
-        Some(_) => DecodeError::new(ErrorCode::InvalidMessage, id, "`type` must be a string"),
+        Some(Ok(kind)) if !CLIENT_TYPES.contains(&kind.as_str()) => DecodeError::new(
+            ErrorCode::UnknownType,
+            id,
+            format!(
+                "unknown message type {kind:?}; expected one of {}",
+                CLIENT_TYPES.join(", ")
+            ),
+        ),
+        Some(Ok(_)) => DecodeError::new(ErrorCode::InvalidMessage, id, field_error(err)),
+        Some(Err(_)) => DecodeError::new(ErrorCode::InvalidMessage, id, "`type` must be a string"),
     }
 }
 
@@ -464,7 +462,13 @@ mod tests {
         let e = err(r#"{"type":"ping","id":"x"}"#);
         assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, None));
         let e = err(r#"{"type":"ping","id":1e400}"#);
-        assert_eq!(e.code, ErrorCode::BadJson);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, None));
+        let e = err(r#"{"type":"history","room":"a","limit":1e400,"id":12}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, Some(12)));
+        let deep_frame = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+        assert_eq!(err(&deep_frame).code, ErrorCode::InvalidMessage);
+        let e = err(r#"{"type":"ping","id":null,"limit":"x"}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, None));
         let e = err(r#"{"type":"ping","id":18446744073709551616}"#);
         assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, None));
         let e = err(r#"{"type":"publish","room":"a","echo":"yes","data":1}"#);
