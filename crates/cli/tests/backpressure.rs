@@ -15,8 +15,6 @@
 //! is its own. The publisher paces itself by the subscribers: a burst of 100 messages, then it
 //! waits until every subscriber has the last one (no wall-clock pacing, no speed assertions).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,7 +26,10 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tokio_websockets::{ClientBuilder, Message, WebSocketStream};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+mod common;
+
+use common::Serve;
+
 const SUBSCRIBERS: usize = 1_000;
 const MESSAGES: u64 = 5_000;
 const PAYLOAD: usize = 512;
@@ -39,77 +40,32 @@ const ROOM: &str = "bp";
 /// Bound on any single wait (a connect, a burst reaching everyone, the stalled client's end).
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A running `switchboard serve`; killed when dropped.
-struct Server {
-    child: Child,
-    addr: std::net::SocketAddr,
-    _stdout: BufReader<ChildStdout>,
+/// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
+fn status_kib(server: &Serve, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+        .expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
 }
 
-impl Server {
-    fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start switchboard serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            if stdout.read_line(&mut line).unwrap() == 0 {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("server exited before printing `listening on ADDR`");
-            }
-            if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                break addr.parse().unwrap();
-            }
-        };
-        Self {
-            child,
-            addr,
-            _stdout: stdout,
-        }
-    }
-
-    /// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
-    fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/PID/status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
-    }
-
-    /// CPU time (user + system) the server has used so far.
-    fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .expect("read /proc/PID/stat");
-        // Fields after the command name (which is in parentheses): state is field 3, utime 14,
-        // stime 15, in clock ticks (100 per second on Linux).
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after.split(' ').collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        Duration::from_millis(ticks * 10)
-    }
-
-    /// Resets the peak RSS (VmHWM) to the current RSS; false if the kernel refuses.
-    fn reset_peak(&self) -> bool {
-        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5").is_ok()
-    }
+/// CPU time (user + system) the server has used so far.
+fn cpu_time(server: &Serve) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid()))
+        .expect("read /proc/PID/stat");
+    // Fields after the command name (which is in parentheses): state is field 3, utime 14,
+    // stime 15, in clock ticks (100 per second on Linux).
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Resets the peak RSS (VmHWM) to the current RSS; false if the kernel refuses.
+fn reset_peak(server: &Serve) -> bool {
+    std::fs::write(format!("/proc/{}/clear_refs", server.pid()), "5").is_ok()
 }
 
 type Ws = WebSocketStream<TcpStream>;
@@ -334,7 +290,7 @@ fn server_frames(buf: &[u8]) -> Vec<(u8, &[u8])> {
 async fn a_stalled_reader_is_cut_off_while_1000_subscribers_get_all_5000_in_bounded_memory() {
     let started = Instant::now();
     let outbox = OUTBOX_BYTES.to_string();
-    let server = Server::start(&[
+    let server = Serve::start(&[
         "--outbox-bytes",
         &outbox,
         // 1,002 connections from one address in a few seconds (default: 50/s, burst 100).
@@ -350,7 +306,7 @@ async fn a_stalled_reader_is_cut_off_while_1000_subscribers_get_all_5000_in_boun
         "--log",
         "warn",
     ]);
-    let addr = server.addr;
+    let addr: std::net::SocketAddr = server.addr.parse().unwrap();
 
     let mut stalled = stalled_client(addr).await;
 
@@ -381,13 +337,13 @@ async fn a_stalled_reader_is_cut_off_while_1000_subscribers_get_all_5000_in_boun
     let connected = started.elapsed();
 
     // Memory from here on: everything is connected and joined.
-    let peak_reset = server.reset_peak();
-    let baseline_kib = server.status_kib("VmRSS");
+    let peak_reset = reset_peak(&server);
+    let baseline_kib = status_kib(&server, "VmRSS");
     let sampling = Arc::new(AtomicBool::new(true));
     let sampled_peak = Arc::new(AtomicU64::new(baseline_kib));
     let sampler = {
         let (sampling, sampled_peak) = (sampling.clone(), sampled_peak.clone());
-        let pid = server.child.id();
+        let pid = server.pid();
         std::thread::spawn(move || {
             while sampling.load(Ordering::Relaxed) {
                 if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -428,11 +384,11 @@ async fn a_stalled_reader_is_cut_off_while_1000_subscribers_get_all_5000_in_boun
         }
     }
     let delivered = started.elapsed();
-    let server_cpu = server.cpu_time();
+    let server_cpu = cpu_time(&server);
     sampling.store(false, Ordering::Relaxed);
     sampler.join().unwrap();
     let peak_kib = if peak_reset {
-        server.status_kib("VmHWM")
+        status_kib(&server, "VmHWM")
     } else {
         sampled_peak.load(Ordering::Relaxed)
     };

@@ -8,65 +8,17 @@
 
 //! End-to-end tests of `switchboard connect` against a real `switchboard serve`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+mod common;
+
+use common::{BIN, Serve};
 /// Upper bound for one client run; a hang fails the test instead of blocking the suite.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A running `switchboard serve`; killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-    // Kept open so the server never writes into a closed pipe.
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Server {
-    fn start() -> Self {
-        Self::start_with(&[])
-    }
-
-    fn start_with(extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start switchboard serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            if stdout.read_line(&mut line).unwrap() == 0 {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("server exited before printing `listening on ADDR`");
-            }
-            if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                break addr.to_owned();
-            }
-        };
-        Self {
-            child,
-            addr,
-            _stdout: stdout,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Waits for a spawned client, failing the test if it takes longer than `CLIENT_TIMEOUT`.
 fn wait_output(child: Child) -> Output {
@@ -105,7 +57,7 @@ fn json_lines(output: &Output) -> Vec<serde_json::Value> {
 
 #[test]
 fn execute_sends_messages_and_prints_replies() {
-    let server = Server::start();
+    let server = Serve::start(&[]);
     let url = format!("ws://{}/ws?user=alice", server.addr);
     let output = connect(&[
         &url,
@@ -142,7 +94,7 @@ fn execute_sends_messages_and_prints_replies() {
 
 #[test]
 fn refused_upgrade_reports_the_http_status() {
-    let server = Server::start();
+    let server = Serve::start(&[]);
     let output = connect(&[&format!("ws://{}/nope", server.addr)]);
     let stderr = text(&output.stderr);
     assert!(!output.status.success(), "status {:?}", output.status);
@@ -180,7 +132,7 @@ fn wss_with_a_generated_certificate() {
     let (cert_pem, key_pem) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
     std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
-    let server = Server::start_with(&[
+    let server = Serve::start(&[
         "--tls-cert",
         cert_pem.to_str().unwrap(),
         "--tls-key",
@@ -206,7 +158,7 @@ fn wss_with_a_generated_certificate() {
 
 #[test]
 fn interactive_sends_stdin_lines_until_eof() {
-    let server = Server::start();
+    let server = Serve::start(&[]);
     let mut child = Command::new(BIN)
         .args(["connect", &format!("ws://{}/ws?user=bob", server.addr)])
         .stdin(Stdio::piped())

@@ -10,8 +10,7 @@
 //! 1001 "server shutting down", and the process exits 0 once they have answered, or once
 //! `--shutdown-timeout` has passed for a client that never answers (docs/protocol.md 8.4).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -19,77 +18,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_websockets::{ClientBuilder, Message, WebSocketStream};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+mod common;
+
+use common::Serve;
 const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A running `switchboard serve`; killed when dropped if it is still running.
-struct Serve {
-    child: Child,
-    addr: String,
-    // Kept open so the server never writes into a closed pipe.
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Serve {
-    fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start switchboard serve");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            if stdout.read_line(&mut line).unwrap() == 0 {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("server exited before printing `listening on ADDR`");
-            }
-            if let Some(addr) = line.trim().strip_prefix("listening on ") {
-                break addr.to_owned();
-            }
-        };
-        Self {
-            child,
-            addr,
-            _stdout: stdout,
+/// Waits for the process to exit, at most `limit`.
+async fn wait_exit(server: &mut Serve, limit: Duration) -> (ExitStatus, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return (status, started.elapsed());
         }
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-    }
-
-    /// Waits for the process to exit, at most `limit`.
-    async fn wait_exit(&mut self, limit: Duration) -> (ExitStatus, Duration) {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, started.elapsed());
-            }
-            assert!(
-                started.elapsed() < limit,
-                "switchboard serve still running {limit:?} after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        assert!(
+            started.elapsed() < limit,
+            "switchboard serve still running {limit:?} after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -121,7 +66,7 @@ async fn next_json(ws: &mut WebSocketStream<TcpStream>) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_clients_with_1001_and_exits_0() {
-    let mut server = Serve::start(&["--shutdown-timeout", "5s"]);
+    let mut server = Serve::start(&["--log", "warn", "--shutdown-timeout", "5s"]);
     let mut clients = Vec::new();
     for user in ["alice", "bob"] {
         let mut ws = connect(&server.addr, user).await;
@@ -163,7 +108,7 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
             Some((1001, "server shutting down".to_owned()))
         );
     }
-    let (status, took) = server.wait_exit(Duration::from_secs(5)).await;
+    let (status, took) = wait_exit(&mut server, Duration::from_secs(5)).await;
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(status.code(), Some(0));
     assert!(
@@ -174,7 +119,7 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_0_within_the_shutdown_timeout_when_a_client_ignores_the_close() {
-    let mut server = Serve::start(&["--shutdown-timeout", "1s"]);
+    let mut server = Serve::start(&["--log", "warn", "--shutdown-timeout", "1s"]);
     // A raw client that completes the upgrade and then ignores everything.
     let mut raw = TcpStream::connect(&server.addr).await.unwrap();
     let request = format!(
@@ -207,7 +152,7 @@ async fn sigterm_exits_0_within_the_shutdown_timeout_when_a_client_ignores_the_c
         }
         close
     });
-    let (status, took) = server.wait_exit(Duration::from_secs(6)).await;
+    let (status, took) = wait_exit(&mut server, Duration::from_secs(6)).await;
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
     assert!(
         took < Duration::from_secs(3),
