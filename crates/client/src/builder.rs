@@ -1,10 +1,14 @@
 //! [`ClientBuilder`]: where to connect, as whom, and how to behave when the connection drops.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use switchboard_protocol::names::validate_user;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use crate::Client;
 use crate::backoff::Backoff;
@@ -47,6 +51,8 @@ pub struct ClientBuilder {
     event_buffer: usize,
     connect_timeout: Duration,
     max_message_size: usize,
+    /// Extra trusted roots for `wss://` (PEM), besides the Mozilla set.
+    root_pem: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -63,6 +69,7 @@ impl fmt::Debug for ClientBuilder {
             .field("event_buffer", &self.event_buffer)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_message_size", &self.max_message_size)
+            .field("extra_roots", &self.root_pem.len())
             .finish()
     }
 }
@@ -79,7 +86,15 @@ impl ClientBuilder {
             event_buffer: DEFAULT_EVENT_BUFFER,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            root_pem: Vec::new(),
         }
+    }
+
+    /// Trusts the CA certificate(s) in `pem` for `wss://`, besides the Mozilla root set (for
+    /// example a private or development CA).
+    pub fn add_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_pem.push(pem.into());
+        self
     }
 
     /// Connects as user `name` (sent as the `user` query parameter, percent-encoded). Without
@@ -171,12 +186,12 @@ impl ClientBuilder {
         let uri: Uri = url
             .parse()
             .map_err(|err: http::uri::InvalidUri| invalid(&err.to_string()))?;
-        match uri.scheme_str() {
-            Some("ws") if uri.host().is_some() => {}
-            Some("ws") => return Err(invalid("no host")),
-            Some("wss") => return Err(invalid("wss:// is not supported yet; use ws://")),
-            _ => return Err(invalid("expected ws://HOST[:PORT]/PATH")),
-        }
+        let tls = match uri.scheme_str() {
+            Some("ws" | "wss") if uri.host().is_none() => return Err(invalid("no host")),
+            Some("ws") => None,
+            Some("wss") => Some(self.tls_config().map_err(|reason| invalid(&reason))?),
+            _ => return Err(invalid("expected ws://HOST[:PORT]/PATH or wss://…")),
+        };
         let headers = self
             .headers
             .iter()
@@ -207,7 +222,27 @@ impl ClientBuilder {
             event_buffer: self.event_buffer,
             connect_timeout: self.connect_timeout,
             max_message_size: self.max_message_size,
+            tls,
         })
+    }
+
+    /// The rustls client configuration: Mozilla roots plus the added PEM certificates.
+    fn tls_config(&self) -> Result<Arc<ClientConfig>, String> {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for pem in &self.root_pem {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("bad root certificate: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("unusable root certificate: {e}"))?;
+            }
+        }
+        Ok(Arc::new(
+            ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        ))
     }
 }
 
@@ -222,6 +257,8 @@ pub(crate) struct Settings {
     pub(crate) event_buffer: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_message_size: usize,
+    /// Set for `wss://`.
+    pub(crate) tls: Option<Arc<ClientConfig>>,
 }
 
 /// Percent-encodes everything except the unreserved characters of RFC 3986.
@@ -259,13 +296,7 @@ mod tests {
 
     #[test]
     fn bad_urls_and_users_are_refused() {
-        for url in [
-            "http://h/ws",
-            "wss://h/ws",
-            "h:80/ws",
-            "not a url",
-            "ws:///ws",
-        ] {
+        for url in ["http://h/ws", "h:80/ws", "not a url", "ws:///ws"] {
             assert!(
                 matches!(
                     ClientBuilder::new(url).settings(),

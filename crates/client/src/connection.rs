@@ -20,7 +20,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
-use tokio_websockets::{CloseCode, Error as WsError, Message, WebSocketStream, upgrade};
+use tokio_websockets::{
+    CloseCode, Error as WsError, MaybeTlsStream, Message, WebSocketStream, upgrade,
+};
 use tracing::debug;
 
 use crate::backoff::{Attempts, STABLE_AFTER};
@@ -45,7 +47,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The socket type.
-pub(crate) type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Where a request's reply goes.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -100,19 +102,38 @@ pub(crate) async fn open(settings: Arc<Settings>) -> Result<Ws, Error> {
             .unwrap_or_default()
             .trim_start_matches('[')
             .trim_end_matches(']');
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri
+            .port_u16()
+            .unwrap_or(if settings.tls.is_some() { 443 } else { 80 });
         let tcp = TcpStream::connect((host, port))
             .await
             .map_err(|err| Error::Connect(WsError::Io(err)))?;
         // Small frames (acks, typing) should not wait for Nagle.
         let _ = tcp.set_nodelay(true);
+        let stream = match &settings.tls {
+            None => MaybeTlsStream::Plain(tcp),
+            Some(config) => {
+                let name =
+                    rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|err| {
+                        Error::Connect(WsError::Io(std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            err,
+                        )))
+                    })?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|err| Error::Connect(WsError::Io(err)))?;
+                MaybeTlsStream::Rustls(tls)
+            }
+        };
         let mut builder = tokio_websockets::ClientBuilder::from_uri(uri.clone());
         for (name, value) in &settings.headers {
             builder = builder
                 .add_header(name.clone(), value.clone())
                 .map_err(Error::Connect)?;
         }
-        match builder.connect_on(tcp).await {
+        match builder.connect_on(stream).await {
             Ok((ws, _response)) => Ok(ws),
             Err(WsError::Upgrade(upgrade::Error::DidNotSwitchProtocols(status))) => {
                 Err(Error::Refused { status })

@@ -797,3 +797,32 @@ async fn history_returns_json_and_binary_messages() {
     alice.close().await;
     bob.close().await;
 }
+
+#[tokio::test]
+async fn wss_with_an_added_root_certificate() {
+    let dir = std::env::temp_dir().join(format!("sb-sdk-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::start(Config {
+        tls_cert: Some(cert_path),
+        tls_key: Some(key_path),
+        ..Config::default()
+    })
+    .await;
+    let url = format!("wss://localhost:{}/ws", server.addr().port());
+
+    let untrusted = Client::builder(url.as_str()).user("eve").connect().await;
+    assert!(untrusted.is_err(), "an unknown CA is refused");
+
+    let (client, mut events) =
+        connect(builder(&url, "alice").add_root_certificates_pem(cert.cert.pem())).await;
+    client.join("secure").await.unwrap();
+    wait_joined(&mut events, "secure").await;
+    assert_eq!(client.publish("secure", json!("hi")).await.unwrap(), 1);
+    client.close().await;
+    server.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
