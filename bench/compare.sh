@@ -25,22 +25,26 @@ if [[ $MODE == full ]]; then
   ECHO_CONNECTIONS=100 ECHO_SIZE=32 ECHO_SECS=10
   FAN1_SUBSCRIBERS=5000 FAN1_SIZE=64 FAN1_RATE_LOW=20 FAN1_RATE_HIGH=60 FAN1_SECS=10
   FAN2_ROOMS=100 FAN2_PER_ROOM=50 FAN2_PUBLISHERS=10 FAN2_RATE=2000 FAN2_SIZE=64 FAN2_SECS=10
+  FAN_DRAIN_MAX=30   # a server that is behind gets this long after publishing to catch up
   IDLE_CONNECTIONS=10000 IDLE_BIG_CONNECTIONS=50000 IDLE_ROOMS=100 IDLE_HOLD=5
   CONNECT_PARALLEL=50 CONNECT_SECS=5
-  JITTER_CLIENTS=100 JITTER_RATE=20 JITTER_SECS=30 JITTER_CUT_EVERY=10 JITTER_CUT_JITTER=3 JITTER_AWAY=2
+  JITTER_CLIENTS=100 JITTER_RATE=20 JITTER_SECS=20 JITTER_CUT_EVERY=6 JITTER_CUT_JITTER=2 JITTER_AWAY=2
   SERVERS="switchboard bun node"
 else
   ECHO_CONNECTIONS=10 ECHO_SIZE=32 ECHO_SECS=1
   FAN1_SUBSCRIBERS=50 FAN1_SIZE=64 FAN1_RATE_LOW=50 FAN1_RATE_HIGH=200 FAN1_SECS=1
   FAN2_ROOMS=5 FAN2_PER_ROOM=4 FAN2_PUBLISHERS=2 FAN2_RATE=200 FAN2_SIZE=64 FAN2_SECS=1
+  FAN_DRAIN_MAX=10
   IDLE_CONNECTIONS=200 IDLE_BIG_CONNECTIONS=0 IDLE_ROOMS=10 IDLE_HOLD=1
   CONNECT_PARALLEL=5 CONNECT_SECS=1
   JITTER_CLIENTS=10 JITTER_RATE=20 JITTER_SECS=3 JITTER_CUT_EVERY=1 JITTER_CUT_JITTER=0.3 JITTER_AWAY=0.3
   SERVERS="switchboard"
 fi
-BUDGET_SECS=840     # whole run, build included; later scenarios are skipped past it
+BUDGET_SECS=900     # whole run, build included: runs are cut at it, later ones skipped
 RUN_TIMEOUT=180     # one `switchboard bench` invocation
 START_TIMEOUT=20    # a server printing its "listening on" line
+QUIET_BUSY_PCT=40   # before each run, wait (at most QUIET_MAX_WAIT s) while other processes
+QUIET_MAX_WAIT=5    #   keep the machine busier than this (% of all cores)
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEERS="$ROOT/bench/peers"
@@ -86,7 +90,8 @@ if [[ -n ${SWITCHBOARD_BIN:-} ]]; then
   BIN=$SWITCHBOARD_BIN
 elif [[ $MODE == full ]]; then
   log "== building switchboard (release)"
-  (cd "$ROOT" && cargo build --release --locked -p switchboard-cli) >&2 || die "cargo build failed"
+  (cd "$ROOT" && timeout "$BUDGET_SECS" cargo build --release --locked -p switchboard-cli) >&2 ||
+    die "cargo build failed (or took longer than ${BUDGET_SECS}s)"
   BIN="$ROOT/target/release/switchboard"
 else
   # The smoke run checks that the scenarios work, not how fast: the debug build (which the
@@ -115,8 +120,13 @@ if [[ $MODE == full ]]; then
 fi
 
 # ---------------------------------------------------------------- servers
+RUN_NUMBER=0
 start_server() { # NAME
-  local name=$1 out="$WORK/$1.out" err="$WORK/$1.err"
+  RUN_NUMBER=$((RUN_NUMBER + 1))
+  local name=$1
+  SERVER_OUT="$WORK/$RUN_NUMBER-$name.out" SERVER_ERR="$WORK/$RUN_NUMBER-$name.err"
+  local out=$SERVER_OUT err=$SERVER_ERR
+  : >"$out"
   local cmd=()
   case $name in
     switchboard)
@@ -154,65 +164,104 @@ stop_server() {
 run() {
   local server=$1 name=$2 scenario=$3
   shift 3
-  local elapsed=$((SECONDS - STARTED_AT))
+  local remaining=$((BUDGET_SECS - (SECONDS - STARTED_AT)))
   mkdir -p "$RESULTS/$server"
-  if ((elapsed > BUDGET_SECS)); then
+  if ((remaining < 15)); then
     log "-- $server $name: skipped (time budget of ${BUDGET_SECS}s used up)"
     echo "{\"skipped\":\"time budget\"}" >"$RESULTS/$server/$name.json"
     return 0
   fi
+  wait_quiet
   start_server "$server"
   local url_path
-  case $scenario in
+  case $name in
     echo) url_path=/echo ;;
-    idle) url_path='/ws?user=u{conn}' ;;
+    *-users) url_path='/ws?user=u{conn}' ;; # one user per connection
     *) url_path='/ws?user=bench' ;;
   esac
+  local limit=$((remaining < RUN_TIMEOUT ? remaining : RUN_TIMEOUT))
   log "-- $server $name: switchboard bench $scenario $*"
   local status=0
-  timeout --kill-after=10 "$RUN_TIMEOUT" "${PIN_BENCH[@]}" "$BIN" bench "$scenario" \
+  timeout --kill-after=10 "$limit" "${PIN_BENCH[@]}" "$BIN" bench "$scenario" \
     --url "ws://$SERVER_ADDR$url_path" --server-pid "$SERVER_PID" --json --quiet "$@" \
     >"$RESULTS/$server/$name.json" 2>"$WORK/$server-$name.log" || status=$?
   sed 's/^/   /' "$WORK/$server-$name.log" >&2
   if ((status != 0)) || ! grep -q '"scenario"' "$RESULTS/$server/$name.json"; then
-    log "   FAILED (exit $status)"
+    local why="exit $status"
+    ((status != 124)) || why="timed out after ${limit}s"
+    log "   FAILED ($why)"
     echo "{\"failed\":\"exit $status\"}" >"$RESULTS/$server/$name.json"
     FAILURES=$((FAILURES + 1))
   fi
   if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    log "   $server died during the run:"; tail -n 20 "$WORK/$server.err" >&2
+    log "   $server died during the run:"; tail -n 20 "$SERVER_ERR" >&2
     FAILURES=$((FAILURES + 1))
-  elif [[ -s $WORK/$server.err ]] && grep -qiE 'error|panic' "$WORK/$server.err"; then
-    log "   $server logged errors:"; grep -iE 'error|panic' "$WORK/$server.err" | head -n 5 | sed 's/^/     /' >&2
+  elif grep -qiE 'error|panic' "$SERVER_ERR"; then
+    log "   $server logged errors:"; grep -iE 'error|panic' "$SERVER_ERR" | head -n 5 | sed 's/^/     /' >&2
   fi
   stop_server
 }
 
+# Share of all cores busy over the last second, from /proc/stat.
+busy_pct() {
+  local a b
+  read -r -a a < <(head -n 1 /proc/stat)
+  sleep 1
+  read -r -a b < <(head -n 1 /proc/stat)
+  local total=0 idle=$(((b[4] + b[5]) - (a[4] + a[5]))) i
+  for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+  ((total > 0)) || { echo 0; return; }
+  echo $((100 * (total - idle) / total))
+}
+
+# Waits (briefly) for other processes' load to drop: the machine is shared.
+wait_quiet() {
+  [[ $MODE == full ]] || return 0
+  local waited=0 busy
+  busy=$(busy_pct)
+  while ((busy > QUIET_BUSY_PCT && waited < QUIET_MAX_WAIT)); do
+    busy=$(busy_pct)
+    waited=$((waited + 1))
+  done
+  ((busy <= QUIET_BUSY_PCT)) || log "   (machine ${busy} % busy with other work when this run started)"
+  BUSY_RUNS+=("$busy")
+}
+BUSY_RUNS=()
+
+# each NAME SCENARIO ARGS... — one scenario against every server in turn (interleaved, so that
+# other work on the machine disturbs all of them alike).
+each() {
+  local server
+  for server in $SERVERS; do run "$server" "$@"; done
+}
+
+IDLE_BIG_WANTED=$IDLE_BIG_CONNECTIONS
+if ((IDLE_BIG_CONNECTIONS > 0 && FD_LIMIT < IDLE_BIG_CONNECTIONS + 1000)); then
+  # The server and the load generator each hold one descriptor per connection.
+  IDLE_BIG_CONNECTIONS=$(((FD_LIMIT - 1000) / 1000 * 1000))
+  ((IDLE_BIG_CONNECTIONS > IDLE_CONNECTIONS)) || IDLE_BIG_CONNECTIONS=0
+  log "== RLIMIT_NOFILE is $FD_LIMIT (hard limit): the big idle run uses $IDLE_BIG_CONNECTIONS connections, not $IDLE_BIG_WANTED"
+fi
+
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-for server in $SERVERS; do
-  log "== $server"
-  run "$server" echo echo -c "$ECHO_CONNECTIONS" -s "$ECHO_SIZE" -d "$ECHO_SECS"
-  run "$server" fanout-1room-low fanout -n "$FAN1_SUBSCRIBERS" --rooms 1 -p 1 \
-    --rate "$FAN1_RATE_LOW" -s "$FAN1_SIZE" -d "$FAN1_SECS"
-  run "$server" fanout-1room-high fanout -n "$FAN1_SUBSCRIBERS" --rooms 1 -p 1 \
-    --rate "$FAN1_RATE_HIGH" -s "$FAN1_SIZE" -d "$FAN1_SECS"
-  run "$server" fanout-rooms fanout -n $((FAN2_ROOMS * FAN2_PER_ROOM)) --rooms "$FAN2_ROOMS" \
-    -p "$FAN2_PUBLISHERS" --rate "$FAN2_RATE" -s "$FAN2_SIZE" -d "$FAN2_SECS"
-  run "$server" idle idle -c "$IDLE_CONNECTIONS" --rooms "$IDLE_ROOMS" --hold "$IDLE_HOLD"
-  if ((IDLE_BIG_CONNECTIONS > 0)); then
-    if ((FD_LIMIT >= IDLE_BIG_CONNECTIONS + 1000)); then
-      run "$server" idle-big idle -c "$IDLE_BIG_CONNECTIONS" --rooms "$IDLE_ROOMS" --hold "$IDLE_HOLD"
-    else
-      log "-- $server idle-big: skipped (RLIMIT_NOFILE $FD_LIMIT < $IDLE_BIG_CONNECTIONS connections)"
-      echo "{\"skipped\":\"RLIMIT_NOFILE $FD_LIMIT\"}" >"$RESULTS/$server/idle-big.json"
-    fi
-  fi
-  run "$server" connect connect -c "$CONNECT_PARALLEL" -d "$CONNECT_SECS"
-  if [[ $server == switchboard ]]; then
-    run "$server" jitter jitter -n "$JITTER_CLIENTS" --rate "$JITTER_RATE" -d "$JITTER_SECS" \
-      --cut-every "$JITTER_CUT_EVERY" --cut-jitter "$JITTER_CUT_JITTER" --away "$JITTER_AWAY"
-  fi
-done
+FAN=(--drain-max "$FAN_DRAIN_MAX")
+each echo echo -c "$ECHO_CONNECTIONS" -s "$ECHO_SIZE" -d "$ECHO_SECS"
+each fanout-1room-low fanout -n "$FAN1_SUBSCRIBERS" --rooms 1 -p 1 \
+  --rate "$FAN1_RATE_LOW" -s "$FAN1_SIZE" -d "$FAN1_SECS" "${FAN[@]}"
+each fanout-1room-high fanout -n "$FAN1_SUBSCRIBERS" --rooms 1 -p 1 \
+  --rate "$FAN1_RATE_HIGH" -s "$FAN1_SIZE" -d "$FAN1_SECS" "${FAN[@]}"
+each fanout-rooms fanout -n $((FAN2_ROOMS * FAN2_PER_ROOM)) --rooms "$FAN2_ROOMS" \
+  -p "$FAN2_PUBLISHERS" --rate "$FAN2_RATE" -s "$FAN2_SIZE" -d "$FAN2_SECS" "${FAN[@]}"
+each idle idle -c "$IDLE_CONNECTIONS" --rooms "$IDLE_ROOMS" --hold "$IDLE_HOLD"
+each connect connect -c "$CONNECT_PARALLEL" -d "$CONNECT_SECS"
+if ((IDLE_BIG_CONNECTIONS > 0)); then
+  each idle-big idle -c "$IDLE_BIG_CONNECTIONS" --rooms "$IDLE_ROOMS" --hold "$IDLE_HOLD"
+fi
+# Switchboard only: idle with one user name per connection (presence events and member lists,
+# which the peers do not have), and recovery after cut connections.
+run switchboard idle-users idle -c "$IDLE_CONNECTIONS" --rooms "$IDLE_ROOMS" --hold 1
+run switchboard jitter jitter -n "$JITTER_CLIENTS" --rate "$JITTER_RATE" -d "$JITTER_SECS" \
+  --cut-every "$JITTER_CUT_EVERY" --cut-jitter "$JITTER_CUT_JITTER" --away "$JITTER_AWAY"
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- checks and report
@@ -235,7 +284,11 @@ cat >"$WORK/meta.json" <<EOF
   "load_before": "$LOAD_BEFORE",
   "load_after": "$LOAD_AFTER",
   "duration_s": $((SECONDS - STARTED_AT)),
-  "fd_limit": $FD_LIMIT
+  "fd_limit": $FD_LIMIT,
+  "idle_big_wanted": $IDLE_BIG_WANTED,
+  "idle_big_run": $IDLE_BIG_CONNECTIONS,
+  "busy_runs": "$(IFS=,; echo "${BUSY_RUNS[*]}")",
+  "quiet_busy_pct": $QUIET_BUSY_PCT
 }
 EOF
 python3 "$ROOT/bench/report.py" docs "$RESULTS" "$WORK/meta.json" "$DOCS"

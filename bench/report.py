@@ -86,6 +86,8 @@ def fmt_num(value):
 def fmt_us(value):
     if value is None:
         return "–"
+    if value >= 1_000_000:
+        return f"{value / 1e6:.1f} s"
     return f"{value / 1000:.1f} ms" if value >= 10_000 else f"{value / 1000:.2f} ms"
 
 
@@ -114,6 +116,7 @@ def latency_rows(key, label):
 
 CPU_ROWS = [
     ("server CPU (% of a core)", lambda d: dig(d, "results", "server_cpu_pct"), "lower", fmt_pct),
+    ("server runnable, waiting for a CPU", lambda d: dig(d, "results", "server_wait_pct"), None, fmt_pct),
     ("load generator CPU", lambda d: dig(d, "results", "bench_cpu_pct"), None, fmt_pct),
 ]
 
@@ -157,7 +160,7 @@ def scenarios(sb):
         ("fanout-1room-high", fanout_title(sb.get("fanout-1room-high"), "fanout, one room, high rate"), FANOUT_ROWS),
         ("fanout-rooms", fanout_title(sb.get("fanout-rooms"), "fanout, many rooms"), FANOUT_ROWS),
         *[(name, title(name, lambda p: f"idle: {p['connections']:,} connections over {p['rooms']} rooms, "
-                       f"each its own user", name), [
+                       f"one user name for all", name), [
             ("server RSS per connection", lambda d: dig(d, "results", "server_rss_per_conn"), "lower", fmt_bytes),
             ("connect + join rate (/s)", lambda d: dig(d, "results", "setup_per_s"), "higher", fmt_num),
             ("connected", lambda d: dig(d, "results", "connected"), None, fmt_num),
@@ -185,6 +188,15 @@ def ratio(a, b):
     return f"{a / b:.2f}×"
 
 
+def busy_note(meta):
+    runs = [int(b) for b in str(meta.get("busy_runs", "")).split(",") if b.strip()]
+    busy = [b for b in runs if b > meta.get("quiet_busy_pct", 40)]
+    if not busy:
+        return ""
+    return (f"; {len(busy)} of {len(runs)} runs started while other work kept the machine more than "
+            f"{meta.get('quiet_busy_pct', 40)} % busy (see *server runnable, waiting for a CPU*)")
+
+
 def docs(results, meta_path, docs_path):
     meta = json.loads(pathlib.Path(meta_path).read_text())
     docs_file = pathlib.Path(docs_path)
@@ -198,17 +210,22 @@ def docs(results, meta_path, docs_path):
     out.append(f"Measured {meta['date']} by `{meta['command']}` on {meta['machine']}; {meta['versions']}. "
                f"Server {'pinned to CPU 0 and load generator to CPU 1' if meta['pinned'] else 'and load generator not pinned'}; "
                f"load average {meta['load_before']} before, {meta['load_after']} after "
-               f"(the machine is shared: other builds ran alongside); the whole run took {meta['duration_s']} s. "
+               f"(the machine is shared: other builds ran alongside){busy_note(meta)}; "
+               f"the whole run took {meta['duration_s']} s. "
                f"Single runs: treat differences under ~15 % as noise.")
+    wanted, ran = meta.get("idle_big_wanted", 0), meta.get("idle_big_run", 0)
+    if wanted and ran != wanted:
+        out.append("")
+        out.append(f"Not run: idle with {wanted:,} connections. The server and the load generator each need "
+                   f"one file descriptor per connection and RLIMIT_NOFILE is {meta['fd_limit']:,} here (a hard "
+                   f"limit this sandbox cannot raise)" + (f"; the big idle run has {ran:,}." if ran else "."))
     out.append("")
     out.append("Ratios are Switchboard ÷ peer; *better* says which direction is good for that figure.")
     out.append("")
     out.append("| scenario | figure | better | Switchboard | Bun | Node ws | SB / Bun | SB / Node |")
     out.append("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name, title, rows in scenarios(data["switchboard"]):
-        if all("skipped" in data[s][name] for s, _ in SERVERS) and name == "idle-big":
-            reason = data["switchboard"][name]["skipped"]
-            out.append(f"| {title} | – | – | skipped ({reason}) | | | | |")
+        if name == "idle-big" and all("results" not in data[s][name] for s, _ in SERVERS):
             continue
         for i, (label, getter, better, fmt) in enumerate(rows):
             values = [data[s][name] for s, _ in SERVERS]
@@ -217,6 +234,20 @@ def docs(results, meta_path, docs_path):
             ratios = [ratio(raw[0], raw[1]), ratio(raw[0], raw[2])] if better else ["", ""]
             out.append(f"| {title if i == 0 else ''} | {label} | {better or ''} | {' | '.join(cells)} | "
                        f"{' | '.join(ratios)} |")
+
+    users = load(results, "switchboard", "idle-users")
+    same = data["switchboard"].get("idle", {})
+    if "results" in users and "results" in same:
+        ru, rs = users["results"], same["results"]
+        out.append("")
+        out.append(f"Switchboard only — idle with one user name per connection ({users['params']['connections']:,} "
+                   f"connections over {users['params']['rooms']} rooms: every join sends a presence event to the "
+                   f"room and a `joined` listing its members, which the peers do not do) against one name for all:")
+        out.append("")
+        out.append("| users | connect + join rate (/s) | server RSS per connection |")
+        out.append("| --- | ---: | ---: |")
+        out.append(f"| one per connection | {fmt_num(ru.get('setup_per_s'))} | {fmt_bytes(ru.get('server_rss_per_conn'))} |")
+        out.append(f"| one for all | {fmt_num(rs.get('setup_per_s'))} | {fmt_bytes(rs.get('server_rss_per_conn'))} |")
 
     jitter = load(results, "switchboard", "jitter")
     if "results" in jitter:
@@ -227,16 +258,21 @@ def docs(results, meta_path, docs_path):
                    f"{p['away_s']:.0f} s, re-join with `since`; one publisher at {p['rate']:.0f} msgs/s for "
                    f"{p['duration_s']:.0f} s:")
         out.append("")
-        out.append("| delivered exactly once | missing | gaps | duplicates | cuts | recovered / not | replay p50 | replay p99 |")
+        out.append("| delivered exactly once | missing | gaps | duplicates | cuts | re-joins recovered / not "
+                   "| replay p50 | replay p99 |")
         out.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         replay = r.get("replay") or {}
         out.append(f"| {r['delivered_pct']:.3f} % | {r['missing']} | {r['gaps']} | {r['duplicates']} | {r['cuts']} | "
                    f"{r['recovered']} / {r['not_recovered']} | {fmt_us(replay.get('p50_us'))} | "
                    f"{fmt_us(replay.get('p99_us'))} |")
+        out.append("")
+        out.append("(A client cut in the last seconds that had already seen every message does not reconnect "
+                   "before the end, hence fewer re-joins than cuts. Replay: from the start of the reconnect to "
+                   "having every message up to the seq the re-join reported.)")
 
     warnings = []
     for server, label in SERVERS:
-        for name in names + ["jitter"]:
+        for name in names + ["idle-users", "jitter"]:
             doc = load(results, server, name)
             for warning in doc.get("warnings", []):
                 warnings.append(f"- {label}, {name}: {warning}")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of the project, in one command (the README's test command; .ci/run calls it):
 # formatting, lints, the architecture's dependency rules, unit and integration tests over real
-# sockets, the Autobahn conformance suite against /echo, and the demo page in headless Chromium.
+# sockets, the Autobahn conformance suite against /echo, the demo page in headless Chromium, and a
+# smoke run of every `switchboard bench` scenario.
 # It installs what it needs that is missing (cargo-nextest, Chromium, npm packages, the
 # conformance venv).
 set -euo pipefail
@@ -38,5 +39,8 @@ scripts/conformance.sh "$ROOT/target/debug/switchboard"
 
 step "browser tests (headless Chromium)"
 scripts/browser-tests.sh
+
+step "bench smoke (every switchboard bench scenario, tiny and short)"
+SWITCHBOARD_BIN="$ROOT/target/debug/switchboard" bench/compare.sh --smoke
 
 step "all tests passed in $(( $(date +%s) - START ))s"

@@ -87,7 +87,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         let _ = worker.await;
     }
     let elapsed = started.elapsed();
-    let (bench_cpu, server_cpu) = cpu.shares();
+    let cpu_used = cpu.shares();
     stats::stop_progress(progress);
 
     let mut handshake = stats::histogram()?;
@@ -109,7 +109,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     report.metric("handshakes", ok, stats::count(ok));
     report.metric("failed", failed, stats::count(failed));
     report.latency("handshake", &handshake);
-    stats::report_cpu(&mut report, (bench_cpu, server_cpu), "");
+    stats::report_cpu(&mut report, cpu_used, "");
     if let Some(first) = shared
         .first_error
         .lock()

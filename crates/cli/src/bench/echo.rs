@@ -83,9 +83,7 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
         }));
     }
     drop(setup);
-    let outcome = waiter
-        .wait(args.connections, common.quiet, "connecting")
-        .await;
+    let outcome = waiter.wait(args.connections, common, "connecting").await;
     if let Err(err) = outcome.require_all(args.connections) {
         let _ = phase_tx.send(Phase::Stop);
         return Err(err);
@@ -110,7 +108,7 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
     tokio::time::sleep(args.duration).await;
     let measured = shared.shards.fold(0, |sum, shard| sum + shard.received);
     let elapsed = started.elapsed();
-    let (bench_cpu, server_cpu) = cpu.shares();
+    let cpu_used = cpu.shares();
     let _ = phase_tx.send(Phase::Drain);
     let mut ended = Vec::new();
     for task in tasks {
@@ -142,7 +140,7 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
     );
     report.metric("received", rtt.len(), stats::count(rtt.len()));
     report.latency("rtt", &rtt);
-    stats::report_cpu(&mut report, (bench_cpu, server_cpu), "");
+    stats::report_cpu(&mut report, cpu_used, "");
     let mismatched = shared.mismatched.load(Ordering::Relaxed);
     if mismatched > 0 {
         report.warn(format!("{mismatched} echoes did not match what was sent"));

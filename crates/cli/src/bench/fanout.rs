@@ -64,10 +64,13 @@ pub struct FanoutArgs {
     /// Seconds of publishing.
     #[arg(long, short, default_value = "10", value_parser = parse_seconds)]
     duration: Duration,
-    /// Longest wait, after publishing stops, for deliveries still on their way; what has not
-    /// arrived by then is lost.
+    /// After publishing stops, keep waiting for deliveries still on their way until none has
+    /// arrived for this long (what has not arrived by then is lost).
     #[arg(long, default_value = "5", value_parser = parse_seconds)]
     drain: Duration,
+    /// … but never longer than this after publishing stopped.
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    drain_max: Duration,
 }
 
 #[derive(Debug)]
@@ -230,7 +233,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     }
     drop(setup);
     let expected = args.subscribers + args.publishers;
-    let outcome = waiter.wait(expected, common.quiet, "subscribing").await;
+    let outcome = waiter.wait(expected, common, "subscribing").await;
     if let Err(err) = outcome.require_all(expected) {
         let _ = phase_tx.send(Phase::Stop);
         return Err(err);
@@ -267,12 +270,14 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     let _ = phase_tx.send(Phase::Drain);
     let elapsed = started.elapsed();
     let delivered_in_time = shared.shards.fold(0, |sum, shard| sum + shard.delivered);
-    let (bench_cpu, server_cpu) = cpu.shares();
+    let cpu_used = cpu.shares();
 
-    // Draining: wait for the publishers' last counts, then for the deliveries they imply.
-    let drain_deadline = Instant::now() + args.drain;
+    // Draining: wait for the publishers' last counts, then for the deliveries they imply, as
+    // long as deliveries keep coming (a server that is behind is slow, not lossy).
+    let drain_started = Instant::now();
+    let hard_deadline = drain_started + args.drain_max;
     while shared.publishers_done.load(Ordering::Acquire) < args.publishers
-        && Instant::now() < drain_deadline
+        && drain_started.elapsed() < args.drain.max(Duration::from_secs(5))
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -286,9 +291,17 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         .enumerate()
         .map(|(k, sent)| sent * layout.subscribers_in_room(k % layout.rooms))
         .sum();
+    let (mut last_count, mut last_change) = (delivered_in_time, Instant::now());
     loop {
         let delivered = shared.shards.fold(0, |sum, shard| sum + shard.delivered);
-        if delivered >= expected_deliveries || Instant::now() >= drain_deadline {
+        let now = Instant::now();
+        if delivered != last_count {
+            (last_count, last_change) = (delivered, now);
+        }
+        if delivered >= expected_deliveries
+            || now.duration_since(last_change) >= args.drain
+            || now >= hard_deadline
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -364,7 +377,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
             drained_after.as_secs_f64()
         ),
     );
-    stats::report_cpu(&mut report, (bench_cpu, server_cpu), "");
+    stats::report_cpu(&mut report, cpu_used, "");
     if totals.foreign > 0 {
         report.warn(format!(
             "{} stamped messages arrived in a room they were not published into",

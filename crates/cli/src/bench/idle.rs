@@ -95,9 +95,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         }));
     }
     drop(setup);
-    let outcome = waiter
-        .wait(args.connections, common.quiet, "connecting")
-        .await;
+    let outcome = waiter.wait(args.connections, common, "connecting").await;
     if outcome.ready == 0 {
         let _ = phase_tx.send(Phase::Stop);
         anyhow::bail!(
@@ -128,7 +126,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let held = Instant::now();
     tokio::time::sleep(args.hold).await;
     let alive_at_end = shared.alive.load(Ordering::Relaxed);
-    let (bench_cpu, server_cpu) = cpu.shares();
+    let cpu_used = cpu.shares();
     let held = held.elapsed();
     stats::stop_progress(progress);
     let _ = phase_tx.send(Phase::Stop);
@@ -176,7 +174,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         report.metric("bench_rss_per_conn", per, stats::bytes(per));
     }
     report.metric("alive_at_end", alive_at_end, stats::count(alive_at_end));
-    stats::report_cpu(&mut report, (bench_cpu, server_cpu), " while holding");
+    stats::report_cpu(&mut report, cpu_used, " while holding");
     if let Some(first) = outcome.first_error {
         report.warn(format!(
             "{} connections failed; first error: {first}",

@@ -234,7 +234,7 @@ pub async fn run(args: JitterArgs) -> anyhow::Result<()> {
     };
     drop(setup);
     let expected = args.clients + 1;
-    let outcome = waiter.wait(expected, common.quiet, "joining").await;
+    let outcome = waiter.wait(expected, common, "joining").await;
     if let Err(err) = outcome.require_all(expected) {
         let _ = phase_tx.send(Phase::Stop);
         return Err(err);
@@ -279,7 +279,7 @@ pub async fn run(args: JitterArgs) -> anyhow::Result<()> {
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (bench_cpu, server_cpu) = cpu.shares();
+    let cpu_used = cpu.shares();
     let _ = phase_tx.send(Phase::Stop);
     stats::stop_progress(progress);
 
@@ -362,7 +362,7 @@ pub async fn run(args: JitterArgs) -> anyhow::Result<()> {
     );
     report.latency("replay", &replay);
     report.latency("live_latency", &live);
-    stats::report_cpu(&mut report, (bench_cpu, server_cpu), "");
+    stats::report_cpu(&mut report, cpu_used, "");
     for (what, counter) in [
         ("reconnect attempts failed", &counters.connect_failures),
         (

@@ -66,6 +66,10 @@ pub struct CommonArgs {
     /// Longest wait for one connection (TCP + upgrade), seconds.
     #[arg(long, default_value = "10", value_name = "SECS", value_parser = parse_seconds)]
     connect_timeout: Duration,
+    /// Longest time for setting up all connections (connect and subscribe); past it the
+    /// run fails (`idle` goes on with what is connected).
+    #[arg(long, default_value = "120", value_name = "SECS", value_parser = parse_seconds)]
+    setup_timeout: Duration,
     /// Connections being opened at once during set-up.
     #[arg(long, default_value_t = 200, value_name = "N")]
     connect_concurrency: usize,
@@ -247,12 +251,26 @@ impl Setup {
 }
 
 impl SetupWaiter {
-    /// Waits for `expected` reports, printing progress unless `quiet`.
-    async fn wait(mut self, expected: usize, quiet: bool, what: &str) -> SetupOutcome {
+    /// Waits for `expected` reports (at most `common.setup_timeout`), printing progress unless
+    /// `--quiet`. Connections still pending at the deadline count as failed.
+    async fn wait(mut self, expected: usize, common: &CommonArgs, what: &str) -> SetupOutcome {
         let started = tokio::time::Instant::now();
+        let deadline = started + common.setup_timeout;
+        let quiet = common.quiet;
         let mut outcome = SetupOutcome::default();
         let mut last_print = started;
         while outcome.ready + outcome.failed < expected {
+            if tokio::time::Instant::now() >= deadline {
+                let pending = expected - outcome.ready - outcome.failed;
+                let err = format!(
+                    "{pending} connections still not set up after {:?} (--setup-timeout)",
+                    common.setup_timeout
+                );
+                eprintln!("error: {err}");
+                outcome.failed += pending;
+                outcome.first_error.get_or_insert(err);
+                break;
+            }
             match tokio::time::timeout(Duration::from_secs(1), self.rx.recv()).await {
                 Ok(Some(Ok(()))) => outcome.ready += 1,
                 Ok(Some(Err(err))) => {

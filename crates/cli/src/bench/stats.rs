@@ -87,14 +87,59 @@ pub fn rss_bytes(pid: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Time the threads of a process spent runnable but waiting for a CPU, in seconds: the sum of
+/// the second field of /proc/PID/task/*/schedstat (nanoseconds). High values mean the process
+/// was held back by other processes (or its own threads) competing for the cores.
+fn run_delay_seconds(pid: &str) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0u64;
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        total += text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|delay| delay.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(total as f64 / 1e9)
+}
+
+/// CPU time and run-queue delay of one process at one moment.
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    cpu: Option<f64>,
+    delay: Option<f64>,
+}
+
+impl CpuSample {
+    fn take(pid: Option<&str>) -> Self {
+        Self {
+            cpu: pid.and_then(cpu_seconds),
+            delay: pid.and_then(run_delay_seconds),
+        }
+    }
+}
+
 /// Measures the CPU share of this process and of the server (when its pid is known) over an
-/// interval: how the report shows whether the load generator or the server was the limit.
+/// interval, and how long each waited for a CPU: how the report shows whether the load
+/// generator or the server was the limit, and whether other processes got in the way.
 #[derive(Debug)]
 pub struct CpuMeter {
     started: Instant,
-    bench: Option<f64>,
     server_pid: Option<String>,
-    server: Option<f64>,
+    bench: CpuSample,
+    server: CpuSample,
+}
+
+/// What [`CpuMeter::shares`] found, in % of one core (of wall time for the waits).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuShares {
+    bench_cpu: Option<f64>,
+    server_cpu: Option<f64>,
+    bench_wait: Option<f64>,
+    server_wait: Option<f64>,
 }
 
 impl CpuMeter {
@@ -103,41 +148,47 @@ impl CpuMeter {
         let server_pid = server_pid.map(|pid| pid.to_string());
         Self {
             started: Instant::now(),
-            bench: cpu_seconds("self"),
-            server: server_pid.as_deref().and_then(cpu_seconds),
+            bench: CpuSample::take(Some("self")),
+            server: CpuSample::take(server_pid.as_deref()),
             server_pid,
         }
     }
 
-    /// CPU used since the start, in % of one core: (this process, the server).
-    pub fn shares(&self) -> (Option<f64>, Option<f64>) {
+    /// Shares since the start.
+    pub fn shares(&self) -> CpuShares {
         let wall = self.started.elapsed().as_secs_f64().max(1e-3);
         let share = |before: Option<f64>, now: Option<f64>| Some((now? - before?) / wall * 100.0);
-        (
-            share(self.bench, cpu_seconds("self")),
-            share(
-                self.server,
-                self.server_pid.as_deref().and_then(cpu_seconds),
-            ),
-        )
+        let bench = CpuSample::take(Some("self"));
+        let server = CpuSample::take(self.server_pid.as_deref());
+        CpuShares {
+            bench_cpu: share(self.bench.cpu, bench.cpu),
+            server_cpu: share(self.server.cpu, server.cpu),
+            bench_wait: share(self.bench.delay, bench.delay),
+            server_wait: share(self.server.delay, server.delay),
+        }
     }
 }
 
-/// Adds the CPU shares measured by [`CpuMeter::shares`] to the report.
-pub fn report_cpu(report: &mut Report, (bench, server): (Option<f64>, Option<f64>), during: &str) {
-    if let Some(bench) = bench {
-        report.metric(
-            "bench_cpu_pct",
-            round1(bench),
-            format!("{bench:.0} % of a core{during}"),
-        );
-    }
-    if let Some(server) = server {
-        report.metric(
-            "server_cpu_pct",
-            round1(server),
-            format!("{server:.0} % of a core{during}"),
-        );
+/// Adds the shares measured by [`CpuMeter::shares`] to the report.
+pub fn report_cpu(report: &mut Report, shares: CpuShares, during: &str) {
+    let rows = [
+        ("bench_cpu_pct", shares.bench_cpu, "of a core"),
+        ("server_cpu_pct", shares.server_cpu, "of a core"),
+        (
+            "bench_wait_pct",
+            shares.bench_wait,
+            "runnable, waiting for a CPU",
+        ),
+        (
+            "server_wait_pct",
+            shares.server_wait,
+            "runnable, waiting for a CPU",
+        ),
+    ];
+    for (key, value, what) in rows {
+        if let Some(value) = value {
+            report.metric(key, round1(value), format!("{value:.0} % {what}{during}"));
+        }
     }
 }
 
@@ -359,6 +410,7 @@ mod tests {
     #[test]
     fn own_cpu_and_rss_are_readable() {
         assert!(cpu_seconds("self").is_some());
+        assert!(run_delay_seconds("self").is_some());
         assert!(rss_bytes("self").unwrap() > 0);
     }
 
