@@ -563,6 +563,7 @@ async fn replay_too_large_for_the_outbound_queue_means_resync() {
     // answers `recovered:false` under the same epoch, and the app must re-sync.
     let server = TestServer::start(Config {
         outbox_bytes: 64 * 1024,
+        max_message_size: 32 * 1024,
         ..Config::default()
     })
     .await;

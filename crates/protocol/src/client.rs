@@ -174,9 +174,14 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 
 /// Decodes one text frame.
 pub fn decode<'a>(text: &'a str) -> Result<ClientMessage<'a>, DecodeError> {
+    // serde would also read a JSON array into the envelope, field by field: only objects are
+    // messages.
+    if !text.trim_start().starts_with('{') {
+        return Err(diagnose(text, None));
+    }
     let envelope: Envelope<'a> = match serde_json::from_str(text) {
         Ok(envelope) => envelope,
-        Err(err) => return Err(diagnose(text, &err)),
+        Err(err) => return Err(diagnose(text, Some(&err))),
     };
     // `typing` has no id: its errors never carry one.
     let id = envelope.id.filter(|_| envelope.kind != "typing");
@@ -214,6 +219,15 @@ pub fn decode<'a>(text: &'a str) -> Result<ClientMessage<'a>, DecodeError> {
                     ErrorCode::BadJson,
                     id,
                     format!("`data` is nested deeper than {MAX_DATA_DEPTH} levels"),
+                ));
+            }
+            // The raw scan that kept `data` accepts what a full parser refuses (lone UTF-16
+            // surrogates, numbers beyond f64): receivers parse it fully, so check it here.
+            if let Err(err) = strict_check(data.get()) {
+                return Err(DecodeError::new(
+                    ErrorCode::BadJson,
+                    id,
+                    format!("`data` is not valid JSON: {}", strip_position(&err.to_string())),
                 ));
             }
             if envelope
@@ -296,7 +310,7 @@ fn nesting_depth(json: &str) -> usize {
 }
 
 /// The slow path: explain why `text` did not decode.
-fn diagnose(text: &str, err: &serde_json::Error) -> DecodeError {
+fn diagnose(text: &str, err: Option<&serde_json::Error>) -> DecodeError {
     // Syntax first, with a scan that neither converts numbers nor recurses: huge numbers and
     // deep nesting are valid JSON, just not valid messages.
     if let Err(syntax) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
@@ -333,7 +347,11 @@ fn diagnose(text: &str, err: &serde_json::Error) -> DecodeError {
                 CLIENT_TYPES.join(", ")
             ),
         ),
-        Some(Ok(_)) => DecodeError::new(ErrorCode::InvalidMessage, id, field_error(err)),
+        Some(Ok(_)) => DecodeError::new(
+            ErrorCode::InvalidMessage,
+            id,
+            err.map_or_else(|| "invalid message".to_owned(), field_error),
+        ),
         Some(Err(_)) => DecodeError::new(ErrorCode::InvalidMessage, id, "`type` must be a string"),
     }
 }
@@ -341,11 +359,64 @@ fn diagnose(text: &str, err: &serde_json::Error) -> DecodeError {
 /// serde's message without its " at line 1 column 42" suffix, which means nothing to a client
 /// that sent one frame.
 fn field_error(err: &serde_json::Error) -> String {
-    let text = err.to_string();
+    strip_position(&err.to_string())
+}
+
+fn strip_position(text: &str) -> String {
     match text.rfind(" at line ") {
-        Some(at) => text.get(..at).unwrap_or(&text).to_owned(),
-        None => text,
+        Some(at) => text.get(..at).unwrap_or(text).to_owned(),
+        None => text.to_owned(),
     }
+}
+
+/// Parses JSON fully (every string unescaped, every number converted) without building it.
+/// Depth is already bounded by [`MAX_DATA_DEPTH`], below serde_json's recursion limit.
+fn strict_check(json: &str) -> Result<(), serde_json::Error> {
+    struct Strict;
+
+    impl<'de> Deserialize<'de> for Strict {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(StrictVisitor)
+        }
+    }
+
+    struct StrictVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+        type Value = Strict;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_unit<E>(self) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+            while seq.next_element::<Strict>()?.is_some() {}
+            Ok(Strict)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+            while map.next_entry::<Strict, Strict>()?.is_some() {}
+            Ok(Strict)
+        }
+    }
+
+    serde_json::from_str::<Strict>(json).map(|_| ())
 }
 
 #[cfg(test)]
@@ -497,6 +568,25 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn arrays_are_not_messages() {
+        let e = err(r#"["join","lobby"]"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidMessage, None));
+        let e = err(r#" ["publish","lobby",3,{"text":"hi"},true]"#);
+        assert_eq!(e.code, ErrorCode::InvalidMessage);
+    }
+
+    #[test]
+    fn data_a_full_parser_refuses_is_bad_json() {
+        for data in [r#""\ud800""#, "1e400", r#"{"a":["\udfff"]}"#, r#"{"\ud800":1}"#] {
+            let e = err(&format!(r#"{{"type":"publish","room":"a","data":{data},"id":1}}"#));
+            assert_eq!((e.code, e.id), (ErrorCode::BadJson, Some(1)), "{data}");
+        }
+        for data in [r#""\ud83d\ude00""#, "-1.5e300", r#"{"a":[1,"x",null,true,{}]}"#] {
+            decode(&format!(r#"{{"type":"publish","room":"a","data":{data}}}"#)).unwrap();
+        }
     }
 
     #[test]

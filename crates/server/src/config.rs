@@ -275,10 +275,12 @@ impl Config {
         if self.max_message_size == 0 {
             return invalid("max_message_size", "must be at least 1 byte");
         }
-        if self.outbox_bytes < self.max_message_size.min(64 * 1024) {
+        // A relayed message is the publish's `data` plus its envelope (room, from, seq, ts:
+        // well under 1 KiB) and the outbox's per-frame charge: one must always fit.
+        if self.outbox_bytes < self.max_message_size.saturating_add(1024) {
             return invalid(
                 "outbox_bytes",
-                "must hold at least one maximal message (or 64 KiB)",
+                "must hold at least one maximal message plus its envelope (max_message_size + 1 KiB)",
             );
         }
         if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
@@ -338,6 +340,21 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(Config::from_toml("lisen = \"0.0.0.0:1\"").is_err());
+    }
+
+    #[test]
+    fn the_outbox_must_hold_a_maximal_message_with_its_envelope() {
+        let tight = Config {
+            max_message_size: 1024,
+            outbox_bytes: 1024,
+            ..Config::default()
+        };
+        assert!(tight.validate().is_err());
+        let enough = Config {
+            outbox_bytes: 2048,
+            ..tight
+        };
+        enough.validate().unwrap();
     }
 
     #[test]

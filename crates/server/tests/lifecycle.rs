@@ -564,6 +564,7 @@ async fn a_slow_consumer_is_closed_and_does_not_slow_the_others() {
     const MAX_MESSAGES: usize = 20_000;
     let server = TestServer::start(support::unthrottled(Config {
         outbox_bytes: 64 * 1024,
+        max_message_size: 16 * 1024,
         ..Config::default()
     }))
     .await;
