@@ -172,36 +172,7 @@ impl Answer {
     }
 }
 
-/// Reads an HTTP response head byte by byte (so nothing after it is consumed).
-pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(
-    stream: &mut S,
-) -> (u16, Vec<(String, String)>) {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let byte = stream.read_u8().await.unwrap_or_else(|err| {
-            panic!(
-                "connection ended inside the HTTP response head ({err}): {:?}",
-                String::from_utf8_lossy(&head)
-            )
-        });
-        head.push(byte);
-        assert!(head.len() < 16 * 1024, "HTTP response head too long");
-    }
-    let head = String::from_utf8(head).expect("HTTP head is UTF-8");
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers = lines
-        .filter(|line| !line.is_empty())
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers)
-}
+pub use crate::support::read_head;
 
 /// Sends a WebSocket upgrade request for `path` (a valid one, plus `extra` headers) on a new
 /// connection and reads the answer: the head, and for anything but 101 the body.

@@ -473,8 +473,11 @@ impl HttpResponse {
     }
 }
 
-/// Reads an HTTP response head byte by byte (so nothing after it is consumed).
-async fn read_head(stream: &mut TcpStream) -> (u16, Vec<(String, String)>) {
+/// Reads an HTTP response head byte by byte (so nothing after it is consumed), from a plain
+/// or a TLS stream.
+pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> (u16, Vec<(String, String)>) {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let byte = stream.read_u8().await.unwrap_or_else(|err| {
