@@ -227,7 +227,10 @@ pub fn decode<'a>(text: &'a str) -> Result<ClientMessage<'a>, DecodeError> {
                 return Err(DecodeError::new(
                     ErrorCode::BadJson,
                     id,
-                    format!("`data` is not valid JSON: {}", strip_position(&err.to_string())),
+                    format!(
+                        "`data` is not valid JSON: {}",
+                        strip_position(&err.to_string())
+                    ),
                 ));
             }
             if envelope
@@ -580,11 +583,22 @@ mod tests {
 
     #[test]
     fn data_a_full_parser_refuses_is_bad_json() {
-        for data in [r#""\ud800""#, "1e400", r#"{"a":["\udfff"]}"#, r#"{"\ud800":1}"#] {
-            let e = err(&format!(r#"{{"type":"publish","room":"a","data":{data},"id":1}}"#));
+        for data in [
+            r#""\ud800""#,
+            "1e400",
+            r#"{"a":["\udfff"]}"#,
+            r#"{"\ud800":1}"#,
+        ] {
+            let e = err(&format!(
+                r#"{{"type":"publish","room":"a","data":{data},"id":1}}"#
+            ));
             assert_eq!((e.code, e.id), (ErrorCode::BadJson, Some(1)), "{data}");
         }
-        for data in [r#""\ud83d\ude00""#, "-1.5e300", r#"{"a":[1,"x",null,true,{}]}"#] {
+        for data in [
+            r#""\ud83d\ude00""#,
+            "-1.5e300",
+            r#"{"a":[1,"x",null,true,{}]}"#,
+        ] {
             decode(&format!(r#"{{"type":"publish","room":"a","data":{data}}}"#)).unwrap();
         }
     }
