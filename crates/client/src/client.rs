@@ -56,7 +56,7 @@ impl Client {
     /// Opens the first connection and spawns the connection task.
     pub(crate) async fn start(settings: Settings) -> Result<(Self, Events), Error> {
         let settings = Arc::new(settings);
-        let ws = connection::open(settings.clone()).await?;
+        let ws = connection::open(settings.clone(), None).await?;
         let (commands, commands_rx) = mpsc::channel(COMMAND_BUFFER);
         let (events_tx, events_rx) = mpsc::channel(settings.event_buffer);
         let shutdown = CancellationToken::new();
@@ -151,6 +151,16 @@ impl Client {
     pub async fn history(&self, room: impl Into<String>, limit: u32) -> Result<History, Error> {
         let room = checked_room(room)?;
         self.request(|reply| Command::History { room, limit, reply })
+            .await
+    }
+
+    /// Replaces the connection's token before it expires (the server's `refresh`): resolves
+    /// to the new token's expiry (seconds since the Unix epoch) once the server has accepted
+    /// it. The token must name the same user (otherwise the server closes with 4003 and the
+    /// client stops). Reconnections present this token from now on instead of the builder's.
+    pub async fn refresh(&self, token: impl Into<String>) -> Result<u64, Error> {
+        let token = token.into();
+        self.request(|reply| Command::Refresh { token, reply })
             .await
     }
 

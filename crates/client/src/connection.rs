@@ -81,6 +81,10 @@ pub(crate) enum Command {
         limit: u32,
         reply: Reply<History>,
     },
+    Refresh {
+        token: String,
+        reply: Reply<u64>,
+    },
 }
 
 /// Whether the client reconnects after a connection ended with this close code (`None`: no
@@ -94,7 +98,9 @@ pub(crate) fn should_reconnect(code: Option<u16>) -> bool {
 }
 
 /// Opens one connection: TCP, then the upgrade, within the connect timeout.
-pub(crate) async fn open(settings: Arc<Settings>) -> Result<Ws, Error> {
+///
+/// `token`, when set (after a `refresh`), replaces the builder's `Authorization` header.
+pub(crate) async fn open(settings: Arc<Settings>, token: Option<String>) -> Result<Ws, Error> {
     let attempt = async {
         let uri = &settings.uri;
         let host = uri
@@ -129,8 +135,24 @@ pub(crate) async fn open(settings: Arc<Settings>) -> Result<Ws, Error> {
         };
         let mut builder = tokio_websockets::ClientBuilder::from_uri(uri.clone());
         for (name, value) in &settings.headers {
+            if token.is_some() && *name == http::header::AUTHORIZATION {
+                continue;
+            }
             builder = builder
                 .add_header(name.clone(), value.clone())
+                .map_err(Error::Connect)?;
+        }
+        if let Some(token) = &token {
+            let mut value =
+                http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|err| {
+                    Error::Connect(WsError::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        err,
+                    )))
+                })?;
+            value.set_sensitive(true);
+            builder = builder
+                .add_header(http::header::AUTHORIZATION, value)
                 .map_err(Error::Connect)?;
         }
         match builder.connect_on(stream).await {
@@ -156,6 +178,15 @@ enum Outgoing {
         reply: Reply<()>,
     },
     History(HistoryRequest),
+    Refresh(RefreshRequest),
+}
+
+#[derive(Debug)]
+struct RefreshRequest {
+    token: String,
+    /// The token reconnections used before this one, restored if the server refuses it.
+    previous: Option<String>,
+    reply: Reply<u64>,
 }
 
 #[derive(Debug)]
@@ -187,6 +218,7 @@ enum InFlight {
     },
     Publish(PublishRequest),
     History(HistoryRequest),
+    Refresh(RefreshRequest),
 }
 
 /// Why a connection ended.
@@ -316,6 +348,9 @@ pub(crate) struct Connection {
     /// The last connection ended with 1013 (slow consumer) after a recovering join: the replay
     /// may not have fit the server's outbound queue, so the next re-join asks for none.
     skip_recovery: bool,
+    /// The latest token given to `refresh`: reconnections present it instead of the
+    /// builder's (which may have expired).
+    token: Option<String>,
 }
 
 impl Connection {
@@ -341,6 +376,7 @@ impl Connection {
             attempts: Attempts::default(),
             sent_since: false,
             skip_recovery: false,
+            token: None,
         }
     }
 
@@ -484,6 +520,7 @@ impl Connection {
                 }
                 InFlight::Publish(publish) => resend.push(Outgoing::Publish(publish)),
                 InFlight::History(history) => resend.push(Outgoing::History(history)),
+                InFlight::Refresh(refresh) => resend.push(Outgoing::Refresh(refresh)),
             }
         }
         for outgoing in resend.into_iter().rev() {
@@ -508,7 +545,7 @@ impl Connection {
                 };
                 self.on_command_offline(self.command_or_stop(wake)?);
             }
-            let opening = open(self.settings.clone());
+            let opening = open(self.settings.clone(), self.token.clone());
             tokio::pin!(opening);
             let opened = loop {
                 let wake = tokio::select! {
@@ -582,6 +619,20 @@ impl Connection {
                     return None;
                 }
                 Some(Outgoing::History(HistoryRequest { room, limit, reply }))
+            }
+            Command::Refresh { token, reply } => {
+                if full {
+                    let _ = reply.send(Err(Error::BufferFull));
+                    return None;
+                }
+                // Reconnections use it from now on: the old token may expire before the
+                // server has confirmed the new one.
+                let previous = self.token.replace(token.clone());
+                Some(Outgoing::Refresh(RefreshRequest {
+                    token,
+                    previous,
+                    reply,
+                }))
             }
             Command::Join { .. } | Command::Leave { .. } | Command::Typing { .. } => None,
         }
@@ -687,6 +738,15 @@ impl Connection {
                     id,
                 });
                 self.inflight.insert(id, InFlight::History(history));
+                link.send(text).await
+            }
+            Outgoing::Refresh(refresh) => {
+                let id = self.next_id();
+                let text = encode(&Request::Refresh {
+                    token: &refresh.token,
+                    id,
+                });
+                self.inflight.insert(id, InFlight::Refresh(refresh));
                 link.send(text).await
             }
             Outgoing::Binary {
@@ -863,6 +923,14 @@ impl Connection {
                     let _ = history.reply.send(result);
                 }
             }
+            ServerMessage::Refreshed { id, exp } => {
+                if let Some(InFlight::Refresh(refresh)) =
+                    self.take_inflight(id, |f| matches!(f, InFlight::Refresh(_)))
+                {
+                    debug!(exp, "token refreshed");
+                    let _ = refresh.reply.send(Ok(exp));
+                }
+            }
             ServerMessage::Pong { .. } | ServerMessage::Unknown => {}
         }
     }
@@ -935,6 +1003,12 @@ impl Connection {
             }
             Some(InFlight::History(history)) => {
                 let _ = history.reply.send(Err(server_error()));
+            }
+            Some(InFlight::Refresh(refresh)) => {
+                if self.token.as_deref() == Some(refresh.token.as_str()) {
+                    self.token = refresh.previous;
+                }
+                let _ = refresh.reply.send(Err(server_error()));
             }
             None => self.emit(Event::Error { id, code, message }).await,
         }

@@ -61,6 +61,8 @@ pub(crate) enum ServerMessage {
     },
     /// Reply to `ping`.
     Pong { id: Option<u64> },
+    /// Reply to `refresh`: the new token's expiry (seconds since the Unix epoch).
+    Refreshed { id: Option<u64>, exp: u64 },
     /// Reply to `history`.
     History {
         room: String,
@@ -156,6 +158,10 @@ pub(crate) enum Request<'a> {
     History {
         room: &'a str,
         limit: u32,
+        id: u64,
+    },
+    Refresh {
+        token: &'a str,
         id: u64,
     },
 }

@@ -827,3 +827,58 @@ async fn wss_with_an_added_root_certificate() {
     server.stop().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn refresh_outlives_the_first_token_and_is_used_to_reconnect() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let server = TestServer::start(Config {
+        auth: AuthConfig {
+            hmac_secret: Some(secret.to_owned()),
+            leeway: Duration::ZERO,
+            ..AuthConfig::default()
+        },
+        ..Config::default()
+    })
+    .await;
+    let proxy = Proxy::start(server.addr()).await;
+    let short = mint_hs256(secret.as_bytes(), "carol", None, Duration::from_secs(2)).unwrap();
+    let (carol, mut events) = connect(
+        Client::builder(proxy.url())
+            .token(&short)
+            .backoff(FAST_BACKOFF),
+    )
+    .await;
+    carol.join("lobby").await.unwrap();
+    let long = mint_hs256(secret.as_bytes(), "carol", None, Duration::from_secs(3600)).unwrap();
+    let exp = carol.refresh(&long).await.unwrap();
+    assert!(
+        exp > switchboard_server::auth::unix_now() + 3000,
+        "the new expiry: {exp}"
+    );
+
+    // Past the first token's expiry: no 4001 (the connection runs on the new token).
+    let quiet = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match events.next().await {
+                Some(Event::Disconnected { code, .. }) => return code,
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "disconnected after the refresh: {quiet:?}");
+
+    // A reconnection presents the new token (the first one has expired by now).
+    proxy.cut_all();
+    let (seq, _, _) = wait_joined(&mut events, "lobby").await;
+    assert_eq!(seq, 0);
+    // A refused refresh leaves the working token in place for the next reconnection.
+    assert!(matches!(
+        carol.refresh("not a token").await,
+        Err(Error::Server { code, .. }) if code == "invalid_token"
+    ));
+    proxy.cut_all();
+    wait_joined(&mut events, "lobby").await;
+    carol.close().await;
+}
