@@ -9,119 +9,19 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { SwitchboardProcess, servers } from './switchboard-process.mjs';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const REPO_ROOT = resolve(HERE, '..', '..');
-const SERVER_BIN = process.env.SWITCHBOARD_BIN || resolve(REPO_ROOT, 'target', 'debug', 'switchboard');
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
-const STARTUP_TIMEOUT_MS = 30_000;
 const WAIT_MS = 10_000; // per browser-side expectation
-const STDERR_KEEP = 64 * 1024;
 
 let server = null; // the main Server instance
-const servers = []; // every Server started, for cleanup
 let addr = null; // "127.0.0.1:PORT" of the main server
 let browser = null;
 const consoleProblems = []; // "[who] message"
 let anyFailure = false;
 
-/** One running server process. */
-class Server {
-  constructor(listen) {
-    this.listen = listen;
-    this.stderr = '';
-    this.exit = null; // { code, signal } once it exited
-    this.proc = null;
-  }
-
-  /** Spawn the binary; resolve with the address from its `listening on ADDR` stdout line. */
-  start() {
-    if (!existsSync(SERVER_BIN)) {
-      throw new Error(
-        `server binary not found at ${SERVER_BIN} — build it first (cargo build) or set SWITCHBOARD_BIN`,
-      );
-    }
-    const proc = spawn(SERVER_BIN, ['serve', '--listen', this.listen], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, RUST_BACKTRACE: '1' },
-    });
-    this.proc = proc;
-    servers.push(this);
-    // Always drain stderr (a full pipe would block the server); keep the tail for diagnostics.
-    proc.stderr.setEncoding('utf8');
-    proc.stderr.on('data', (chunk) => {
-      this.stderr = (this.stderr + chunk).slice(-STDERR_KEEP);
-    });
-
-    return new Promise((resolvePromise, reject) => {
-      let settled = false;
-      const finish = (err, value) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        if (err) reject(err);
-        else resolvePromise(value);
-      };
-      const timer = setTimeout(() => {
-        finish(
-          new Error(
-            `server did not print "listening on ADDR" within ${STARTUP_TIMEOUT_MS / 1000} s ` +
-              `(${SERVER_BIN}); stderr tail:\n${this.stderr}`,
-          ),
-        );
-      }, STARTUP_TIMEOUT_MS);
-
-      createInterface({ input: proc.stdout }).on('line', (line) => {
-        const m = /listening on (\S+)/.exec(line);
-        if (m) finish(null, m[1]);
-      });
-      proc.on('error', (err) => finish(new Error(`cannot start ${SERVER_BIN}: ${err.message}`)));
-      proc.on('exit', (code, signal) => {
-        this.exit = { code, signal };
-        finish(
-          new Error(
-            `server exited before it was ready (code ${code}, signal ${signal}); stderr tail:\n` +
-              this.stderr,
-          ),
-        );
-      });
-    });
-  }
-
-  /** SIGTERM (graceful shutdown), SIGKILL after 5 s; resolves once the process is gone. */
-  async stop() {
-    const proc = this.proc;
-    if (!proc) return;
-    if (!this.exit) {
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGTERM');
-      let timer;
-      const timedOut = new Promise((r) => {
-        timer = setTimeout(() => r('timeout'), 5_000);
-      });
-      if ((await Promise.race([exited, timedOut])) === 'timeout') {
-        proc.kill('SIGKILL');
-        await exited;
-      }
-      clearTimeout(timer);
-    }
-    // Do not let pipes inherited by any stray grandchild keep the test process alive.
-    proc.stdout.destroy();
-    proc.stderr.destroy();
-  }
-}
-
-// Belt and braces: never leave a server running if the runner dies.
-process.on('exit', () => {
-  for (const s of servers) if (s.proc && !s.exit) s.proc.kill('SIGKILL');
-});
 
 /** Run a test body, remembering failures so `after` can print the server's stderr. */
 function step(fn) {
@@ -200,7 +100,7 @@ describe('switchboard demo page', { timeout: 55_000 }, () => {
   let bob;
 
   before(async () => {
-    server = new Server('127.0.0.1:0');
+    server = new SwitchboardProcess(['--listen', '127.0.0.1:0']);
     addr = await server.start();
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -354,7 +254,7 @@ describe('switchboard demo page', { timeout: 55_000 }, () => {
   test('after a server restart the page reconnects and re-joins by itself', step(async () => {
     // A separate server instance, so the shared one is untouched. While the server is down the
     // browser may log failed connection attempts, so this page's console is not checked.
-    const first = new Server('127.0.0.1:0');
+    const first = new SwitchboardProcess(['--listen', '127.0.0.1:0']);
     const at = await first.start();
     const dave = await openPage('dave', { at, problems: [] });
     await joinAs(dave.page, 'dave');
@@ -362,7 +262,7 @@ describe('switchboard demo page', { timeout: 55_000 }, () => {
 
     await first.stop(); // graceful shutdown: close 1001 to the page
     await dave.page.locator('#status', { hasText: /^disconnected$/ }).waitFor();
-    const second = new Server(at); // same address, so the page's reconnect attempts reach it
+    const second = new SwitchboardProcess(['--listen', at]); // same address, so the page's reconnect attempts reach it
     assert.equal(await second.start(), at);
 
     await dave.page.locator('#status', { hasText: /^connected$/ }).waitFor();

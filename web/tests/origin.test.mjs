@@ -17,118 +17,19 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { createServer, request } from 'node:http';
-import { dirname, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { SwitchboardProcess, servers } from './switchboard-process.mjs';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const REPO_ROOT = resolve(HERE, '..', '..');
-const SERVER_BIN = process.env.SWITCHBOARD_BIN || resolve(REPO_ROOT, 'target', 'debug', 'switchboard');
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
-const STARTUP_TIMEOUT_MS = 30_000;
 const WAIT_MS = 10_000; // per browser-side expectation
-const STDERR_KEEP = 64 * 1024;
 
-const servers = []; // every switchboard started, for cleanup
 let browser = null;
 let pageServer = null; // the other origin's HTTP server
 let pageOrigin = null; // "http://127.0.0.1:OTHERPORT"
 let anyFailure = false;
 
-/** One running switchboard process. */
-class Switchboard {
-  constructor(args) {
-    this.args = args;
-    this.stderr = '';
-    this.exit = null;
-    this.proc = null;
-  }
-
-  /** Spawn; resolve with the address from its `listening on ADDR` stdout line. */
-  start() {
-    if (!existsSync(SERVER_BIN)) {
-      throw new Error(
-        `server binary not found at ${SERVER_BIN} — build it first (cargo build) or set SWITCHBOARD_BIN`,
-      );
-    }
-    const proc = spawn(SERVER_BIN, ['serve', '--listen', '127.0.0.1:0', '--log', 'info', ...this.args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, RUST_BACKTRACE: '1', NO_COLOR: '1' },
-    });
-    this.proc = proc;
-    servers.push(this);
-    proc.stderr.setEncoding('utf8');
-    proc.stderr.on('data', (chunk) => {
-      this.stderr = (this.stderr + chunk).slice(-STDERR_KEEP);
-    });
-    return new Promise((resolvePromise, reject) => {
-      let settled = false;
-      const finish = (err, value) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        if (err) reject(err);
-        else resolvePromise(value);
-      };
-      const timer = setTimeout(() => {
-        finish(new Error(`server did not print "listening on ADDR" in time; stderr:\n${this.stderr}`));
-      }, STARTUP_TIMEOUT_MS);
-      createInterface({ input: proc.stdout }).on('line', (line) => {
-        const m = /listening on (\S+)/.exec(line);
-        if (m) {
-          this.addr = m[1];
-          finish(null, m[1]);
-        }
-      });
-      proc.on('error', (err) => finish(new Error(`cannot start ${SERVER_BIN}: ${err.message}`)));
-      proc.on('exit', (code, signal) => {
-        this.exit = { code, signal };
-        finish(new Error(`server exited before it was ready (code ${code}, signal ${signal}):\n${this.stderr}`));
-      });
-    });
-  }
-
-  /** Resolves once stderr matches `re` (the log is written asynchronously), or rejects. */
-  async waitForLog(re, what) {
-    const deadline = Date.now() + WAIT_MS;
-    while (!re.test(this.stderr)) {
-      if (Date.now() > deadline) {
-        throw new Error(`server log never showed ${what}; stderr tail:\n${this.stderr}`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-
-  /** SIGTERM (graceful shutdown), SIGKILL after 5 s. */
-  async stop() {
-    const proc = this.proc;
-    if (!proc) return;
-    if (!this.exit) {
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGTERM');
-      let timer;
-      const timedOut = new Promise((r) => {
-        timer = setTimeout(() => r('timeout'), 5_000);
-      });
-      if ((await Promise.race([exited, timedOut])) === 'timeout') {
-        proc.kill('SIGKILL');
-        await exited;
-      }
-      clearTimeout(timer);
-    }
-    proc.stdout.destroy();
-    proc.stderr.destroy();
-  }
-}
-
-process.on('exit', () => {
-  for (const s of servers) if (s.proc && !s.exit) s.proc.kill('SIGKILL');
-});
 
 function step(fn) {
   return async (...args) => {
@@ -253,7 +154,7 @@ describe('cross-origin WebSocket in a browser', { timeout: 60_000 }, () => {
 
   before(async () => {
     pageOrigin = await startPageServer();
-    defaults = new Switchboard([]);
+    defaults = new SwitchboardProcess(['--listen', '127.0.0.1:0', '--log', 'info']);
     await defaults.start();
     browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -306,7 +207,7 @@ describe('cross-origin WebSocket in a browser', { timeout: 60_000 }, () => {
 
   test('with --allowed-origin set to the page origin, the same page connects and joins', step(async () => {
     await defaults.stop();
-    allowing = new Switchboard(['--allowed-origin', pageOrigin]);
+    allowing = new SwitchboardProcess(['--listen', '127.0.0.1:0', '--log', 'info', '--allowed-origin', pageOrigin]);
     await allowing.start();
     const { context, page } = await openCrossPage(allowing.addr);
     await page.waitForFunction(
