@@ -10,6 +10,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// With `--features mimalloc`: mimalloc instead of the system allocator (see
+/// docs/benchmarks.md for the measured difference).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Switchboard: a real-time messaging server (rooms, presence, ordered delivery over WebSockets).
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, about)]
