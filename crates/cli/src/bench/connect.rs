@@ -106,8 +106,8 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         stats::round1(per_second),
         stats::rate(per_second),
     );
-    report.metric("handshakes", ok, stats::count(ok));
-    report.metric("failed", failed, stats::count(failed));
+    report.count("handshakes", ok);
+    report.count("failed", failed);
     report.latency("handshake", &handshake);
     stats::report_cpu(&mut report, cpu_used, "");
     if let Some(first) = shared

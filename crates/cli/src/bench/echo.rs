@@ -133,12 +133,8 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
         stats::round1(per_second),
         stats::rate(per_second),
     );
-    report.metric(
-        "sent",
-        shared.sent.load(Ordering::Relaxed),
-        stats::count(shared.sent.load(Ordering::Relaxed)),
-    );
-    report.metric("received", rtt.len(), stats::count(rtt.len()));
+    report.count("sent", shared.sent.load(Ordering::Relaxed));
+    report.count("received", rtt.len());
     report.latency("rtt", &rtt);
     stats::report_cpu(&mut report, cpu_used, "");
     let mismatched = shared.mismatched.load(Ordering::Relaxed);

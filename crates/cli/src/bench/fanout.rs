@@ -339,7 +339,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     report.param("size", args.size);
     report.param("duration_s", stats::round1(secs));
     let sent_rate = total_sent as f64 / secs;
-    report.metric("sent", total_sent, stats::count(total_sent));
+    report.count("sent", total_sent);
     report.metric(
         "sent_per_s",
         stats::round1(sent_rate),
@@ -351,24 +351,12 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         stats::round1(delivery_rate),
         stats::rate(delivery_rate),
     );
-    report.metric("delivered", delivered, stats::count(delivered));
-    report.metric(
-        "expected",
-        expected_deliveries,
-        stats::count(expected_deliveries),
-    );
+    report.count("delivered", delivered);
+    report.count("expected", expected_deliveries);
     report.latency("latency", &latency);
-    report.metric("lost", totals.lost, stats::count(totals.lost));
-    report.metric(
-        "duplicated",
-        totals.duplicates,
-        stats::count(totals.duplicates),
-    );
-    report.metric(
-        "out_of_order",
-        totals.out_of_order,
-        stats::count(totals.out_of_order),
-    );
+    report.count("lost", totals.lost);
+    report.count("duplicated", totals.duplicates);
+    report.count("out_of_order", totals.out_of_order);
     report.metric(
         "drain_s",
         stats::round1(drained_after.as_secs_f64()),

@@ -145,7 +145,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     report.param("rooms", rooms);
     report.param("hold_s", stats::round1(held.as_secs_f64()));
     report.param("spread_sources", target.spreads());
-    report.metric("connected", connected, stats::count(connected));
+    report.count("connected", connected);
     report.metric(
         "failed",
         outcome.failed,
@@ -173,7 +173,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         let per = after.saturating_sub(before) / connected.max(1);
         report.metric("bench_rss_per_conn", per, stats::bytes(per));
     }
-    report.metric("alive_at_end", alive_at_end, stats::count(alive_at_end));
+    report.count("alive_at_end", alive_at_end);
     stats::report_cpu(&mut report, cpu_used, " while holding");
     if let Some(first) = outcome.first_error {
         report.warn(format!(

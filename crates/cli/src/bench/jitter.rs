@@ -312,7 +312,7 @@ pub async fn run(args: JitterArgs) -> anyhow::Result<()> {
     report.param("cut_jitter_s", args.cut_jitter.as_secs_f64());
     report.param("away_s", args.away.as_secs_f64());
     report.param("room", room.as_str());
-    report.metric("published", last_seq, stats::count(last_seq));
+    report.count("published", last_seq);
     let missing = expected_total.saturating_sub(totals.unique);
     let pct = if expected_total == 0 {
         100.0
@@ -328,38 +328,14 @@ pub async fn run(args: JitterArgs) -> anyhow::Result<()> {
             stats::count(expected_total)
         ),
     );
-    report.metric("missing", missing, stats::count(missing));
-    report.metric("gaps", totals.holes, stats::count(totals.holes));
-    report.metric(
-        "duplicates",
-        totals.duplicates,
-        stats::count(totals.duplicates),
-    );
-    report.metric(
-        "out_of_order",
-        totals.out_of_order,
-        stats::count(totals.out_of_order),
-    );
-    report.metric(
-        "cuts",
-        load(&counters.cuts),
-        stats::count(load(&counters.cuts)),
-    );
-    report.metric(
-        "reconnects",
-        load(&counters.reconnects),
-        stats::count(load(&counters.reconnects)),
-    );
-    report.metric(
-        "recovered",
-        load(&counters.recovered),
-        stats::count(load(&counters.recovered)),
-    );
-    report.metric(
-        "not_recovered",
-        load(&counters.not_recovered),
-        stats::count(load(&counters.not_recovered)),
-    );
+    report.count("missing", missing);
+    report.count("gaps", totals.holes);
+    report.count("duplicates", totals.duplicates);
+    report.count("out_of_order", totals.out_of_order);
+    report.count("cuts", load(&counters.cuts));
+    report.count("reconnects", load(&counters.reconnects));
+    report.count("recovered", load(&counters.recovered));
+    report.count("not_recovered", load(&counters.not_recovered));
     report.latency("replay", &replay);
     report.latency("live_latency", &live);
     stats::report_cpu(&mut report, cpu_used, "");

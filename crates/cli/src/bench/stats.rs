@@ -282,6 +282,11 @@ impl Report {
         self.rows.push((key.to_owned(), shown));
     }
 
+    /// A count, shown with thousands separators.
+    pub fn count(&mut self, key: &str, value: u64) {
+        self.metric(key, value, count(value));
+    }
+
     /// A latency distribution: `{key: {count, mean_us, p50_us, p99_us, p999_us, max_us}}`.
     pub fn latency(&mut self, key: &str, hist: &Histogram<u64>) {
         if hist.is_empty() {
