@@ -9,10 +9,8 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
-import { SwitchboardProcess, servers } from './switchboard-process.mjs';
+import { SwitchboardProcess, launchChromium, servers } from './switchboard-process.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
 const WAIT_MS = 10_000; // per browser-side expectation
 
@@ -102,19 +100,7 @@ describe('switchboard demo page', { timeout: 55_000 }, () => {
   before(async () => {
     server = new SwitchboardProcess(['--listen', '127.0.0.1:0']);
     addr = await server.start();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {

@@ -18,10 +18,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, request } from 'node:http';
-import { chromium } from 'playwright-core';
-import { SwitchboardProcess, servers } from './switchboard-process.mjs';
+import { SwitchboardProcess, launchChromium, servers } from './switchboard-process.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
 const WAIT_MS = 10_000; // per browser-side expectation
 
@@ -156,19 +154,7 @@ describe('cross-origin WebSocket in a browser', { timeout: 60_000 }, () => {
     pageOrigin = await startPageServer();
     defaults = new SwitchboardProcess(['--listen', '127.0.0.1:0', '--log', 'info']);
     await defaults.start();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {

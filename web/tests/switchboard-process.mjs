@@ -1,6 +1,7 @@
-// The real `switchboard serve` process, shared by the browser tests.
+// What the browser tests share: the real `switchboard serve` process and headless Chromium.
 //
-// Env: SWITCHBOARD_BIN — path of the server binary (default: <repo>/target/debug/switchboard).
+// Env: SWITCHBOARD_BIN — path of the server binary (default: <repo>/target/debug/switchboard);
+//      CHROMIUM_PATH — Chromium executable (default: /usr/bin/chromium).
 // Readiness comes from the server's `listening on ADDR` stdout line (no fixed sleeps).
 
 import { spawn } from 'node:child_process';
@@ -8,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const SERVER_BIN =
@@ -122,4 +124,21 @@ export class SwitchboardProcess {
     proc.stdout.destroy();
     proc.stderr.destroy();
   }
+}
+
+/** Headless Chromium with the flags this machine needs (no sandbox as root, no network calls). */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
 }
