@@ -102,6 +102,25 @@ impl ServerBinary<'_> {
     }
 }
 
+/// A server → client binary frame split around its `seq`: `head ‖ seq (u64 BE) ‖ tail`. A
+/// broker that assigns the seq elsewhere (in Redis) splices it in without re-encoding.
+pub fn encode_server_parts(room: &str, ts: u64, from: &str, payload: &[u8]) -> (Bytes, Bytes) {
+    let frame = ServerBinary {
+        room,
+        seq: 0,
+        ts,
+        from,
+        payload,
+    }
+    .encode();
+    let head = 1 + usize::from(frame.first().copied().unwrap_or(0));
+    let head = head.min(frame.len());
+    (
+        frame.slice(..head),
+        frame.slice((head + 8).min(frame.len())..),
+    )
+}
+
 /// Reads a server → client binary frame (for clients and tests).
 pub fn decode_server(frame: &[u8]) -> Result<ServerBinary<'_>, EnvelopeError> {
     let (&room_len, rest) = frame.split_first().ok_or(EnvelopeError::Truncated)?;
@@ -130,6 +149,23 @@ pub fn decode_server(frame: &[u8]) -> Result<ServerBinary<'_>, EnvelopeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_splice_into_the_whole_frame() {
+        let (head, tail) = encode_server_parts("room", 9, "bob", b"\x00payload");
+        let mut spliced = head.to_vec();
+        spliced.extend_from_slice(&77u64.to_be_bytes());
+        spliced.extend_from_slice(&tail);
+        let whole = ServerBinary {
+            room: "room",
+            seq: 77,
+            ts: 9,
+            from: "bob",
+            payload: b"\x00payload",
+        }
+        .encode();
+        assert_eq!(spliced, whole.to_vec());
+    }
 
     #[test]
     fn client_round_trip() {

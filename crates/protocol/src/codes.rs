@@ -27,6 +27,9 @@ pub enum ErrorCode {
     InvalidToken,
     /// The server failed to handle a valid request; the connection stays usable.
     Internal,
+    /// A service the request needs (the cluster's broker) is unreachable for now; nothing was
+    /// done. The connection stays usable; retry later.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -43,6 +46,7 @@ impl ErrorCode {
             Self::TooManyRooms => "too_many_rooms",
             Self::InvalidToken => "invalid_token",
             Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
         }
     }
 }

@@ -141,6 +141,26 @@ pub enum HistoryItem<'a> {
     Binary(&'a [u8]),
 }
 
+/// A `message` frame split around its `seq`: `head ‖ seq (decimal) ‖ tail`, so that a broker
+/// that assigns the seq elsewhere (in Redis) splices it in without re-encoding.
+pub fn encode_message_parts(room: &str, from: &str, data: &RawValue, ts: u64) -> (Bytes, Bytes) {
+    let frame = ServerMessage::Message {
+        room,
+        from,
+        data,
+        seq: 0,
+        ts,
+    }
+    .encode();
+    // `seq` and `ts` are the last two fields, after `data`: the last match is theirs.
+    let marker = b"\"seq\":0,";
+    let at = frame
+        .windows(marker.len())
+        .rposition(|window| window == marker)
+        .map_or(frame.len(), |at| at + marker.len() - 2);
+    (frame.slice(..at), frame.slice((at + 1).min(frame.len())..))
+}
+
 /// Encodes `{"type":"history","room":R,"id"?:N,"seq":S,"epoch":E,"messages":[...]}`. JSON
 /// messages are spliced in as stored (no re-serialization).
 pub fn encode_history<'a>(
@@ -259,6 +279,15 @@ mod tests {
                 ts: 1700
             }),
             r#"{"type":"message","room":"r","from":"alice","data":{"text":"hi"},"seq":7,"ts":1700}"#
+        );
+        let data_with_marker = RawValue::from_string(r#"{"seq":0,"x":1}"#.to_owned())?;
+        let (head, tail) = encode_message_parts("r", "alice", &data_with_marker, 1700);
+        let mut spliced = head.to_vec();
+        spliced.extend_from_slice(b"42");
+        spliced.extend_from_slice(&tail);
+        assert_eq!(
+            String::from_utf8_lossy(&spliced),
+            r#"{"type":"message","room":"r","from":"alice","data":{"seq":0,"x":1},"seq":42,"ts":1700}"#
         );
         assert_eq!(
             text(&ServerMessage::Joined {
