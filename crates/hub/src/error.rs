@@ -10,6 +10,9 @@ pub enum HubError {
     /// The session is not a member of the room.
     #[error("not a member of room {0:?}; join it first")]
     NotJoined(String),
+    /// The broker that shares rooms between nodes cannot be reached; nothing was done.
+    #[error("the cluster broker is unavailable ({0}); nothing was done, retry later")]
+    Unavailable(String),
 }
 
 impl HubError {
@@ -18,6 +21,7 @@ impl HubError {
         match self {
             Self::InvalidRoom(_) => ErrorCode::InvalidRoom,
             Self::NotJoined(_) => ErrorCode::NotJoined,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 }

@@ -14,7 +14,7 @@ use switchboard_protocol::names::validate_room;
 use crate::error::HubError;
 use crate::policy::HistoryRules;
 use crate::room::{Position, Published, Room};
-use crate::session::{Session, SessionId};
+use crate::session::{Membership, Session, SessionId};
 
 /// Registry shards: enough that creating and dropping rooms on many cores rarely contends.
 const SHARDS: usize = 64;
@@ -115,7 +115,10 @@ impl Hub {
             }
             state.join(&entry.name, session, id, since, presence, now_ms);
             drop(state);
-            session.rooms.lock().insert(entry.name.clone(), entry);
+            session
+                .rooms
+                .lock()
+                .insert(entry.name.clone(), Membership::Local(entry));
             return Ok(());
         }
     }
@@ -129,11 +132,10 @@ impl Hub {
         id: Option<RequestId>,
     ) -> Result<(), HubError> {
         validate_room(room)?;
-        let entry = session
-            .rooms
-            .lock()
-            .remove(room)
-            .ok_or_else(|| HubError::NotJoined(room.to_owned()))?;
+        let entry = match session.rooms.lock().remove(room) {
+            Some(Membership::Local(entry)) => entry,
+            _ => return Err(HubError::NotJoined(room.to_owned())),
+        };
         self.leave_entry(session, &entry, Some(id));
         Ok(())
     }
@@ -141,7 +143,15 @@ impl Hub {
     /// Leaves every room (presence `leave` events, no replies) and unregisters the session.
     /// Call it once when the connection ends, however it ends.
     pub fn disconnect(&self, session: &Session) {
-        let rooms: Vec<Arc<Room>> = session.rooms.lock().drain().map(|(_, room)| room).collect();
+        let rooms: Vec<Arc<Room>> = session
+            .rooms
+            .lock()
+            .drain()
+            .filter_map(|(_, room)| match room {
+                Membership::Local(room) => Some(room),
+                Membership::Relay(_) => None,
+            })
+            .collect();
         for room in rooms {
             self.leave_entry(session, &room, None);
         }
@@ -247,7 +257,7 @@ impl Hub {
 
     /// The room, from the session's own map: no registry lock on the publish path.
     fn member_room(&self, session: &Session, room: &str) -> Result<Arc<Room>, HubError> {
-        if let Some(entry) = session.rooms.lock().get(room) {
+        if let Some(Membership::Local(entry)) = session.rooms.lock().get(room) {
             return Ok(entry.clone());
         }
         validate_room(room)?;

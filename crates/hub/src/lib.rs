@@ -15,18 +15,24 @@
 //! this incarnation of its sequence, so that a client coming back with `since: {seq, epoch}`
 //! gets exactly what it missed, queued atomically ahead of the live stream.
 
+mod broker;
 mod error;
 mod history;
 mod hub;
 mod idempotency;
 mod outbox;
 mod policy;
+mod relay;
 mod room;
 mod session;
 
+pub use broker::{Broker, BrokerFuture, BrokerHealth, JoinRequest, PublishRequest};
 pub use error::HubError;
 pub use hub::{Hub, HubConfig, HubStats};
 pub use outbox::{Batch, CloseFrame, Outbound, Outbox, PushError};
 pub use policy::{HistoryPolicy, HistoryRule, HistoryRules, matches_pattern};
+pub use relay::{
+    Departure, Inbound, InboundKind, JoinTicket, Relay, RelayRoom, ResyncRequest, Snapshot,
+};
 pub use room::{Position, Published};
 pub use session::{Session, SessionId};

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::outbox::Outbox;
+use crate::relay::RelayRoom;
 use crate::room::Room;
 
 /// Identifies one connection for the lifetime of a hub.
@@ -19,7 +20,15 @@ pub struct Session {
     /// Rooms joined: publishing goes straight to the room without a registry lookup, and a
     /// disconnect leaves them all. Only this session's own connection task touches the map, so
     /// the lock is never contended.
-    pub(crate) rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
+    pub(crate) rooms: Mutex<HashMap<Arc<str>, Membership>>,
+}
+
+/// A room a session is in: sequenced by this process ([`crate::Hub`]) or by a remote broker
+/// and relayed here ([`crate::Relay`]). A session uses one kind only.
+#[derive(Debug, Clone)]
+pub(crate) enum Membership {
+    Local(Arc<Room>),
+    Relay(Arc<RelayRoom>),
 }
 
 impl Session {

@@ -1,0 +1,233 @@
+//! The broker seam: what a connection asks of the rooms, whoever keeps them.
+//!
+//! Two engines implement [`Broker`]: [`crate::Hub`], in this process (a single node; the
+//! default), and the Redis broker (`switchboard-broker-redis`), which shares rooms, sequence
+//! numbers, history and presence between nodes and relays each room's stream to this node's
+//! members through [`crate::Relay`]. The transport sees only this trait.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use switchboard_protocol::client::RequestId;
+
+use crate::error::HubError;
+use crate::hub::{Hub, HubStats};
+use crate::room::{Position, Published};
+use crate::session::Session;
+
+/// The future a broker operation returns.
+pub type BrokerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, HubError>> + Send + 'a>>;
+
+/// A `join` request.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinRequest<'a> {
+    /// The room.
+    pub room: &'a str,
+    /// The request id, echoed in `joined`.
+    pub id: Option<RequestId>,
+    /// Where a recovering client left off.
+    pub since: Option<Position<'a>>,
+    /// Whether the member may see presence (members list and events).
+    pub presence: bool,
+    /// The server clock, ms since the Unix epoch.
+    pub now_ms: u64,
+}
+
+/// A JSON `publish` request.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRequest<'a> {
+    /// The room.
+    pub room: &'a str,
+    /// The payload, as sent.
+    pub data: &'a RawValue,
+    /// Whether the publisher receives its own message.
+    pub echo: bool,
+    /// The server clock, ms since the Unix epoch (the message's `ts`).
+    pub ts: u64,
+    /// The idempotency key.
+    pub msg_id: Option<&'a str>,
+}
+
+/// Whether a broker can serve requests now (`/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerHealth {
+    /// Serving.
+    Ready,
+    /// Not serving room operations now (the reason, for logs and `/readyz`); connections stay
+    /// open and requests get `unavailable`.
+    Unavailable(String),
+}
+
+/// What a transport asks of the rooms. Every operation queues its replies and the frames it
+/// causes on the sessions' outboxes; errors map to wire error codes ([`HubError::code`]).
+pub trait Broker: Send + Sync + fmt::Debug {
+    /// A short name for logs and `/readyz` (`memory`, `redis`).
+    fn kind(&self) -> &'static str;
+
+    /// Registers a connection of `user`. Call [`Broker::disconnect`] when it ends.
+    fn connect(&self, user: Arc<str>) -> Arc<Session>;
+
+    /// Leaves every room and unregisters the session. Never blocks: what needs the network
+    /// happens in the background.
+    fn disconnect(&self, session: &Arc<Session>);
+
+    /// Joins a room (see [`Hub::join`] for the replies).
+    fn join<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        request: JoinRequest<'a>,
+    ) -> BrokerFuture<'a, ()>;
+
+    /// Leaves a room, queuing `left`.
+    fn leave<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        room: &'a str,
+        id: Option<RequestId>,
+    ) -> BrokerFuture<'a, ()>;
+
+    /// Publishes JSON to a room the session is in.
+    fn publish<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        request: PublishRequest<'a>,
+    ) -> BrokerFuture<'a, Published>;
+
+    /// Publishes a binary payload to a room the session is in; returns its seq.
+    fn publish_binary<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        room: &'a str,
+        payload: &'a [u8],
+        ts: u64,
+    ) -> BrokerFuture<'a, u64>;
+
+    /// Tells the room's other members that the session's user is typing.
+    fn typing<'a>(&'a self, session: &'a Arc<Session>, room: &'a str) -> BrokerFuture<'a, ()>;
+
+    /// Queues the `history` reply (the latest `limit` messages).
+    fn history<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        room: &'a str,
+        id: Option<RequestId>,
+        limit: Option<u64>,
+        now_ms: u64,
+    ) -> BrokerFuture<'a, ()>;
+
+    /// Periodic housekeeping (expiring history kept in this process). Returns the rooms
+    /// dropped.
+    fn sweep(&self, now_ms: u64) -> usize;
+
+    /// Rooms and sessions on this node.
+    fn stats(&self) -> HubStats;
+
+    /// Whether room operations can be served now.
+    fn health(&self) -> BrokerHealth;
+
+    /// Stops background work, after writing what connections that ended left behind (their
+    /// presence). Call it once every connection has ended.
+    fn shutdown(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+fn ready<'a, T: Send + 'a>(result: Result<T, HubError>) -> BrokerFuture<'a, T> {
+    Box::pin(std::future::ready(result))
+}
+
+/// The in-memory engine: everything happens in this process, synchronously.
+impl Broker for Hub {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn connect(&self, user: Arc<str>) -> Arc<Session> {
+        Hub::connect(self, user)
+    }
+
+    fn disconnect(&self, session: &Arc<Session>) {
+        Hub::disconnect(self, session);
+    }
+
+    fn join<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        request: JoinRequest<'a>,
+    ) -> BrokerFuture<'a, ()> {
+        ready(Hub::join(
+            self,
+            session,
+            request.room,
+            request.id,
+            request.since,
+            request.presence,
+            request.now_ms,
+        ))
+    }
+
+    fn leave<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        room: &'a str,
+        id: Option<RequestId>,
+    ) -> BrokerFuture<'a, ()> {
+        ready(Hub::leave(self, session, room, id))
+    }
+
+    fn publish<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        request: PublishRequest<'a>,
+    ) -> BrokerFuture<'a, Published> {
+        ready(Hub::publish(
+            self,
+            session,
+            request.room,
+            request.data,
+            request.echo,
+            request.ts,
+            request.msg_id,
+        ))
+    }
+
+    fn publish_binary<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        room: &'a str,
+        payload: &'a [u8],
+        ts: u64,
+    ) -> BrokerFuture<'a, u64> {
+        ready(Hub::publish_binary(self, session, room, payload, ts))
+    }
+
+    fn typing<'a>(&'a self, session: &'a Arc<Session>, room: &'a str) -> BrokerFuture<'a, ()> {
+        ready(Hub::typing(self, session, room))
+    }
+
+    fn history<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        room: &'a str,
+        id: Option<RequestId>,
+        limit: Option<u64>,
+        now_ms: u64,
+    ) -> BrokerFuture<'a, ()> {
+        ready(Hub::history(self, session, room, id, limit, now_ms))
+    }
+
+    fn sweep(&self, now_ms: u64) -> usize {
+        Hub::sweep(self, now_ms)
+    }
+
+    fn stats(&self) -> HubStats {
+        Hub::stats(self)
+    }
+
+    fn health(&self) -> BrokerHealth {
+        BrokerHealth::Ready
+    }
+}
