@@ -1,0 +1,793 @@
+//! The Redis broker: several Switchboard nodes share one set of rooms through Redis.
+//!
+//! - **Order**: a Lua script assigns each message its room's next `seq`, stores it in the
+//!   room's history stream and publishes it on the room's channel, atomically; every node
+//!   receives a room's channel over one connection, in that order.
+//! - **Fan-out**: a node subscribes to a room's channel only while it has members in the room
+//!   and fans each frame (encoded once, by the publishing node) out to them through
+//!   [`switchboard_hub::Relay`].
+//! - **Recovery**: history lives in Redis, so a client recovers its `since` on any node.
+//! - **Presence**: each node keeps its users' entries alive with a heartbeat; the entries of a
+//!   node that stops (crash, partition) expire after `presence_ttl` and the next heartbeat of
+//!   any node in the room reaps them and publishes the `leave`s.
+//! - **Outages**: room operations fail with `unavailable` while Redis is unreachable; the
+//!   subscriber reconnects with backoff, resubscribes every room that has members, and
+//!   resyncs each room from its last delivered seq (missed messages come from history).
+
+mod scripts;
+mod subscriber;
+mod wire;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use switchboard_hub::{
+    Broker, BrokerFuture, BrokerHealth, Departure, HistoryRules, HubError, HubStats, JoinRequest,
+    Outbound, Position, PublishRequest, Published, Relay, ResyncRequest, Session, Snapshot,
+};
+use switchboard_protocol::binary::encode_server_parts;
+use switchboard_protocol::client::RequestId;
+use switchboard_protocol::server::{
+    HistoryItem, PresenceEvent, ServerMessage, encode_history, encode_message_parts,
+};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::scripts::Scripts;
+use crate::subscriber::Command;
+use crate::wire::RoomKeys;
+
+/// Settings of the Redis broker.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Prefix of every key and channel, so that several deployments can share one Redis.
+    pub prefix: String,
+    /// How long a node's presence entries live without a heartbeat: the longest a crashed
+    /// node's users stay listed (plus one `presence_interval`).
+    pub presence_ttl: Duration,
+    /// How often each node refreshes its users' presence and reaps expired entries.
+    pub presence_interval: Duration,
+    /// History size and time-to-live per room-name pattern.
+    pub history: HistoryRules,
+    /// How long a publish's `msg_id` is remembered.
+    pub idempotency_window: Duration,
+    /// Byte budget of each session's outbox.
+    pub outbox_bytes: usize,
+    /// How long a Redis command may take before the request fails with `unavailable`.
+    pub timeout: Duration,
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisBrokerError {
+    /// The URL is not a Redis URL.
+    #[error("invalid Redis URL {url:?}: {source}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// The cause.
+        source: redis::RedisError,
+    },
+}
+
+/// The broker's connection state, for `/readyz` and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Link {
+    Up,
+    Down(String),
+}
+
+/// What the background tasks and the request path share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) relay: Relay,
+    pub(crate) config: RedisConfig,
+    /// This node's id: names its presence entries and its sessions in SKIP fields.
+    pub(crate) node: String,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) client: redis::Client,
+    pub(crate) scripts: Scripts,
+    pub(crate) link: Mutex<Link>,
+    /// Resyncs to perform, newest per room.
+    resyncs: Mutex<Vec<ResyncRequest>>,
+    resync_ready: Notify,
+}
+
+/// The Redis engine of [`Broker`].
+#[derive(Debug)]
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    leaves: mpsc::Sender<Departure>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+/// Pending subscriber commands (joins waiting for a subscription, unsubscribes).
+const COMMAND_QUEUE: usize = 4096;
+/// Presence removals waiting to be written (from disconnects); past it, entries expire by TTL.
+const LEAVE_QUEUE: usize = 65_536;
+
+impl RedisBroker {
+    /// Starts the broker's tasks (subscriber, resync worker, presence heartbeat). Redis need
+    /// not be reachable yet: the broker reports `unavailable` until it is.
+    pub fn start(config: RedisConfig) -> Result<Self, RedisBrokerError> {
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|source| RedisBrokerError::Url {
+                url: config.url.clone(),
+                source,
+            })?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2));
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), manager).map_err(|source| {
+                RedisBrokerError::Url {
+                    url: config.url.clone(),
+                    source,
+                }
+            })?;
+        let shared = Arc::new(Shared {
+            relay: Relay::new(config.outbox_bytes),
+            node: format!("{:016x}", fastrand::u64(..)),
+            conn,
+            client,
+            scripts: Scripts::new(),
+            link: Mutex::new(Link::Down("connecting".to_owned())),
+            resyncs: Mutex::new(Vec::new()),
+            resync_ready: Notify::new(),
+            config,
+        });
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (leaves, leave_rx) = mpsc::channel(LEAVE_QUEUE);
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        tasks.spawn(subscriber::run(shared.clone(), command_rx, stop.clone()));
+        tasks.spawn(resync_worker(shared.clone(), stop.clone()));
+        tasks.spawn(heartbeat(shared.clone(), leave_rx, stop.clone()));
+        info!(node = %shared.node, url = %redact(&shared.config.url), "redis broker started");
+        Ok(Self {
+            shared,
+            commands,
+            leaves,
+            tasks,
+            stop,
+        })
+    }
+
+    /// This node's id in Redis.
+    pub fn node(&self) -> &str {
+        &self.shared.node
+    }
+
+    async fn subscribe(&self, room: &Arc<str>) -> Result<(), HubError> {
+        let (done, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Subscribe(room.clone(), done))
+            .await
+            .map_err(|_| unavailable("the broker is shutting down"))?;
+        answer
+            .await
+            .map_err(|_| unavailable("the broker is shutting down"))?
+            .map_err(unavailable)
+    }
+
+    fn forget(&self, departure: Departure) {
+        if departure.room_empty {
+            let _ = self
+                .commands
+                .try_send(Command::Unsubscribe(departure.room.clone()));
+        }
+        if departure.last_of_user && self.leaves.try_send(departure).is_err() {
+            debug!("presence removal queue full; the entry will expire by its TTL");
+        }
+    }
+
+    async fn join_inner(
+        &self,
+        session: &Arc<Session>,
+        request: JoinRequest<'_>,
+    ) -> Result<(), HubError> {
+        let ticket = self.shared.relay.begin_join(
+            session,
+            request.room,
+            request.id,
+            request.since,
+            request.presence,
+        )?;
+        let room = ticket.room().clone();
+        let snapshot = async {
+            self.subscribe(&room).await?;
+            let user = ticket.first_of_user.then(|| session.user().as_ref());
+            let skip = wire::skip_tag(&self.shared.node, session.id());
+            self.shared
+                .snapshot(&room, request.since, user, &skip, request.now_ms, session)
+                .await
+        }
+        .await;
+        match snapshot {
+            Ok(snapshot) => {
+                self.shared.relay.finish_join(&ticket, session, &snapshot);
+                Ok(())
+            }
+            Err(err) => {
+                if let Some(departure) = self.shared.relay.abort_join(&ticket, session) {
+                    self.forget(departure);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the parts of one message, passed through"
+    )]
+    async fn publish_frame(
+        &self,
+        session: &Session,
+        room: &str,
+        kind: &str,
+        head: &[u8],
+        tail: &[u8],
+        echo: bool,
+        ts: u64,
+        msg_id: Option<&str>,
+    ) -> Result<Published, HubError> {
+        let room = self.shared.relay.member_room(session, room)?;
+        let keys = RoomKeys::new(&self.shared.config.prefix, &room);
+        let policy = self.shared.config.history.policy_for(&room);
+        let skip = if echo {
+            "-".to_owned()
+        } else {
+            wire::skip_tag(&self.shared.node, session.id())
+        };
+        let mut invocation = self.shared.scripts.publish.key(&keys.meta);
+        invocation.key(&keys.hist);
+        if let Some(msg_id) = msg_id {
+            invocation.key(keys.idempotency(session.user(), msg_id));
+        }
+        invocation
+            .arg(&keys.channel)
+            .arg(kind)
+            .arg(head)
+            .arg(tail)
+            .arg(skip)
+            .arg(ts)
+            .arg(policy.size)
+            .arg(self.shared.keep_ms(policy.ttl))
+            .arg(millis(policy.ttl).max(1))
+            .arg(millis(self.shared.config.idempotency_window).max(1))
+            .arg(new_epoch());
+        let (_epoch, seq, duplicate): (String, u64, u8) = invocation
+            .invoke_async(&mut self.shared.conn.clone())
+            .await
+            .map_err(|err| self.shared.failed("publish", &err))?;
+        Ok(Published {
+            seq,
+            duplicate: duplicate == 1,
+        })
+    }
+
+    async fn history_inner(
+        &self,
+        session: &Session,
+        room: &str,
+        id: Option<RequestId>,
+        limit: Option<u64>,
+        now_ms: u64,
+    ) -> Result<(), HubError> {
+        switchboard_protocol::names::validate_room(room).map_err(HubError::from)?;
+        let keys = RoomKeys::new(&self.shared.config.prefix, room);
+        let policy = self.shared.config.history.policy_for(room);
+        let limit = limit.map_or(policy.size, |l| {
+            usize::try_from(l).unwrap_or(usize::MAX).min(policy.size)
+        });
+        let (epoch, seq, entries): (String, u64, Vec<Bytes>) = self
+            .shared
+            .scripts
+            .history
+            .key(&keys.meta)
+            .key(&keys.hist)
+            .arg(limit)
+            .arg(now_ms.saturating_sub(millis(policy.ttl)))
+            .invoke_async(&mut self.shared.conn.clone())
+            .await
+            .map_err(|err| self.shared.failed("history", &err))?;
+        // Newest first from Redis; keep those that fit in half the outbox (binary entries grow
+        // by base64), then oldest first on the wire.
+        let budget = session.outbox().budget() / 2;
+        let mut bytes = 0;
+        let mut kept: Vec<Outbound> = Vec::new();
+        for entry in entries.chunks_exact(3) {
+            let (Some(kind), Some(frame)) = (entry.get(1), entry.get(2)) else {
+                continue;
+            };
+            let frame = frame_of(kind, frame.clone());
+            bytes += frame.cost() * 2;
+            if bytes > budget {
+                break;
+            }
+            kept.push(frame);
+        }
+        let items = kept.iter().rev().filter_map(|frame| match frame {
+            Outbound::Text(json) => Some(HistoryItem::Json(json)),
+            Outbound::Binary(frame) => Some(HistoryItem::Binary(frame)),
+            Outbound::Ping | Outbound::Close(_) => None,
+        });
+        let epoch = if epoch.is_empty() { new_epoch() } else { epoch };
+        let reply = encode_history(room, id, seq, &epoch, items);
+        let _ = session.outbox().push(Outbound::Text(reply));
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// A room's snapshot: seq, epoch, members, presence version, and the replay after `since`
+    /// (if history covers it and it fits in half the session's outbox). With `user`, adds that
+    /// user's presence on this node.
+    pub(crate) async fn snapshot(
+        &self,
+        room: &str,
+        since: Option<Position<'_>>,
+        user: Option<&str>,
+        skip: &str,
+        now_ms: u64,
+        session: &Session,
+    ) -> Result<Snapshot, HubError> {
+        self.snapshot_within(
+            room,
+            since,
+            user,
+            skip,
+            now_ms,
+            session.outbox().budget() / 2,
+        )
+        .await
+    }
+
+    pub(crate) async fn snapshot_within(
+        &self,
+        room: &str,
+        since: Option<Position<'_>>,
+        user: Option<&str>,
+        skip: &str,
+        now_ms: u64,
+        budget: usize,
+    ) -> Result<Snapshot, HubError> {
+        let keys = RoomKeys::new(&self.config.prefix, room);
+        let policy = self.config.history.policy_for(room);
+        let (join_head, leave_head) = presence_heads(room);
+        let (epoch, seq, pv, members, recovered, replay): (
+            String,
+            u64,
+            u64,
+            Vec<String>,
+            u8,
+            Vec<Bytes>,
+        ) = self
+            .scripts
+            .join
+            .key(&keys.meta)
+            .key(&keys.hist)
+            .key(&keys.pres)
+            .key(&keys.users)
+            .arg(&keys.channel)
+            .arg(&self.node)
+            .arg(user.unwrap_or(""))
+            .arg(now_ms)
+            .arg(now_ms.saturating_add(millis(self.config.presence_ttl)))
+            .arg(since.map_or(String::new(), |p| p.seq.to_string()))
+            .arg(since.map_or("", |p| p.epoch))
+            .arg(millis(policy.ttl))
+            .arg(join_head)
+            .arg(leave_head)
+            .arg(skip)
+            .arg(new_epoch())
+            .arg(self.keep_ms(policy.ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|err| self.failed("join", &err))?;
+        let replay = (recovered == 1).then(|| {
+            replay
+                .chunks_exact(3)
+                .filter_map(|entry| match entry {
+                    [seq, kind, frame] => {
+                        let seq = std::str::from_utf8(seq).ok()?.parse().ok()?;
+                        Some((seq, frame_of(kind, frame.clone())))
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        });
+        // A replay too large for the outbox would make the joiner a slow consumer: it resyncs
+        // from `history` instead (recovered: false).
+        let replay =
+            replay.filter(|r| r.iter().map(|(_, frame)| frame.cost()).sum::<usize>() <= budget);
+        Ok(Snapshot {
+            epoch: epoch.into(),
+            seq,
+            presence_version: pv,
+            members: members.into_iter().map(Arc::from).collect(),
+            replay,
+        })
+    }
+
+    /// Room keys outlive the history they hold and the presence entries that mention them.
+    fn keep_ms(&self, history_ttl: Duration) -> u64 {
+        millis(history_ttl)
+            .max(millis(self.config.presence_ttl))
+            .max(1)
+            .saturating_add(millis(self.config.presence_interval))
+    }
+
+    /// Logs a failed Redis command and turns it into `unavailable`.
+    pub(crate) fn failed(&self, what: &str, err: &redis::RedisError) -> HubError {
+        warn!(op = what, error = %err, "redis command failed");
+        HubError::Unavailable(err.to_string())
+    }
+
+    /// Removes a user's presence on this node.
+    async fn leave_presence(&self, departure: &Departure) -> Result<(), redis::RedisError> {
+        let keys = RoomKeys::new(&self.config.prefix, &departure.room);
+        let (_, leave_head) = presence_heads(&departure.room);
+        let _: i64 = self
+            .scripts
+            .leave
+            .key(&keys.meta)
+            .key(&keys.pres)
+            .key(&keys.users)
+            .arg(&keys.channel)
+            .arg(&self.node)
+            .arg(departure.user.as_ref())
+            .arg(leave_head)
+            .arg("-")
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Refreshes this node's presence in every room it has members in, and reaps the entries
+    /// of nodes that stopped doing so.
+    async fn refresh_presence(&self) {
+        let now = now_millis();
+        for (room, users) in self.relay.rooms() {
+            let keys = RoomKeys::new(&self.config.prefix, &room);
+            let policy = self.config.history.policy_for(&room);
+            let (join_head, leave_head) = presence_heads(&room);
+            let mut invocation = self.scripts.refresh.key(&keys.meta);
+            invocation
+                .key(&keys.hist)
+                .key(&keys.pres)
+                .key(&keys.users)
+                .arg(&keys.channel)
+                .arg(&self.node)
+                .arg(now)
+                .arg(now.saturating_add(millis(self.config.presence_ttl)))
+                .arg(self.keep_ms(policy.ttl))
+                .arg(join_head)
+                .arg(leave_head)
+                .arg(new_epoch());
+            for user in &users {
+                invocation.arg(user.as_ref());
+            }
+            let result: Result<i64, _> = invocation.invoke_async(&mut self.conn.clone()).await;
+            if let Err(err) = result {
+                debug!(room = %room, error = %err, "presence refresh failed");
+                return;
+            }
+        }
+    }
+
+    /// Queues a resync (replacing an older one of the same room).
+    pub(crate) fn request_resync(&self, request: ResyncRequest) {
+        let mut queue = self.resyncs.lock();
+        queue.retain(|queued| queued.room != request.room);
+        queue.push(request);
+        drop(queue);
+        self.resync_ready.notify_one();
+    }
+}
+
+impl Broker for RedisBroker {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn connect(&self, user: Arc<str>) -> Arc<Session> {
+        self.shared.relay.connect(user)
+    }
+
+    fn disconnect(&self, session: &Arc<Session>) {
+        for departure in self.shared.relay.disconnect(session) {
+            self.forget(departure);
+        }
+    }
+
+    fn join<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        request: JoinRequest<'a>,
+    ) -> BrokerFuture<'a, ()> {
+        Box::pin(self.join_inner(session, request))
+    }
+
+    fn leave<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        room: &'a str,
+        id: Option<RequestId>,
+    ) -> BrokerFuture<'a, ()> {
+        Box::pin(async move {
+            let departure = self.shared.relay.leave(session, room, id)?;
+            if departure.last_of_user
+                && let Err(err) = self.shared.leave_presence(&departure).await
+            {
+                debug!(room, error = %err, "presence removal failed; the entry will expire by its TTL");
+            }
+            if departure.room_empty {
+                let _ = self
+                    .commands
+                    .try_send(Command::Unsubscribe(departure.room.clone()));
+            }
+            Ok(())
+        })
+    }
+
+    fn publish<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        request: PublishRequest<'a>,
+    ) -> BrokerFuture<'a, Published> {
+        Box::pin(async move {
+            let (head, tail) =
+                encode_message_parts(request.room, session.user(), request.data, request.ts);
+            self.publish_frame(
+                session,
+                request.room,
+                "j",
+                &head,
+                &tail,
+                request.echo,
+                request.ts,
+                request.msg_id,
+            )
+            .await
+        })
+    }
+
+    fn publish_binary<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        room: &'a str,
+        payload: &'a [u8],
+        ts: u64,
+    ) -> BrokerFuture<'a, u64> {
+        Box::pin(async move {
+            let (head, tail) = encode_server_parts(room, ts, session.user(), payload);
+            self.publish_frame(session, room, "b", &head, &tail, false, ts, None)
+                .await
+                .map(|published| published.seq)
+        })
+    }
+
+    fn typing<'a>(&'a self, session: &'a Arc<Session>, room: &'a str) -> BrokerFuture<'a, ()> {
+        Box::pin(async move {
+            let room = self.shared.relay.member_room(session, room)?;
+            let frame = ServerMessage::Typing {
+                room: &room,
+                from: session.user(),
+            }
+            .encode();
+            let keys = RoomKeys::new(&self.shared.config.prefix, &room);
+            let skip = wire::skip_tag(&self.shared.node, session.id());
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(&keys.channel)
+                .arg(wire::typing(&skip, &frame))
+                .query_async(&mut self.shared.conn.clone())
+                .await
+                .map_err(|err| self.shared.failed("typing", &err))?;
+            Ok(())
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        room: &'a str,
+        id: Option<RequestId>,
+        limit: Option<u64>,
+        now_ms: u64,
+    ) -> BrokerFuture<'a, ()> {
+        Box::pin(self.history_inner(session, room, id, limit, now_ms))
+    }
+
+    fn sweep(&self, _now_ms: u64) -> usize {
+        // History and room lifetimes are Redis TTLs.
+        0
+    }
+
+    fn stats(&self) -> HubStats {
+        self.shared.relay.stats()
+    }
+
+    fn health(&self) -> BrokerHealth {
+        match &*self.shared.link.lock() {
+            Link::Up => BrokerHealth::Ready,
+            Link::Down(reason) => BrokerHealth::Unavailable(reason.clone()),
+        }
+    }
+
+    /// Stops the background tasks after writing the presence removals still queued (each
+    /// bounded by the command timeout).
+    fn shutdown(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            self.stop.cancel();
+            self.tasks.close();
+            self.tasks.wait().await;
+        })
+    }
+}
+
+/// Performs the resyncs that rooms ask for (after a gap or a reconnection), retrying while
+/// Redis is unreachable.
+async fn resync_worker(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let batch: Vec<ResyncRequest> = std::mem::take(&mut *shared.resyncs.lock());
+        if batch.is_empty() {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = shared.resync_ready.notified() => continue,
+            }
+        }
+        let mut failed = false;
+        for request in batch {
+            let since = Position {
+                seq: request.since,
+                epoch: &request.epoch,
+            };
+            let budget = shared.config.outbox_bytes / 2;
+            match shared
+                .snapshot_within(&request.room, Some(since), None, "-", now_millis(), budget)
+                .await
+            {
+                Ok(snapshot) => {
+                    debug!(room = %request.room, since = request.since, seq = snapshot.seq, recovered = snapshot.replay.is_some(), "room resynced");
+                    shared.relay.finish_resync(&request, &snapshot);
+                }
+                Err(_) => {
+                    failed = true;
+                    let mut queue = shared.resyncs.lock();
+                    if !queue.iter().any(|queued| queued.room == request.room) {
+                        queue.push(request);
+                    }
+                }
+            }
+        }
+        if failed {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+}
+
+/// Refreshes presence every `presence_interval` and writes presence removals as they come.
+async fn heartbeat(
+    shared: Arc<Shared>,
+    mut leaves: mpsc::Receiver<Departure>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(shared.config.presence_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => shared.refresh_presence().await,
+            Some(departure) = leaves.recv() => {
+                if let Err(err) = shared.leave_presence(&departure).await {
+                    debug!(room = %departure.room, error = %err, "presence removal failed; the entry will expire by its TTL");
+                }
+            }
+        }
+    }
+    // Shutting down: write the removals already queued (each bounded by the command timeout).
+    leaves.close();
+    while let Ok(departure) = leaves.try_recv() {
+        if shared.leave_presence(&departure).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// The JSON before the user name of a presence `join` and `leave` frame of `room`
+/// (`…"user":`); the scripts append the JSON-encoded user and `}`.
+fn presence_heads(room: &str) -> (Vec<u8>, Vec<u8>) {
+    let head = |event| {
+        let mut frame = ServerMessage::Presence {
+            room,
+            event,
+            user: "",
+        }
+        .encode()
+        .to_vec();
+        frame.truncate(frame.len().saturating_sub(3)); // `""}`
+        frame
+    };
+    (head(PresenceEvent::Join), head(PresenceEvent::Leave))
+}
+
+fn frame_of(kind: &[u8], frame: Bytes) -> Outbound {
+    if kind == b"b" {
+        Outbound::Binary(frame)
+    } else {
+        Outbound::Text(frame)
+    }
+}
+
+fn unavailable(reason: impl Into<String>) -> HubError {
+    HubError::Unavailable(reason.into())
+}
+
+fn new_epoch() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The URL without its password, for logs.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!(
+                "{}://***@{}",
+                url.get(..scheme).unwrap_or(""),
+                url.get(at + 1..).unwrap_or("")
+            )
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_heads_complete_into_presence_frames() {
+        let (join, _) = presence_heads("r");
+        let mut frame = join;
+        frame.extend_from_slice(b"\"al\\\"ice\"}");
+        let value: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+        assert_eq!(value["type"], "presence");
+        assert_eq!(value["event"], "join");
+        assert_eq!(value["user"], "al\"ice");
+    }
+
+    #[test]
+    fn urls_lose_their_password_in_logs() {
+        assert_eq!(redact("redis://:secret@host:6379"), "redis://***@host:6379");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+}
