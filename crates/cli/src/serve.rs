@@ -107,6 +107,23 @@ pub(crate) struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "SWITCHBOARD_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// Where rooms live: `memory` (this node only) or `redis://HOST:PORT[/DB]` (shared by
+    /// every node on that Redis) [default: memory].
+    #[arg(long, env = "SWITCHBOARD_BROKER")]
+    broker: Option<String>,
+    /// Prefix of every Redis key and channel [default: switchboard].
+    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX")]
+    redis_prefix: Option<String>,
+    /// How long a node's presence outlives its last heartbeat [default: 15s].
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL", value_parser = humantime_duration)]
+    presence_ttl: Option<Duration>,
+    /// How often a node refreshes its presence and reaps expired entries [default: 5s].
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_INTERVAL", value_parser = humantime_duration)]
+    presence_interval: Option<Duration>,
+    /// Longest a Redis command may take before the request fails with `unavailable`
+    /// [default: 2s].
+    #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT", value_parser = humantime_duration)]
+    redis_timeout: Option<Duration>,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -151,6 +168,11 @@ impl ServeArgs {
             ip_connect_burst => limits.connection_burst_per_ip,
             auth_cookie => auth.cookie,
             allowed_origins => allowed_origins,
+            broker => cluster.broker,
+            redis_prefix => cluster.redis_prefix,
+            presence_ttl => cluster.presence_ttl,
+            presence_interval => cluster.presence_interval,
+            redis_timeout => cluster.redis_timeout,
         );
         if self.auth_secret.is_some() {
             config.auth.hmac_secret = self.auth_secret;

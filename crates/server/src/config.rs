@@ -64,6 +64,51 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for TLS; needs `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Where rooms live: this process only, or shared with other nodes through Redis.
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: the broker that keeps rooms, and how nodes share them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `memory` (default: one node, nothing else needed) or `redis://HOST:PORT[/DB]` (rooms,
+    /// sequence numbers, history and presence shared by every node using that Redis).
+    pub broker: String,
+    /// Prefix of every Redis key and channel. Default `switchboard`.
+    pub redis_prefix: String,
+    /// How long a node's presence entries outlive its last heartbeat: a crashed node's users
+    /// leave presence within `presence_ttl + presence_interval`. Default 15 s.
+    #[serde(with = "humantime_serde")]
+    pub presence_ttl: Duration,
+    /// How often each node refreshes its users' presence and reaps expired entries.
+    /// Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub presence_interval: Duration,
+    /// How long a Redis command may take before the request fails with `unavailable`.
+    /// Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            broker: "memory".to_owned(),
+            redis_prefix: "switchboard".to_owned(),
+            presence_ttl: Duration::from_secs(15),
+            presence_interval: Duration::from_secs(5),
+            redis_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The Redis URL, when the broker is Redis.
+    pub fn redis_url(&self) -> Option<&str> {
+        (self.broker.starts_with("redis://") || self.broker.starts_with("rediss://"))
+            .then_some(self.broker.as_str())
+    }
 }
 
 /// `[auth]`: JWT verification and anonymous access.
@@ -213,6 +258,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             tls_cert: None,
             tls_key: None,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -299,6 +345,26 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert/tls_key", "set both or neither");
         }
+        let cluster = &self.cluster;
+        if cluster.broker != "memory" && cluster.redis_url().is_none() {
+            return invalid(
+                "cluster.broker",
+                "must be `memory` or a Redis URL (redis://HOST:PORT)",
+            );
+        }
+        if cluster.presence_interval.is_zero() || cluster.presence_ttl <= cluster.presence_interval
+        {
+            return invalid(
+                "cluster.presence_ttl/presence_interval",
+                "the interval must be above zero and below the TTL (entries must be refreshed before they expire)",
+            );
+        }
+        if cluster.redis_timeout.is_zero() || cluster.redis_prefix.is_empty() {
+            return invalid(
+                "cluster.redis_timeout/redis_prefix",
+                "must not be zero or empty",
+            );
+        }
         Ok(())
     }
 }
@@ -355,6 +421,31 @@ mod tests {
             ..tight
         };
         enough.validate().unwrap();
+    }
+
+    #[test]
+    fn the_broker_is_memory_or_a_redis_url() {
+        let config = Config::from_toml("[cluster]\nbroker = \"redis://127.0.0.1:6379\"\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.cluster.redis_url(), Some("redis://127.0.0.1:6379"));
+        for bad in ["nats://x", "", "redis"] {
+            let config = Config {
+                cluster: ClusterConfig {
+                    broker: bad.to_owned(),
+                    ..ClusterConfig::default()
+                },
+                ..Config::default()
+            };
+            assert!(config.validate().is_err(), "{bad}");
+        }
+        let config = Config {
+            cluster: ClusterConfig {
+                presence_interval: Duration::from_secs(20),
+                ..ClusterConfig::default()
+            },
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
     }
 
     #[test]

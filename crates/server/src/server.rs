@@ -8,7 +8,8 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use switchboard_hub::{Hub, HubConfig};
+use switchboard_broker_redis::{RedisBroker, RedisBrokerError, RedisConfig};
+use switchboard_hub::{Broker, Hub, HubConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -35,7 +36,7 @@ async fn sweep(state: Arc<AppState>, shutdown: CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                let dropped = state.hub.sweep(crate::ws::session::now_millis());
+                let dropped = state.broker.sweep(crate::ws::session::now_millis());
                 if dropped > 0 {
                     debug!(dropped, "swept rooms without members or history");
                 }
@@ -89,6 +90,9 @@ pub enum ServerError {
         /// The cause.
         source: io::Error,
     },
+    /// The broker could not start.
+    #[error(transparent)]
+    Broker(#[from] RedisBrokerError),
 }
 
 /// A bound, not yet running server.
@@ -120,17 +124,13 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
-        let hub = Arc::new(Hub::new(HubConfig {
-            outbox_bytes: config.outbox_bytes,
-            history: config.history.rules(),
-            idempotency_window: config.idempotency_window,
-        }));
+        let broker = broker_for(&config)?;
         let limits = &config.limits;
         Ok(Self {
             listener,
             tls,
             state: Arc::new(AppState {
-                hub,
+                broker,
                 auth,
                 ip_limiter: IpLimiter::new(
                     limits.connections_per_ip_per_second,
@@ -154,9 +154,9 @@ impl Server {
         self.tls.is_some()
     }
 
-    /// The hub behind this server.
-    pub fn hub(&self) -> Arc<Hub> {
-        self.state.hub.clone()
+    /// The broker behind this server (rooms, presence, history).
+    pub fn broker(&self) -> Arc<dyn Broker> {
+        self.state.broker.clone()
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, closes every WebSocket with
@@ -217,7 +217,7 @@ impl Server {
             }
         }
         drop(listener);
-        let open = state.hub.stats().sessions;
+        let open = state.broker.stats().sessions;
         info!(
             open_sessions = open,
             "shutting down: closing connections with 1001"
@@ -236,5 +236,31 @@ impl Server {
         } else {
             info!("all connections closed");
         }
+        state.broker.shutdown().await;
     }
+}
+
+/// The broker the configuration names: this process's hub, or Redis.
+fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, ServerError> {
+    let history = config.history.rules();
+    Ok(match config.cluster.redis_url() {
+        None => Arc::new(Hub::new(HubConfig {
+            outbox_bytes: config.outbox_bytes,
+            history,
+            idempotency_window: config.idempotency_window,
+        })),
+        Some(url) => {
+            let cluster = &config.cluster;
+            Arc::new(RedisBroker::start(RedisConfig {
+                url: url.to_owned(),
+                prefix: cluster.redis_prefix.clone(),
+                presence_ttl: cluster.presence_ttl,
+                presence_interval: cluster.presence_interval,
+                history,
+                idempotency_window: config.idempotency_window,
+                outbox_bytes: config.outbox_bytes,
+                timeout: cluster.redis_timeout,
+            })?)
+        }
+    })
 }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use switchboard_hub::Hub;
+use switchboard_hub::Broker;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,7 +15,8 @@ use crate::limits::IpLimiter;
 /// Shared server state, passed to handlers with axum's `State`.
 #[derive(Debug)]
 pub(crate) struct AppState {
-    pub(crate) hub: Arc<Hub>,
+    /// Where rooms live (this process, or Redis shared with other nodes).
+    pub(crate) broker: Arc<dyn Broker>,
     pub(crate) config: Config,
     /// Verifies tokens at the upgrade and on `refresh`.
     pub(crate) auth: Authenticator,

@@ -3,7 +3,12 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use switchboard_hub::BrokerHealth;
+use tracing::debug;
 
 use super::assets;
 use crate::state::AppState;
@@ -15,6 +20,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/app.js", get(assets::app_js))
         .route("/style.css", get(assets::style_css))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/ws", get(endpoints::ws));
     if state.config.echo_endpoint {
         router = router.route("/echo", get(endpoints::echo));
@@ -25,4 +31,22 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 /// 200 while the server is serving.
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// 200 when the node can serve room operations; 503 while its broker is unreachable (a load
+/// balancer should then send new clients elsewhere; connected ones stay). The body names the
+/// broker and its state: `ready broker=redis` or `unavailable broker=redis reason=…`.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let kind = state.broker.kind();
+    match state.broker.health() {
+        BrokerHealth::Ready => (StatusCode::OK, format!("ready broker={kind}\n")).into_response(),
+        BrokerHealth::Unavailable(reason) => {
+            debug!(broker = kind, reason = %reason, "readyz: unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("unavailable broker={kind} reason={reason}\n"),
+            )
+                .into_response()
+        }
+    }
 }

@@ -21,8 +21,14 @@ const ABORT_GRACE: Duration = Duration::from_secs(1);
 
 /// What a connection does with complete messages.
 pub(crate) trait Handler {
-    /// Handles a text or binary message; `Some` closes the connection with that frame.
-    fn on_message(&mut self, message: Incoming, now: Instant) -> Option<CloseFrame>;
+    /// Handles a text or binary message; `Some` closes the connection with that frame. The
+    /// reader waits for it (a broker round trip, at most its timeout): requests of one
+    /// connection are applied in order.
+    fn on_message(
+        &mut self,
+        message: Incoming,
+        now: Instant,
+    ) -> impl std::future::Future<Output = Option<CloseFrame>> + Send;
 
     /// A moment at which the handler wants [`Handler::on_deadline`] called (e.g. expiry).
     fn deadline(&self) -> Option<Instant> {
@@ -158,7 +164,7 @@ async fn read_loop<H: Handler>(
                         Incoming::Control => {}
                         // After we start closing, late messages are dropped (RFC 6455 §1.4).
                         message if closing.is_none() => {
-                            if let Some(frame) = handler.on_message(message, now) {
+                            if let Some(frame) = handler.on_message(message, now).await {
                                 outbox.close(frame.clone());
                                 closing = Some((now + CLOSE_GRACE, frame));
                             }

@@ -19,7 +19,7 @@ impl<'a> EchoHandler<'a> {
 }
 
 impl Handler for EchoHandler<'_> {
-    fn on_message(&mut self, message: Incoming, _now: Instant) -> Option<CloseFrame> {
+    async fn on_message(&mut self, message: Incoming, _now: Instant) -> Option<CloseFrame> {
         let frame = match message {
             Incoming::Text(m) => Outbound::Text(codec::bytes_of(m)),
             Incoming::Binary(m) => Outbound::Binary(codec::bytes_of(m)),

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use hyper::upgrade::Upgraded;
 use serde::Deserialize;
-use switchboard_hub::{Hub, Outbox, Session};
+use switchboard_hub::{Broker, Outbox, Session};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -163,10 +163,10 @@ async fn run_session(
     peer: SocketAddr,
 ) {
     let socket = codec::server_socket(upgraded, state.config.max_message_size);
-    let session = state.hub.connect(identity.user.clone());
+    let session = state.broker.connect(identity.user.clone());
     // Leaves every room when the task ends, however it ends (a panic included).
     let _registered = Registered {
-        hub: &state.hub,
+        broker: &*state.broker,
         session: &session,
     };
     debug!(%peer, session = session.id().0, user = %session.user(), "connected");
@@ -184,13 +184,13 @@ async fn run_session(
 
 /// A session registered with the hub; dropping it disconnects the session.
 struct Registered<'a> {
-    hub: &'a Hub,
-    session: &'a Session,
+    broker: &'a dyn Broker,
+    session: &'a Arc<Session>,
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.hub.disconnect(self.session);
+        self.broker.disconnect(self.session);
     }
 }
 

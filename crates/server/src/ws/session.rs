@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use switchboard_hub::{CloseFrame, HubError, Outbound, Position, Session};
+use switchboard_hub::{
+    CloseFrame, HubError, JoinRequest, Outbound, Position, PublishRequest, Session,
+};
 use switchboard_protocol::binary;
 use switchboard_protocol::client::{self, ClientMessage, RequestId};
 use switchboard_protocol::codes::close;
@@ -102,12 +104,13 @@ impl SessionHandler {
         }
     }
 
-    fn on_text(&mut self, text: &str) -> Result<Option<CloseFrame>, Rejection> {
+    async fn on_text(&mut self, text: &str) -> Result<Option<CloseFrame>, Rejection> {
         let message =
             client::decode(text).map_err(|err| Rejection::new(err.id, err.code, err.message))?;
         let id = message.id();
         let hub_err = |err: HubError| Rejection::hub(id, &err);
-        let hub = &self.state.hub;
+        let state = self.state.clone();
+        let broker = &*state.broker;
         match message {
             ClientMessage::Join { room, id, since } => {
                 let rights = self.check(id, &room, Need::Join)?;
@@ -123,19 +126,19 @@ impl SessionHandler {
                     seq: since.seq,
                     epoch: &since.epoch,
                 });
-                hub.join(
-                    &self.session,
-                    &room,
+                let request = JoinRequest {
+                    room: &room,
                     id,
                     since,
-                    rights.presence,
-                    now_millis(),
-                )
-                .map_err(hub_err)?;
+                    presence: rights.presence,
+                    now_ms: now_millis(),
+                };
+                broker.join(&self.session, request).await.map_err(hub_err)?;
             }
-            ClientMessage::Leave { room, id } => {
-                hub.leave(&self.session, &room, id).map_err(hub_err)?
-            }
+            ClientMessage::Leave { room, id } => broker
+                .leave(&self.session, &room, id)
+                .await
+                .map_err(hub_err)?,
             ClientMessage::Publish {
                 room,
                 data,
@@ -144,15 +147,16 @@ impl SessionHandler {
                 msg_id,
             } => {
                 self.check(id, &room, Need::Publish)?;
-                let published = hub
-                    .publish(
-                        &self.session,
-                        &room,
-                        data,
-                        echo,
-                        now_millis(),
-                        msg_id.as_deref(),
-                    )
+                let request = PublishRequest {
+                    room: &room,
+                    data,
+                    echo,
+                    ts: now_millis(),
+                    msg_id: msg_id.as_deref(),
+                };
+                let published = broker
+                    .publish(&self.session, request)
+                    .await
                     .map_err(hub_err)?;
                 if let Some(id) = id {
                     self.reply(&ServerMessage::Ack {
@@ -164,12 +168,14 @@ impl SessionHandler {
             }
             ClientMessage::History { room, limit, id } => {
                 self.check(id, &room, Need::Join)?;
-                hub.history(&self.session, &room, id, limit, now_millis())
+                broker
+                    .history(&self.session, &room, id, limit, now_millis())
+                    .await
                     .map_err(hub_err)?;
             }
             ClientMessage::Typing { room } => {
                 self.check(None, &room, Need::Publish)?;
-                hub.typing(&self.session, &room).map_err(hub_err)?;
+                broker.typing(&self.session, &room).await.map_err(hub_err)?;
             }
             ClientMessage::Refresh { token, id } => return self.refresh(&token, id),
             ClientMessage::Ping { id } => self.reply(&ServerMessage::Pong { id }),
@@ -212,13 +218,14 @@ impl SessionHandler {
         Ok(None)
     }
 
-    fn on_binary(&self, frame: &[u8]) -> Result<(), Rejection> {
+    async fn on_binary(&self, frame: &[u8]) -> Result<(), Rejection> {
         let envelope = binary::decode_client(frame)
             .map_err(|err| Rejection::new(None, ErrorCode::InvalidMessage, err.to_string()))?;
         self.check(None, envelope.room, Need::Publish)?;
         self.state
-            .hub
+            .broker
             .publish_binary(&self.session, envelope.room, envelope.payload, now_millis())
+            .await
             .map(|_| ())
             .map_err(|err| Rejection::hub(None, &err))
     }
@@ -230,7 +237,7 @@ impl SessionHandler {
 }
 
 impl Handler for SessionHandler {
-    fn on_message(&mut self, message: Incoming, now: Instant) -> Option<CloseFrame> {
+    async fn on_message(&mut self, message: Incoming, now: Instant) -> Option<CloseFrame> {
         let result = if self.rate.take(now).is_err() {
             let limit = self.state.config.limits.messages_per_second;
             Err(Rejection::new(
@@ -240,8 +247,8 @@ impl Handler for SessionHandler {
             ))
         } else {
             match &message {
-                Incoming::Text(m) => self.on_text(codec::text_of(m)),
-                Incoming::Binary(m) => self.on_binary(m.as_payload()).map(|()| None),
+                Incoming::Text(m) => self.on_text(codec::text_of(m)).await,
+                Incoming::Binary(m) => self.on_binary(m.as_payload()).await.map(|()| None),
                 Incoming::Close(..) | Incoming::Control => Ok(None),
             }
         };

@@ -11,6 +11,8 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -65,14 +67,14 @@ impl TestServer {
         let addr = server
             .local_addr()
             .expect("local address of the test server");
-        let hub = server.hub();
+        let broker = server.broker();
         let token = CancellationToken::new();
         let run = tokio::spawn(server.run(token.clone()));
         Self {
             addr,
             token,
             run: Some(run),
-            sessions: Box::new(move || hub.stats().sessions),
+            sessions: Box::new(move || broker.stats().sessions),
         }
     }
 
