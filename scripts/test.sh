@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Every test of the project, in one command (the README's test command; .ci/run calls it):
 # formatting, lints, the architecture's dependency rules, unit and integration tests over real
-# sockets, the Autobahn conformance suite against /echo, the demo page in headless Chromium, and a
+# sockets (multi-node tests against real Redis and nginx), the Autobahn conformance suite against /echo, the demo page in headless Chromium, and a
 # smoke run of every `switchboard bench` scenario.
-# It installs what it needs that is missing (cargo-nextest, Chromium, npm packages, the
-# conformance venv).
+# It installs what it needs that is missing (cargo-nextest, Redis, nginx, Chromium, npm
+# packages, the conformance venv) and starts Redis if none answers on 127.0.0.1:6379.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +23,9 @@ scripts/check-architecture.sh
 
 step "build"
 cargo build --workspace --locked
+
+step "services for the multi-node tests (Redis on 127.0.0.1:6379, nginx)"
+scripts/services.sh
 
 step "unit and integration tests"
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -2,6 +2,9 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub mod nginx;
+pub mod ws;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
 
