@@ -128,6 +128,13 @@ impl Tracker {
         };
         let same_epoch = pos.epoch.as_deref() == reply.epoch;
         let outcome = match (rejoin, reply.recovered) {
+            // The server says the stream cannot be continued from here: a failed recovery, or
+            // an unsolicited `joined` after the server itself lost its place (a cluster node
+            // whose broker could not fill a gap).
+            (_, Some(false)) => JoinOutcome::Resync {
+                seq: reply.seq,
+                epoch: reply.epoch.map(str::to_owned),
+            },
             // Joining a room this connection is already in: nothing was missed.
             (false, _) if same_epoch || pos.epoch.is_none() => JoinOutcome::Continued,
             (true, Some(true)) => JoinOutcome::Recovered,
@@ -326,6 +333,25 @@ mod tests {
                 Msg(5, false),
                 Msg(6, true),
                 Last(Some(6)),
+            ],
+        );
+    }
+
+    #[test]
+    fn an_unsolicited_joined_that_cannot_continue_means_resync() {
+        run(
+            "server lost its place",
+            &[
+                Joined(4, E1, None, false, Continued),
+                Msg(5, true),
+                // Same epoch, but the gap could not be filled: resync from seq 9.
+                Joined(9, E1, Some(false), false, Resync),
+                Last(Some(9)),
+                Msg(9, false),
+                Msg(10, true),
+                // A new epoch (the broker lost its data): resync from there.
+                Joined(0, E2, Some(false), false, Resync),
+                Msg(1, true),
             ],
         );
     }
