@@ -71,6 +71,10 @@ pub struct FanoutArgs {
     /// … but never longer than this after publishing stopped.
     #[arg(long, default_value = "60", value_parser = parse_seconds)]
     drain_max: Duration,
+    /// Connect the publishers to this URL instead of --url: with two nodes of a cluster,
+    /// every delivery crosses the broker (cross-node fan-out).
+    #[arg(long, value_name = "URL")]
+    publisher_url: Option<String>,
 }
 
 #[derive(Debug)]
@@ -187,11 +191,15 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         }));
     }
     let template = Template::new(&args.publish_template);
+    let publisher_target = match &args.publisher_url {
+        Some(url) => Arc::new(client::Target::resolve(url, !common.no_spread).await?),
+        None => target.clone(),
+    };
     let mut publishers = Vec::with_capacity(args.publishers);
     for index in 0..args.publishers {
         let (setup, target, shared, phase, subscribe) = (
             setup.clone(),
-            target.clone(),
+            publisher_target.clone(),
             shared.clone(),
             phase_rx.clone(),
             subscribe.clone(),

@@ -76,7 +76,7 @@ pub struct CommonArgs {
     /// Connect from the target's usual source address instead of spreading connections over
     /// 127.1.0.1–127.200.249.250 (spreading only applies to loopback IPv4 targets).
     #[arg(long)]
-    no_spread: bool,
+    pub(crate) no_spread: bool,
 }
 
 impl CommonArgs {
