@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test of the project, in one command (the README's test command; .ci/run calls it):
 # formatting, lints, the architecture's dependency rules, unit and integration tests over real
-# sockets (multi-node tests against real Redis and nginx), the Autobahn conformance suite against /echo, the demo page in headless Chromium, and a
-# smoke run of every `switchboard bench` scenario.
+# sockets (multi-node tests against real Redis and nginx), the Autobahn conformance suite
+# against /echo, the demo page in headless Chromium, and a smoke run of every `switchboard
+# bench` scenario.
 # It installs what it needs that is missing (cargo-nextest, Redis, nginx, Chromium, npm
 # packages, the conformance venv) and starts Redis if none answers on 127.0.0.1:6379.
 set -euo pipefail

@@ -14,6 +14,7 @@
 //!   subscriber reconnects with backoff, resubscribes every room that has members, and
 //!   resyncs each room from its last delivered seq (missed messages come from history).
 
+mod publisher;
 mod scripts;
 mod subscriber;
 mod wire;
@@ -64,6 +65,9 @@ pub struct RedisConfig {
     pub outbox_bytes: usize,
     /// How long a Redis command may take before the request fails with `unavailable`.
     pub timeout: Duration,
+    /// Publishes that may wait for the publish task at once: a connection has at most a
+    /// fixed number on their way, so this is that number times the connection limit.
+    pub publish_queue: usize,
 }
 
 /// Why the broker could not start.
@@ -107,6 +111,7 @@ pub(crate) struct Shared {
 pub struct RedisBroker {
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
+    publishes: mpsc::Sender<publisher::Job>,
     leaves: mpsc::Sender<Departure>,
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -152,15 +157,18 @@ impl RedisBroker {
         });
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (leaves, leave_rx) = mpsc::channel(LEAVE_QUEUE);
+        let (publishes, publish_rx) = mpsc::channel(shared.config.publish_queue.max(1));
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
         tasks.spawn(subscriber::run(shared.clone(), command_rx, stop.clone()));
         tasks.spawn(resync_worker(shared.clone(), stop.clone()));
         tasks.spawn(heartbeat(shared.clone(), leave_rx, stop.clone()));
+        tasks.spawn(publisher::run(shared.clone(), publish_rx, stop.clone()));
         info!(node = %shared.node, url = %redact(&shared.config.url), "redis broker started");
         Ok(Self {
             shared,
             commands,
+            publishes,
             leaves,
             tasks,
             stop,
@@ -231,11 +239,13 @@ impl RedisBroker {
         }
     }
 
+    /// Queues a publish for the publish task (its place in the order is fixed now) and
+    /// returns the wait for its outcome.
     #[allow(
         clippy::too_many_arguments,
         reason = "the parts of one message, passed through"
     )]
-    async fn publish_frame(
+    fn submit(
         &self,
         session: &Session,
         room: &str,
@@ -245,8 +255,11 @@ impl RedisBroker {
         echo: bool,
         ts: u64,
         msg_id: Option<&str>,
-    ) -> Result<Published, HubError> {
-        let room = self.shared.relay.member_room(session, room)?;
+    ) -> BrokerFuture<'static, Published> {
+        let room = match self.shared.relay.member_room(session, room) {
+            Ok(room) => room,
+            Err(err) => return Box::pin(std::future::ready(Err(err))),
+        };
         let keys = RoomKeys::new(&self.shared.config.prefix, &room);
         let policy = self.shared.config.history.policy_for(&room);
         let skip = if echo {
@@ -254,12 +267,16 @@ impl RedisBroker {
         } else {
             wire::skip_tag(&self.shared.node, session.id())
         };
-        let mut invocation = self.shared.scripts.publish.key(&keys.meta);
-        invocation.key(&keys.hist);
+        let mut command = redis::cmd("EVALSHA");
+        command
+            .arg(self.shared.scripts.publish.get_hash())
+            .arg(if msg_id.is_some() { 3 } else { 2 })
+            .arg(&keys.meta)
+            .arg(&keys.hist);
         if let Some(msg_id) = msg_id {
-            invocation.key(keys.idempotency(session.user(), msg_id));
+            command.arg(keys.idempotency(session.user(), msg_id));
         }
-        invocation
+        command
             .arg(&keys.channel)
             .arg(kind)
             .arg(head)
@@ -271,13 +288,18 @@ impl RedisBroker {
             .arg(millis(policy.ttl).max(1))
             .arg(millis(self.shared.config.idempotency_window).max(1))
             .arg(new_epoch());
-        let (_epoch, seq, duplicate): (String, u64, u8) = invocation
-            .invoke_async(&mut self.shared.conn.clone())
-            .await
-            .map_err(|err| self.shared.failed("publish", &err))?;
-        Ok(Published {
-            seq,
-            duplicate: duplicate == 1,
+        let (reply, outcome) = oneshot::channel();
+        if let Err(err) = self.publishes.try_send(publisher::Job { command, reply }) {
+            let reason = match err {
+                mpsc::error::TrySendError::Full(_) => "too many publishes waiting",
+                mpsc::error::TrySendError::Closed(_) => "the broker is shutting down",
+            };
+            return Box::pin(std::future::ready(Err(unavailable(reason))));
+        }
+        Box::pin(async move {
+            outcome
+                .await
+                .unwrap_or_else(|_| Err(unavailable("the broker is shutting down")))
         })
     }
 
@@ -546,41 +568,35 @@ impl Broker for RedisBroker {
         })
     }
 
-    fn publish<'a>(
-        &'a self,
-        session: &'a Arc<Session>,
-        request: PublishRequest<'a>,
-    ) -> BrokerFuture<'a, Published> {
-        Box::pin(async move {
-            let (head, tail) =
-                encode_message_parts(request.room, session.user(), request.data, request.ts);
-            self.publish_frame(
-                session,
-                request.room,
-                "j",
-                &head,
-                &tail,
-                request.echo,
-                request.ts,
-                request.msg_id,
-            )
-            .await
-        })
+    fn publish(
+        &self,
+        session: &Arc<Session>,
+        request: PublishRequest<'_>,
+    ) -> BrokerFuture<'static, Published> {
+        let (head, tail) =
+            encode_message_parts(request.room, session.user(), request.data, request.ts);
+        self.submit(
+            session,
+            request.room,
+            "j",
+            &head,
+            &tail,
+            request.echo,
+            request.ts,
+            request.msg_id,
+        )
     }
 
-    fn publish_binary<'a>(
-        &'a self,
-        session: &'a Arc<Session>,
-        room: &'a str,
-        payload: &'a [u8],
+    fn publish_binary(
+        &self,
+        session: &Arc<Session>,
+        room: &str,
+        payload: &[u8],
         ts: u64,
-    ) -> BrokerFuture<'a, u64> {
-        Box::pin(async move {
-            let (head, tail) = encode_server_parts(room, ts, session.user(), payload);
-            self.publish_frame(session, room, "b", &head, &tail, false, ts, None)
-                .await
-                .map(|published| published.seq)
-        })
+    ) -> BrokerFuture<'static, u64> {
+        let (head, tail) = encode_server_parts(room, ts, session.user(), payload);
+        let published = self.submit(session, room, "b", &head, &tail, false, ts, None);
+        Box::pin(async move { published.await.map(|published| published.seq) })
     }
 
     fn typing<'a>(&'a self, session: &'a Arc<Session>, room: &'a str) -> BrokerFuture<'a, ()> {

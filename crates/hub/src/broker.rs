@@ -89,21 +89,25 @@ pub trait Broker: Send + Sync + fmt::Debug {
         id: Option<RequestId>,
     ) -> BrokerFuture<'a, ()>;
 
-    /// Publishes JSON to a room the session is in.
-    fn publish<'a>(
-        &'a self,
-        session: &'a Arc<Session>,
-        request: PublishRequest<'a>,
-    ) -> BrokerFuture<'a, Published>;
+    /// Publishes JSON to a room the session is in. The message's place among this session's
+    /// publishes is fixed when the call returns; the future only reports the outcome. So a
+    /// connection may have several publishes on their way at once (pipelining) without
+    /// reordering them.
+    fn publish(
+        &self,
+        session: &Arc<Session>,
+        request: PublishRequest<'_>,
+    ) -> BrokerFuture<'static, Published>;
 
-    /// Publishes a binary payload to a room the session is in; returns its seq.
-    fn publish_binary<'a>(
-        &'a self,
-        session: &'a Arc<Session>,
-        room: &'a str,
-        payload: &'a [u8],
+    /// Publishes a binary payload to a room the session is in; returns its seq. Ordered like
+    /// [`Broker::publish`].
+    fn publish_binary(
+        &self,
+        session: &Arc<Session>,
+        room: &str,
+        payload: &[u8],
         ts: u64,
-    ) -> BrokerFuture<'a, u64>;
+    ) -> BrokerFuture<'static, u64>;
 
     /// Tells the room's other members that the session's user is typing.
     fn typing<'a>(&'a self, session: &'a Arc<Session>, room: &'a str) -> BrokerFuture<'a, ()>;
@@ -178,11 +182,11 @@ impl Broker for Hub {
         ready(Hub::leave(self, session, room, id))
     }
 
-    fn publish<'a>(
-        &'a self,
-        session: &'a Arc<Session>,
-        request: PublishRequest<'a>,
-    ) -> BrokerFuture<'a, Published> {
+    fn publish(
+        &self,
+        session: &Arc<Session>,
+        request: PublishRequest<'_>,
+    ) -> BrokerFuture<'static, Published> {
         ready(Hub::publish(
             self,
             session,
@@ -194,13 +198,13 @@ impl Broker for Hub {
         ))
     }
 
-    fn publish_binary<'a>(
-        &'a self,
-        session: &'a Arc<Session>,
-        room: &'a str,
-        payload: &'a [u8],
+    fn publish_binary(
+        &self,
+        session: &Arc<Session>,
+        room: &str,
+        payload: &[u8],
         ts: u64,
-    ) -> BrokerFuture<'a, u64> {
+    ) -> BrokerFuture<'static, u64> {
         ready(Hub::publish_binary(self, session, room, payload, ts))
     }
 

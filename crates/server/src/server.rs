@@ -260,6 +260,8 @@ fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, ServerError> {
                 idempotency_window: config.idempotency_window,
                 outbox_bytes: config.outbox_bytes,
                 timeout: cluster.redis_timeout,
+                publish_queue: crate::ws::session::MAX_PIPELINED
+                    .saturating_mul(config.limits.max_connections),
             })?)
         }
     })

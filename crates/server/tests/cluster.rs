@@ -220,6 +220,48 @@ async fn three_nodes_deliver_every_message_once_in_one_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_publishes_keep_their_order_and_their_acks_come_in_order() {
+    let nodes = nodes(2, SHARED_REDIS).await;
+    let room = "cluster:pipeline";
+    let mut subscriber = Client::connect(&nodes[1], "sub").await;
+    subscriber.join(room).await;
+    let mut publisher = Client::connect(&nodes[0], "pub").await;
+    publisher.join(room).await;
+    // 200 publishes in one burst (more than the 64 a connection pipelines), then a ping.
+    let mut frames: Vec<Message> = (1..=200u64)
+        .map(|id| {
+            Message::text(
+                json!({"type": "publish", "room": room, "data": id, "id": id, "echo": false})
+                    .to_string(),
+            )
+        })
+        .collect();
+    frames.push(Message::text(
+        json!({"type": "ping", "id": 999}).to_string(),
+    ));
+    publisher.send_all(frames).await;
+    let mut seqs = Vec::new();
+    loop {
+        let reply = next_non_presence(&mut publisher).await;
+        if reply["type"] == "pong" {
+            break;
+        }
+        assert_eq!(reply["type"], "ack", "{reply}");
+        assert_eq!(reply["id"], seqs.len() as u64 + 1, "acks in request order");
+        seqs.push(reply["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs.len(), 200, "every ack before the pong");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let received = collect_messages(&mut subscriber, 200).await;
+    let expected: Vec<(u64, Value)> = seqs
+        .iter()
+        .zip(1..=200u64)
+        .map(|(s, n)| (*s, json!(n)))
+        .collect();
+    assert_eq!(received, expected, "published order = seq order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_is_the_same_from_every_node() {
     let nodes = nodes(3, SHARED_REDIS).await;
     let room = "cluster:presence";
@@ -400,6 +442,19 @@ async fn a_redis_outage_keeps_clients_connected_and_answers_unavailable() {
     assert_eq!(error["type"], "error", "{error}");
     assert_eq!(error["code"], "unavailable");
     assert_eq!(error["id"], 7);
+    // An outage is not the client's fault: retries do not count as violations (the 10th
+    // violation within a minute would close the connection with 1008).
+    for id in 100..115 {
+        publisher
+            .send_json(json!({"type": "publish", "room": room, "data": "retry", "id": id}))
+            .await;
+        let error = next_non_presence(&mut publisher).await;
+        assert_eq!(
+            (error["code"].as_str(), error["id"].as_u64()),
+            (Some("unavailable"), Some(id))
+        );
+    }
+    publisher.sync().await;
     let mut newcomer = Client::connect(&nodes[0], "newcomer").await;
     newcomer
         .send_json(json!({"type": "join", "room": room, "id": 8}))

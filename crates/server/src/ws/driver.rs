@@ -30,6 +30,17 @@ pub(crate) trait Handler {
         now: Instant,
     ) -> impl std::future::Future<Output = Option<CloseFrame>> + Send;
 
+    /// Whether requests are still being answered in the background (pipelined publishes).
+    fn has_pending(&self) -> bool {
+        false
+    }
+
+    /// Completes the next background request (queuing its reply); `Some` closes the
+    /// connection. Only polled while [`Handler::has_pending`].
+    fn next_completion(&mut self) -> impl std::future::Future<Output = Option<CloseFrame>> + Send {
+        std::future::ready(None)
+    }
+
     /// A moment at which the handler wants [`Handler::on_deadline`] called (e.g. expiry).
     fn deadline(&self) -> Option<Instant> {
         None
@@ -171,6 +182,13 @@ async fn read_loop<H: Handler>(
                         }
                         _ => {}
                     },
+                }
+            }
+            close = handler.next_completion(), if handler.has_pending() && closing.is_none() => {
+                if let Some(frame) = close {
+                    let now = Instant::now();
+                    outbox.close(frame.clone());
+                    closing = Some((now + CLOSE_GRACE, frame));
                 }
             }
             () = shutdown.cancelled(), if closing.is_none() => {

@@ -2,11 +2,17 @@
 //! rights and limits, applies it to the hub, answers with replies or `error`s, and counts
 //! violations.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
+
 use switchboard_hub::{
-    CloseFrame, HubError, JoinRequest, Outbound, Position, PublishRequest, Session,
+    CloseFrame, HubError, JoinRequest, Outbound, Position, PublishRequest, Published, Session,
 };
 use switchboard_protocol::binary;
 use switchboard_protocol::client::{self, ClientMessage, RequestId};
@@ -53,7 +59,19 @@ enum Need {
     Publish,
 }
 
-#[derive(Debug)]
+/// Publishes of one connection on their way through the broker at once, at most. A remote
+/// broker (Redis) answers after a round trip; pipelining lets one connection publish faster
+/// than one message per round trip.
+pub(crate) const MAX_PIPELINED: usize = 64;
+
+/// A publish on its way: its request id and the broker's answer.
+struct Completion {
+    id: Option<RequestId>,
+    result: Result<Published, HubError>,
+}
+
+type InFlight = Pin<Box<dyn Future<Output = Completion> + Send>>;
+
 pub(crate) struct SessionHandler {
     state: Arc<AppState>,
     session: Arc<Session>,
@@ -63,6 +81,18 @@ pub(crate) struct SessionHandler {
     expires_at: Option<Instant>,
     rate: TokenBucket,
     violations: Violations,
+    /// Publishes sent to the broker, answered (acks, errors) in the order they were sent.
+    /// Every other request waits until they are answered, so replies keep the request order.
+    in_flight: FuturesOrdered<InFlight>,
+}
+
+impl std::fmt::Debug for SessionHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandler")
+            .field("session", &self.session.id())
+            .field("in_flight", &self.in_flight.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SessionHandler {
@@ -82,6 +112,7 @@ impl SessionHandler {
             grants: identity.grants,
             session,
             state,
+            in_flight: FuturesOrdered::new(),
         }
     }
 
@@ -104,9 +135,42 @@ impl SessionHandler {
         }
     }
 
-    async fn on_text(&mut self, text: &str) -> Result<Option<CloseFrame>, Rejection> {
+    async fn on_text(&mut self, text: &str, now: Instant) -> Result<Option<CloseFrame>, Rejection> {
         let message =
             client::decode(text).map_err(|err| Rejection::new(err.id, err.code, err.message))?;
+        if let ClientMessage::Publish {
+            room,
+            data,
+            id,
+            echo,
+            msg_id,
+        } = message
+        {
+            self.check(id, &room, Need::Publish)?;
+            if let Some(close) = self.make_room().await {
+                return Ok(Some(close));
+            }
+            let request = PublishRequest {
+                room: &room,
+                data,
+                echo,
+                ts: now_millis(),
+                msg_id: msg_id.as_deref(),
+            };
+            // Ordered now; answered later.
+            let published = self.state.broker.publish(&self.session, request);
+            let publishing = async move {
+                Completion {
+                    id,
+                    result: published.await,
+                }
+            };
+            return Ok(self.pipeline(Box::pin(publishing), now));
+        }
+        // Any other request: first answer the publishes before it.
+        if let Some(close) = self.drain(now).await {
+            return Ok(Some(close));
+        }
         let id = message.id();
         let hub_err = |err: HubError| Rejection::hub(id, &err);
         let state = self.state.clone();
@@ -139,33 +203,7 @@ impl SessionHandler {
                 .leave(&self.session, &room, id)
                 .await
                 .map_err(hub_err)?,
-            ClientMessage::Publish {
-                room,
-                data,
-                id,
-                echo,
-                msg_id,
-            } => {
-                self.check(id, &room, Need::Publish)?;
-                let request = PublishRequest {
-                    room: &room,
-                    data,
-                    echo,
-                    ts: now_millis(),
-                    msg_id: msg_id.as_deref(),
-                };
-                let published = broker
-                    .publish(&self.session, request)
-                    .await
-                    .map_err(hub_err)?;
-                if let Some(id) = id {
-                    self.reply(&ServerMessage::Ack {
-                        id,
-                        seq: Some(published.seq),
-                        duplicate: published.duplicate,
-                    });
-                }
-            }
+            ClientMessage::Publish { .. } => {} // pipelined above
             ClientMessage::History { room, limit, id } => {
                 self.check(id, &room, Need::Join)?;
                 broker
@@ -218,16 +256,112 @@ impl SessionHandler {
         Ok(None)
     }
 
-    async fn on_binary(&self, frame: &[u8]) -> Result<(), Rejection> {
+    async fn on_binary(
+        &mut self,
+        frame: &[u8],
+        now: Instant,
+    ) -> Result<Option<CloseFrame>, Rejection> {
         let envelope = binary::decode_client(frame)
             .map_err(|err| Rejection::new(None, ErrorCode::InvalidMessage, err.to_string()))?;
         self.check(None, envelope.room, Need::Publish)?;
-        self.state
-            .broker
-            .publish_binary(&self.session, envelope.room, envelope.payload, now_millis())
-            .await
-            .map(|_| ())
-            .map_err(|err| Rejection::hub(None, &err))
+        if let Some(close) = self.make_room().await {
+            return Ok(Some(close));
+        }
+        let published = self.state.broker.publish_binary(
+            &self.session,
+            envelope.room,
+            envelope.payload,
+            now_millis(),
+        );
+        let publishing = async move {
+            let result = published.await.map(|seq| Published {
+                seq,
+                duplicate: false,
+            });
+            Completion { id: None, result }
+        };
+        Ok(self.pipeline(Box::pin(publishing), now))
+    }
+
+    /// Waits for the oldest publish when this connection has as many on their way as it may.
+    async fn make_room(&mut self) -> Option<CloseFrame> {
+        if self.in_flight.len() < MAX_PIPELINED {
+            return None;
+        }
+        let done = self.in_flight.next().await?;
+        self.finish(done, Instant::now())
+    }
+
+    /// Keeps a publish's outcome for answering in order. An in-process broker has answered
+    /// already: then, with nothing before it, the reply goes out at once.
+    fn pipeline(&mut self, mut publishing: InFlight, now: Instant) -> Option<CloseFrame> {
+        match publishing
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(done) if self.in_flight.is_empty() => self.finish(done, now),
+            Poll::Ready(done) => {
+                self.in_flight.push_back(Box::pin(std::future::ready(done)));
+                None
+            }
+            Poll::Pending => {
+                self.in_flight.push_back(publishing);
+                None
+            }
+        }
+    }
+
+    /// Answers every publish still on its way.
+    async fn drain(&mut self, now: Instant) -> Option<CloseFrame> {
+        while let Some(done) = self.in_flight.next().await {
+            if let Some(close) = self.finish(done, now) {
+                return Some(close);
+            }
+        }
+        None
+    }
+
+    /// The `ack` (or `error`) of an answered publish.
+    fn finish(&mut self, done: Completion, now: Instant) -> Option<CloseFrame> {
+        match done.result {
+            Ok(published) => {
+                if let Some(id) = done.id {
+                    self.reply(&ServerMessage::Ack {
+                        id,
+                        seq: Some(published.seq),
+                        duplicate: published.duplicate,
+                    });
+                }
+                None
+            }
+            Err(err) => self.reject(Rejection::hub(done.id, &err), now),
+        }
+    }
+
+    /// Answers a refused request with `error` and counts the violation (the connection closes
+    /// with 1008 at too many). A broker outage (`unavailable`) is not the client's fault and
+    /// does not count.
+    fn reject(&mut self, rejection: Rejection, now: Instant) -> Option<CloseFrame> {
+        info!(
+            session = self.session.id().0,
+            user = %self.session.user(),
+            code = %rejection.code,
+            id = rejection.id,
+            reason = %rejection.message,
+            "request rejected"
+        );
+        self.reply(&ServerMessage::Error {
+            id: rejection.id,
+            code: rejection.code,
+            message: &rejection.message,
+        });
+        if rejection.code == ErrorCode::Unavailable {
+            return None;
+        }
+        self.violations.record(now).then(|| {
+            info!(session = self.session.id().0, user = %self.session.user(), "too many protocol errors; closing");
+            CloseFrame::new(close::POLICY_VIOLATION, "too many protocol errors")
+        })
     }
 
     fn reply(&self, message: &ServerMessage<'_>) {
@@ -247,32 +381,27 @@ impl Handler for SessionHandler {
             ))
         } else {
             match &message {
-                Incoming::Text(m) => self.on_text(codec::text_of(m)).await,
-                Incoming::Binary(m) => self.on_binary(m.as_payload()).await.map(|()| None),
+                Incoming::Text(m) => self.on_text(codec::text_of(m), now).await,
+                Incoming::Binary(m) => self.on_binary(m.as_payload(), now).await,
                 Incoming::Close(..) | Incoming::Control => Ok(None),
             }
         };
-        let rejection = match result {
-            Ok(close) => return close,
-            Err(rejection) => rejection,
-        };
-        info!(
-            session = self.session.id().0,
-            user = %self.session.user(),
-            code = %rejection.code,
-            id = rejection.id,
-            reason = %rejection.message,
-            "request rejected"
-        );
-        self.reply(&ServerMessage::Error {
-            id: rejection.id,
-            code: rejection.code,
-            message: &rejection.message,
-        });
-        self.violations.record(now).then(|| {
-            info!(session = self.session.id().0, user = %self.session.user(), "too many protocol errors; closing");
-            CloseFrame::new(close::POLICY_VIOLATION, "too many protocol errors")
-        })
+        match result {
+            Ok(close) => close,
+            Err(rejection) => match self.drain(now).await {
+                Some(close) => Some(close),
+                None => self.reject(rejection, now),
+            },
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
+    async fn next_completion(&mut self) -> Option<CloseFrame> {
+        let done = self.in_flight.next().await?;
+        self.finish(done, Instant::now())
     }
 
     fn deadline(&self) -> Option<Instant> {
