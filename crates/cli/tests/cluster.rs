@@ -190,13 +190,8 @@ async fn three_nodes_behind_nginx_serve_one_room_without_sticky_sessions() {
     // A client that reconnects through nginx (to whichever node) recovers what it missed.
     let quitter = clients.pop().unwrap();
     let (last_seq, epoch) = {
-        let last = orders
-            .last()
-            .unwrap()
-            .iter()
-            .map(|(seq, _)| *seq)
-            .max()
-            .unwrap();
+        // Everything so far, its own message included (its ack told it that seq).
+        let last = all.iter().map(|(seq, _)| *seq).max().unwrap();
         let mut probe = Ws::connect(&nginx.addr, "probe").await;
         let joined = probe.join(room).await;
         (last, joined["epoch"].as_str().unwrap().to_owned())
