@@ -163,6 +163,17 @@ struct Member {
     session: Arc<Session>,
     presence: bool,
     state: MemberState,
+    /// A repeated join waiting for its snapshot. The member keeps its place in the stream
+    /// (and in a resync) meanwhile; the snapshot only answers it with `joined`.
+    rejoin: Option<Rejoin>,
+}
+
+#[derive(Debug)]
+struct Rejoin {
+    ticket: u64,
+    id: Option<RequestId>,
+    /// The epoch of the join's `since`, for `recovered`.
+    since_epoch: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -177,8 +188,6 @@ enum MemberState {
 struct Pending {
     ticket: u64,
     why: Why,
-    /// For a member that was already live: its position, from which it continues.
-    resume: Option<u64>,
     buffer: Vec<Buffered>,
     bytes: usize,
 }
@@ -225,7 +234,8 @@ impl Relay {
 
     /// Adds `session` to `room` as a pending member. The broker then fetches a [`Snapshot`]
     /// (after subscribing, if `first_in_room`) and calls [`Relay::finish_join`]. A session
-    /// already in the room is answered from a fresh snapshot too, without a replay.
+    /// already in the room is answered from a fresh snapshot too, without a replay; it keeps
+    /// its place in the stream (or in a resync) meanwhile, and stays if the join is aborted.
     pub fn begin_join(
         &self,
         session: &Arc<Session>,
@@ -244,51 +254,44 @@ impl Relay {
             }
             let first_in_room = state.members.is_empty();
             let mut first_of_user = false;
-            let pending = Pending {
-                ticket,
-                why: Why::Join {
-                    id,
-                    since: since.map(|p| (p.seq, Arc::from(p.epoch))),
-                },
-                resume: None,
-                buffer: Vec::new(),
-                bytes: 0,
+            let why = Why::Join {
+                id,
+                since: since.map(|p| (p.seq, Arc::from(p.epoch))),
             };
             match state.members.entry(session.id()) {
                 Entry::Vacant(slot) => {
                     slot.insert(Member {
                         session: session.clone(),
                         presence,
-                        state: MemberState::Pending(pending),
+                        state: MemberState::Pending(Pending {
+                            ticket,
+                            why,
+                            buffer: Vec::new(),
+                            bytes: 0,
+                        }),
+                        rejoin: None,
                     });
                     let count = state.users.entry(session.user().clone()).or_insert(0);
                     *count += 1;
                     first_of_user = *count == 1;
                 }
-                Entry::Occupied(mut member) => {
-                    // Already a member: it keeps its place in the stream (and what was
-                    // buffered for it) and is answered from the snapshot, without a replay.
-                    let previous = std::mem::replace(
-                        &mut member.get_mut().state,
-                        MemberState::Live { position: 0 },
-                    );
-                    let (resume, buffer, bytes) = match previous {
-                        MemberState::Live { position } => (Some(position), Vec::new(), 0),
-                        MemberState::Pending(p) => {
-                            let resume = match p.why {
-                                Why::Resync { since } => Some(since),
-                                Why::Join { .. } => p.resume,
-                            };
-                            (resume, p.buffer, p.bytes)
-                        }
-                    };
-                    member.get_mut().state = MemberState::Pending(Pending {
-                        resume,
-                        buffer,
-                        bytes,
-                        ..pending
-                    });
-                }
+                Entry::Occupied(mut member) => match &mut member.get_mut().state {
+                    // Its first join is still waiting: this one takes its place (and what
+                    // was buffered for it).
+                    MemberState::Pending(pending) if matches!(pending.why, Why::Join { .. }) => {
+                        pending.ticket = ticket;
+                        pending.why = why;
+                    }
+                    // Already a member: it keeps its place in the stream, or in a resync (a
+                    // gap it is owed), and is answered from the snapshot, without a replay.
+                    _ => {
+                        member.get_mut().rejoin = Some(Rejoin {
+                            ticket,
+                            id,
+                            since_epoch: since.map(|p| Arc::from(p.epoch)),
+                        });
+                    }
+                },
             }
             drop(state);
             session
@@ -312,6 +315,25 @@ impl Relay {
         let Some(member) = state.members.get_mut(&session.id()) else {
             return;
         };
+        if let Some(rejoin) = member.rejoin.take_if(|r| r.ticket == join.ticket) {
+            // A repeated join: nothing was missed if the epoch is the one it asked about. The
+            // reply takes its place in the member's stream: `seq` is the last one it got.
+            let recovered = rejoin.since_epoch.map(|epoch| epoch == snapshot.epoch);
+            let seq = match member.state {
+                MemberState::Live { position }
+                    if state
+                        .synced
+                        .as_ref()
+                        .is_some_and(|(e, _)| *e == snapshot.epoch) =>
+                {
+                    position
+                }
+                _ => snapshot.seq,
+            };
+            let reply = joined(&join.room.name, member, rejoin.id, snapshot, seq, recovered);
+            let _ = member.session.outbox().push(reply);
+            return;
+        }
         let MemberState::Pending(pending) = &member.state else {
             return;
         };
@@ -328,41 +350,27 @@ impl Relay {
             Why::Resync { since } => (None, Some((since, snapshot.epoch.clone()))),
         };
         let replay = match (&since, &snapshot.replay) {
-            (Some((_, epoch)), Some(replay))
-                if *epoch == snapshot.epoch && pending.resume.is_none() =>
-            {
-                Some(replay)
-            }
+            (Some((_, epoch)), Some(replay)) if *epoch == snapshot.epoch => Some(replay),
             _ => None,
         };
-        let recovered = match pending.resume {
-            // A repeated join: nothing was missed if the epoch is the one it asked about.
-            Some(_) => since.as_ref().map(|(_, epoch)| *epoch == snapshot.epoch),
-            None => since.as_ref().map(|_| replay.is_some()),
-        };
-        let members: Vec<&str> = if member.presence {
-            snapshot.members.iter().map(|m| &**m).collect()
-        } else {
-            Vec::new()
-        };
-        let reply = ServerMessage::Joined {
-            room: &join.room.name,
+        let recovered = since.as_ref().map(|_| replay.is_some());
+        let reply = joined(
+            &join.room.name,
+            member,
             id,
-            members: &members,
-            seq: snapshot.seq,
-            epoch: &snapshot.epoch,
+            snapshot,
+            snapshot.seq,
             recovered,
-        };
+        );
         let outbox = member.session.outbox();
-        let _ = outbox.push(Outbound::Text(reply.encode()));
+        let _ = outbox.push(reply);
         let floor = since.as_ref().map_or(0, |(seq, _)| *seq);
         for (seq, frame) in replay.into_iter().flatten() {
             if *seq > floor {
                 let _ = outbox.push(frame.clone());
             }
         }
-        let start = pending.resume.unwrap_or(snapshot.seq);
-        let position = flush(member, pending.buffer, snapshot, start);
+        let position = flush(member, pending.buffer, snapshot, snapshot.seq);
         member.state = MemberState::Live { position };
         if state.synced.is_none() && state.resync.is_none() {
             state.synced = Some((snapshot.epoch.clone(), position));
@@ -373,10 +381,12 @@ impl Relay {
     /// broker (unsubscribe when the room is now empty here).
     pub fn abort_join(&self, join: &JoinTicket, session: &Session) -> Option<Departure> {
         let matches = {
-            let state = join.room.state.lock();
-            state.members.get(&session.id()).is_some_and(|member| {
-                matches!(&member.state, MemberState::Pending(p) if p.ticket == join.ticket)
-            })
+            let mut state = join.room.state.lock();
+            let member = state.members.get_mut(&session.id())?;
+            if member.rejoin.take_if(|r| r.ticket == join.ticket).is_some() {
+                return None; // a repeated join: the membership stays as it was
+            }
+            matches!(&member.state, MemberState::Pending(p) if p.ticket == join.ticket)
         };
         if !matches {
             return None;
@@ -490,7 +500,6 @@ impl Relay {
                         member.state = MemberState::Pending(Pending {
                             ticket,
                             why: Why::Resync { since: position },
-                            resume: None,
                             buffer: Vec::new(),
                             bytes: 0,
                         });
@@ -611,7 +620,6 @@ impl Relay {
                             member.state = MemberState::Pending(Pending {
                                 ticket,
                                 why: Why::Resync { since: *position },
-                                resume: None,
                                 buffer: Vec::new(),
                                 bytes: 0,
                             });
@@ -724,6 +732,31 @@ impl Relay {
     }
 }
 
+/// The `joined` frame answering `member` from `snapshot`, at `seq`.
+fn joined(
+    room: &str,
+    member: &Member,
+    id: Option<RequestId>,
+    snapshot: &Snapshot,
+    seq: u64,
+    recovered: Option<bool>,
+) -> Outbound {
+    let members: Vec<&str> = if member.presence {
+        snapshot.members.iter().map(|m| &**m).collect()
+    } else {
+        Vec::new()
+    };
+    let reply = ServerMessage::Joined {
+        room,
+        id,
+        members: &members,
+        seq,
+        epoch: &snapshot.epoch,
+        recovered,
+    };
+    Outbound::Text(reply.encode())
+}
+
 /// Buffers a frame for a pending member, within half its outbox budget; a member whose
 /// snapshot takes so long that the buffer overflows is cut off as a slow consumer (it
 /// reconnects and recovers from history).
@@ -771,4 +804,577 @@ fn flush(member: &Member, buffered: Vec<Buffered>, snapshot: &Snapshot, start: u
         }
     }
     position
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::outbox::Batch;
+
+    const BUDGET: usize = 1 << 20;
+
+    fn frame(seq: u64) -> Outbound {
+        Outbound::Text(Bytes::from(format!(
+            r#"{{"type":"message","room":"r","seq":{seq}}}"#
+        )))
+    }
+
+    fn snapshot(epoch: &str, seq: u64, replay: Option<&[u64]>) -> Snapshot {
+        Snapshot {
+            epoch: epoch.into(),
+            seq,
+            presence_version: 0,
+            members: vec!["a".into(), "b".into()],
+            replay: replay.map(|seqs| seqs.iter().map(|&n| (n, frame(n))).collect()),
+        }
+    }
+
+    /// Joins room "r" (with presence) and returns the pending join.
+    fn join(
+        relay: &Relay,
+        session: &Arc<Session>,
+        id: Option<RequestId>,
+        since: Option<(u64, &str)>,
+    ) -> JoinTicket {
+        let since = since.map(|(seq, epoch)| Position { seq, epoch });
+        relay.begin_join(session, "r", id, since, true).unwrap()
+    }
+
+    /// A relay with one member per user, each joined (without `since`) from a snapshot at
+    /// `e:seq` and drained.
+    fn live(seq: u64, users: &[&str]) -> (Relay, Vec<Arc<Session>>) {
+        let relay = Relay::new(BUDGET);
+        let sessions = users
+            .iter()
+            .map(|&user| {
+                let session = relay.connect(user.into());
+                let ticket = join(&relay, &session, None, None);
+                relay.finish_join(&ticket, &session, &snapshot("e", seq, None));
+                drain(&session);
+                session
+            })
+            .collect();
+        (relay, sessions)
+    }
+
+    fn deliver(
+        relay: &Relay,
+        kind: InboundKind,
+        epoch: &str,
+        seq: u64,
+        skip: Option<&Session>,
+        frame: Outbound,
+    ) -> Option<ResyncRequest> {
+        let skip = skip.map(Session::id);
+        relay.deliver(
+            "r",
+            Inbound {
+                kind,
+                epoch,
+                seq,
+                skip,
+                frame,
+            },
+        )
+    }
+
+    fn msg(relay: &Relay, epoch: &str, seq: u64) -> Option<ResyncRequest> {
+        deliver(relay, InboundKind::Message, epoch, seq, None, frame(seq))
+    }
+
+    /// Delivers messages `seqs` of epoch "e", none of which may ask for a resync.
+    fn msgs(relay: &Relay, seqs: impl IntoIterator<Item = u64>) {
+        for seq in seqs {
+            assert_eq!(msg(relay, "e", seq), None, "seq {seq}");
+        }
+    }
+
+    fn presence(relay: &Relay, version: u64, skip: Option<&Session>) {
+        let text = format!(r#"{{"type":"presence","room":"r","v":{version}}}"#);
+        let frame = Outbound::Text(Bytes::from(text));
+        let resync = deliver(relay, InboundKind::Presence, "", version, skip, frame);
+        assert_eq!(resync, None);
+    }
+
+    fn typing(relay: &Relay, skip: Option<&Session>) {
+        let frame = Outbound::Text(Bytes::from_static(br#"{"type":"typing","room":"r"}"#));
+        assert_eq!(
+            deliver(relay, InboundKind::Typing, "", 0, skip, frame),
+            None
+        );
+    }
+
+    /// Everything queued for `session`, one compact line per frame: `m<seq>` for a message,
+    /// `p<version>` for a presence event, `t` for typing, and every field of `joined`/`left`.
+    fn drain(session: &Session) -> Vec<String> {
+        let mut frames = Vec::new();
+        match session.outbox().try_batch(&mut frames) {
+            None | Some(Batch::Frames) => {}
+            Some(Batch::Aborted(frame)) => panic!("aborted: {frame:?}"),
+        }
+        frames.into_iter().map(render).collect()
+    }
+
+    fn render(frame: Outbound) -> String {
+        let Outbound::Text(bytes) = frame else {
+            panic!("{frame:?}");
+        };
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["room"], "r", "{v}");
+        let opt = |field: &str| v.get(field).map_or("-".to_owned(), Value::to_string);
+        match v["type"].as_str().unwrap() {
+            "message" => format!("m{}", v["seq"]),
+            "presence" => format!("p{}", v["v"]),
+            "typing" => "t".to_owned(),
+            "left" => format!("left id={}", opt("id")),
+            "joined" => {
+                let known = ["type", "room", "id", "members", "seq", "epoch", "recovered"];
+                let fields = v.as_object().unwrap().keys();
+                assert!(fields.into_iter().all(|k| known.contains(&&**k)), "{v}");
+                let members: Vec<&str> = v["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.as_str().unwrap())
+                    .collect();
+                format!(
+                    "joined id={} {}:{} recovered={} [{}]",
+                    opt("id"),
+                    v["epoch"].as_str().unwrap(),
+                    v["seq"],
+                    opt("recovered"),
+                    members.join(",")
+                )
+            }
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+
+    #[test]
+    fn joined_from_the_snapshot_then_the_stream_after_it() {
+        let relay = Relay::new(BUDGET);
+        let a = relay.connect("a".into());
+        let ticket = join(&relay, &a, Some(1), None);
+        assert!(ticket.first_in_room && ticket.first_of_user);
+        assert_eq!(&**ticket.room(), "r");
+        assert!(a.is_member("r"));
+        relay.finish_join(&ticket, &a, &snapshot("e", 5, None));
+        msgs(&relay, 6..=8);
+        assert_eq!(
+            drain(&a),
+            ["joined id=1 e:5 recovered=- [a,b]", "m6", "m7", "m8"]
+        );
+        // A second finish of the same join is ignored, live or resyncing.
+        relay.finish_join(&ticket, &a, &snapshot("e", 5, None));
+        let request = msg(&relay, "e", 10).unwrap();
+        relay.finish_join(&ticket, &a, &snapshot("e", 10, None));
+        assert!(drain(&a).is_empty());
+        relay.finish_resync(&request, &snapshot("e", 10, Some(&[9, 10])));
+        assert_eq!(drain(&a), ["m9", "m10"]);
+    }
+
+    #[test]
+    fn a_pending_join_gets_joined_then_the_replay_then_what_came_after_the_snapshot() {
+        let (relay, live) = live(2, &["b"]);
+        let a = relay.connect("a".into());
+        let ticket = join(&relay, &a, Some(1), Some((2, "e")));
+        assert!(!ticket.first_in_room);
+        // 3..=5 are in the snapshot (and buffered too), 6 and 7 only in the stream.
+        msgs(&relay, 3..=7);
+        assert!(drain(&a).is_empty());
+        // The replay's entry at or below `since` is not sent.
+        relay.finish_join(&ticket, &a, &snapshot("e", 5, Some(&[2, 3, 4, 5])));
+        assert_eq!(
+            drain(&a),
+            [
+                "joined id=1 e:5 recovered=true [a,b]",
+                "m3",
+                "m4",
+                "m5",
+                "m6",
+                "m7"
+            ]
+        );
+        msgs(&relay, [7, 8]);
+        assert_eq!(drain(&a), ["m8"]);
+        assert_eq!(drain(&live[0]), ["m3", "m4", "m5", "m6", "m7", "m8"]);
+    }
+
+    #[test]
+    fn recovered_only_when_the_replay_is_there_and_in_the_same_epoch() {
+        /// The epoch of `since`, the snapshot's replay, what the joiner gets.
+        type Case = (
+            &'static str,
+            Option<&'static [u64]>,
+            &'static [&'static str],
+        );
+        let cases: [Case; 3] = [
+            ("e", None, &["joined id=- e:5 recovered=false [a,b]", "m6"]),
+            (
+                "old",
+                Some(&[4, 5]),
+                &["joined id=- e:5 recovered=false [a,b]", "m6"],
+            ),
+            (
+                "e",
+                Some(&[4, 5]),
+                &["joined id=- e:5 recovered=true [a,b]", "m4", "m5", "m6"],
+            ),
+        ];
+        for (epoch, replay, expected) in cases {
+            let relay = Relay::new(BUDGET);
+            let a = relay.connect("a".into());
+            let ticket = join(&relay, &a, None, Some((3, epoch)));
+            msgs(&relay, [5, 6]);
+            relay.finish_join(&ticket, &a, &snapshot("e", 5, replay));
+            assert_eq!(drain(&a), expected, "since in {epoch}, replay {replay:?}");
+            msgs(&relay, [7]); // follows the buffered 6: no resync
+            assert_eq!(drain(&a), ["m7"]);
+        }
+    }
+
+    #[test]
+    fn a_gap_resyncs_from_history_then_continues_with_what_came_meanwhile() {
+        let (relay, members) = live(5, &["a", "b"]);
+        msgs(&relay, [6]);
+        let request = msg(&relay, "e", 8).unwrap();
+        assert_eq!(
+            request,
+            ResyncRequest {
+                room: "r".into(),
+                since: 6,
+                epoch: "e".into(),
+                ticket: request.ticket,
+            }
+        );
+        let stale = ResyncRequest {
+            ticket: request.ticket + 100,
+            ..request.clone()
+        };
+        relay.finish_resync(&stale, &snapshot("e", 7, Some(&[7])));
+        msgs(&relay, [9]); // buffered, no second resync (the stale snapshot was ignored)
+        for member in &members {
+            assert_eq!(drain(member), ["m6"]);
+        }
+        relay.finish_resync(&request, &snapshot("e", 8, Some(&[7, 8])));
+        relay.finish_resync(&request, &snapshot("e", 8, Some(&[7, 8])));
+        msgs(&relay, [9, 10]);
+        for member in &members {
+            assert_eq!(drain(member), ["m7", "m8", "m9", "m10"]);
+        }
+    }
+
+    #[test]
+    fn a_resync_history_cannot_fill_sends_an_unsolicited_joined() {
+        let new_epoch: [(&str, Option<&[u64]>); 2] = [("e2", None), ("e2", Some(&[1]))];
+        let expired_history = [("e", None)];
+        for (epoch, replay) in new_epoch.into_iter().chain(expired_history) {
+            let (relay, members) = live(5, &["a"]);
+            let request = msg(&relay, epoch, 7).unwrap();
+            assert_eq!((request.since, &*request.epoch), (5, "e"));
+            assert_eq!(msg(&relay, epoch, 8), None);
+            relay.finish_resync(&request, &snapshot(epoch, 7, replay));
+            assert_eq!(msg(&relay, epoch, 9), None);
+            assert_eq!(
+                drain(&members[0]),
+                [
+                    &*format!("joined id=- {epoch}:7 recovered=false [a,b]"),
+                    "m8",
+                    "m9"
+                ],
+                "{epoch}, replay {replay:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_epoch_resyncs() {
+        let (relay, members) = live(5, &["a"]);
+        let request = msg(&relay, "e2", 1).unwrap();
+        assert_eq!((request.since, &*request.epoch), (5, "e"));
+        assert_eq!(msg(&relay, "e2", 2), None);
+        relay.finish_resync(&request, &snapshot("e2", 1, None));
+        assert_eq!(msg(&relay, "e2", 3), None);
+        assert_eq!(
+            drain(&members[0]),
+            ["joined id=- e2:1 recovered=false [a,b]", "m2", "m3"]
+        );
+    }
+
+    #[test]
+    fn duplicates_are_not_delivered_again() {
+        let (relay, members) = live(5, &["a"]);
+        msgs(&relay, [5, 3, 6, 6, 4, 7]);
+        assert_eq!(drain(&members[0]), ["m6", "m7"]);
+    }
+
+    #[test]
+    fn skip_presence_and_typing_reach_the_right_members() {
+        let relay = Relay::new(BUDGET);
+        let [a, b, quiet] = ["a", "b", "c"].map(|user| relay.connect(user.into()));
+        for (session, presence) in [(&a, true), (&b, true), (&quiet, false)] {
+            let ticket = relay
+                .begin_join(session, "r", None, None, presence)
+                .unwrap();
+            relay.finish_join(&ticket, session, &snapshot("e", 0, None));
+        }
+        assert_eq!(drain(&quiet), ["joined id=- e:0 recovered=- []"]);
+        drain(&a);
+        drain(&b);
+        let pending = relay.connect("d".into());
+        let join_d = join(&relay, &pending, None, None);
+
+        // a publishes 1 without echo.
+        let skip_a = deliver(&relay, InboundKind::Message, "e", 1, Some(&a), frame(1));
+        assert_eq!(skip_a, None);
+        presence(&relay, 1, Some(&b));
+        typing(&relay, Some(&a));
+        relay.finish_join(&join_d, &pending, &snapshot("e", 0, None));
+        assert_eq!(drain(&a), ["p1"]);
+        assert_eq!(drain(&b), ["m1", "t"]);
+        assert_eq!(drain(&quiet), ["m1", "t"]);
+        assert_eq!(
+            drain(&pending),
+            ["joined id=- e:0 recovered=- [a,b]", "m1", "p1"]
+        );
+
+        // a's position moved past its own message: a resync does not send it back, nor its
+        // message buffered meanwhile.
+        let request = msg(&relay, "e", 3).unwrap();
+        let skip_a = deliver(&relay, InboundKind::Message, "e", 4, Some(&a), frame(4));
+        assert_eq!(skip_a, None);
+        relay.finish_resync(&request, &snapshot("e", 3, Some(&[1, 2, 3])));
+        assert_eq!(drain(&a), ["m2", "m3"]);
+        for member in [&b, &quiet, &pending] {
+            assert_eq!(drain(member), ["m2", "m3", "m4"]);
+        }
+    }
+
+    #[test]
+    fn presence_buffered_while_joining_follows_only_if_newer_than_the_snapshot() {
+        let (relay, _) = live(5, &["b"]);
+        let a = relay.connect("a".into());
+        let quiet = relay.connect("q".into());
+        let join_a = join(&relay, &a, None, None);
+        let join_quiet = relay.begin_join(&quiet, "r", None, None, false).unwrap();
+        presence(&relay, 1, None);
+        presence(&relay, 2, None);
+        msgs(&relay, [6]);
+        presence(&relay, 3, None);
+        presence(&relay, 4, Some(&a));
+        presence(&relay, 5, None);
+        typing(&relay, None);
+        let snapshot = Snapshot {
+            presence_version: 2,
+            ..snapshot("e", 5, None)
+        };
+        relay.finish_join(&join_a, &a, &snapshot);
+        relay.finish_join(&join_quiet, &quiet, &snapshot);
+        assert_eq!(
+            drain(&a),
+            ["joined id=- e:5 recovered=- [a,b]", "m6", "p3", "p5"]
+        );
+        assert_eq!(drain(&quiet), ["joined id=- e:5 recovered=- []", "m6"]);
+    }
+
+    #[test]
+    fn leaving_reports_what_changed_and_drops_the_empty_room() {
+        let relay = Relay::new(BUDGET);
+        let [a1, a2, b] = ["a", "a", "b"].map(|user| relay.connect(user.into()));
+        let mut firsts = Vec::new();
+        for session in [&a1, &a2, &b] {
+            let ticket = join(&relay, session, None, None);
+            firsts.push((ticket.first_in_room, ticket.first_of_user));
+            relay.finish_join(&ticket, session, &snapshot("e", 0, None));
+            drain(session);
+        }
+        assert_eq!(firsts, [(true, true), (false, false), (false, true)]);
+        assert_eq!(relay.stats().rooms, 1);
+        let departure = |user: &str, room_empty, last_of_user| Departure {
+            room: "r".into(),
+            user: user.into(),
+            room_empty,
+            last_of_user,
+        };
+
+        assert_eq!(
+            relay.leave(&a1, "r", Some(7)).unwrap(),
+            departure("a", false, false)
+        );
+        assert_eq!(drain(&a1), ["left id=7"]);
+        assert!(!a1.is_member("r"));
+        assert!(matches!(
+            relay.leave(&a1, "r", None),
+            Err(HubError::NotJoined(_))
+        ));
+        assert_eq!(relay.disconnect(&a2), [departure("a", false, true)]);
+        assert!(drain(&a2).is_empty());
+        assert!(relay.has_members("r"));
+        assert_eq!(relay.rooms(), [("r".into(), vec!["b".into()])]);
+        assert_eq!(
+            relay.leave(&b, "r", None).unwrap(),
+            departure("b", true, true)
+        );
+        assert_eq!(drain(&b), ["left id=-"]);
+        assert_eq!(relay.stats().rooms, 0);
+        assert_eq!(relay.stats().sessions, 2);
+        assert!(!relay.has_members("r"));
+        assert_eq!(msg(&relay, "e", 1), None);
+        assert!(drain(&b).is_empty());
+
+        // An aborted join leaves nothing behind, and its snapshot comes too late.
+        let ticket = join(&relay, &a1, Some(8), None);
+        assert!(ticket.first_in_room && ticket.first_of_user);
+        assert_eq!(relay.stats().rooms, 1);
+        assert_eq!(
+            relay.abort_join(&ticket, &a1),
+            Some(departure("a", true, true))
+        );
+        assert_eq!(relay.abort_join(&ticket, &a1), None);
+        assert!(!a1.is_member("r"));
+        assert_eq!(relay.stats().rooms, 0);
+        relay.finish_join(&ticket, &a1, &snapshot("e", 0, None));
+        assert!(drain(&a1).is_empty());
+        // A later join starts afresh.
+        let again = join(&relay, &a1, None, None);
+        assert!(again.first_in_room && again.first_of_user);
+        assert_eq!(relay.abort_join(&ticket, &a1), None);
+        assert!(a1.is_member("r"));
+    }
+
+    #[test]
+    fn a_repeated_join_is_answered_in_place_without_replay_or_gap() {
+        let (relay, members) = live(5, &["a"]);
+        let a = &members[0];
+        msgs(&relay, [6]);
+        let ticket = join(&relay, a, Some(2), Some((6, "e")));
+        assert!(!ticket.first_in_room && !ticket.first_of_user);
+        msgs(&relay, [7, 8]); // the stream goes on meanwhile
+        // The snapshot is older than the stream: `joined` comes at the member's place (8).
+        relay.finish_join(&ticket, a, &snapshot("e", 7, Some(&[7])));
+        msgs(&relay, [8, 9]);
+        assert_eq!(
+            drain(a),
+            [
+                "m6",
+                "m7",
+                "m8",
+                "joined id=2 e:8 recovered=true [a,b]",
+                "m9"
+            ]
+        );
+        // The snapshot is ahead of the stream: 10 and 11 still follow `joined`.
+        let ticket = join(&relay, a, Some(3), Some((9, "old")));
+        relay.finish_join(&ticket, a, &snapshot("e", 11, Some(&[10, 11])));
+        msgs(&relay, [10, 11]);
+        assert_eq!(
+            drain(a),
+            ["joined id=3 e:9 recovered=false [a,b]", "m10", "m11"]
+        );
+        // A repeated join that fails leaves the membership as it was.
+        let ticket = join(&relay, a, Some(4), None);
+        assert_eq!(relay.abort_join(&ticket, a), None);
+        relay.finish_join(&ticket, a, &snapshot("e", 11, None));
+        msgs(&relay, [12]);
+        assert_eq!(drain(a), ["m12"]);
+        assert!(a.is_member("r"));
+        // Still counted once.
+        let departures = relay.disconnect(a);
+        assert!(departures[0].room_empty && departures[0].last_of_user);
+    }
+
+    #[test]
+    fn a_repeated_join_overlapping_a_resync_still_gets_the_gap() {
+        // (join again before the gap shows, answer the join before the resync, expected)
+        let cases: [(bool, bool, &[&str]); 3] = [
+            (
+                true,
+                true,
+                &["joined id=2 e:7 recovered=- [a,b]", "m6", "m7", "m8"],
+            ),
+            (
+                false,
+                true,
+                &["joined id=2 e:7 recovered=- [a,b]", "m6", "m7", "m8"],
+            ),
+            (
+                false,
+                false,
+                &["m6", "m7", "joined id=2 e:7 recovered=- [a,b]", "m8"],
+            ),
+        ];
+        for (join_first, answer_first, expected) in cases {
+            let (relay, members) = live(5, &["a"]);
+            let a = &members[0];
+            let early = join_first.then(|| join(&relay, a, Some(2), None));
+            let request = msg(&relay, "e", 7).unwrap();
+            let ticket = early.unwrap_or_else(|| join(&relay, a, Some(2), None));
+            let answer = || relay.finish_join(&ticket, a, &snapshot("e", 7, None));
+            let resync = || relay.finish_resync(&request, &snapshot("e", 7, Some(&[6, 7])));
+            if answer_first {
+                answer();
+                resync();
+            } else {
+                resync();
+                answer();
+            }
+            msgs(&relay, [7, 8]);
+            assert_eq!(drain(a), expected, "{join_first} {answer_first}");
+        }
+    }
+
+    #[test]
+    fn a_join_during_a_resync_is_left_out_of_it() {
+        let (relay, members) = live(5, &["a"]);
+        let request = msg(&relay, "e", 7).unwrap();
+        let b = relay.connect("b".into());
+        let ticket = join(&relay, &b, None, None);
+        msgs(&relay, [8]);
+        relay.finish_join(&ticket, &b, &snapshot("e", 8, None));
+        relay.finish_resync(&request, &snapshot("e", 8, Some(&[6, 7, 8])));
+        msgs(&relay, [8, 9]);
+        assert_eq!(drain(&members[0]), ["m6", "m7", "m8", "m9"]);
+        assert_eq!(drain(&b), ["joined id=- e:8 recovered=- [a,b]", "m9"]);
+    }
+
+    #[test]
+    fn resync_all_resumes_every_synced_room_from_its_last_seq() {
+        let (relay, members) = live(5, &["a"]);
+        msgs(&relay, [6]);
+        let waiting = relay.connect("w".into());
+        let _first = relay.begin_join(&waiting, "s", None, None, true).unwrap();
+        let requests = relay.resync_all();
+        assert_eq!(requests.len(), 1, "{requests:?}");
+        assert_eq!((&*requests[0].room, requests[0].since), ("r", 6));
+        msgs(&relay, [8]); // buffered
+        relay.finish_resync(&requests[0], &snapshot("e", 7, Some(&[7])));
+        msgs(&relay, [8, 9]);
+        assert_eq!(drain(&members[0]), ["m6", "m7", "m8", "m9"]);
+    }
+
+    #[test]
+    fn a_pending_member_buffering_more_than_half_its_budget_is_cut_off() {
+        let cost = frame(1).cost();
+        // (budget, frames that fit in half of it)
+        for (budget, fit) in [(10 * cost, 5), (10 * cost - 1, 4)] {
+            let relay = Relay::new(budget);
+            let (live, slow) = (relay.connect("a".into()), relay.connect("b".into()));
+            let ticket = join(&relay, &live, None, None);
+            relay.finish_join(&ticket, &live, &snapshot("e", 0, None));
+            drain(&live);
+            let _pending = join(&relay, &slow, None, None);
+            msgs(&relay, 1..=fit);
+            assert!(!slow.outbox().is_aborted(), "budget {budget}");
+            msgs(&relay, [fit + 1]);
+            assert!(slow.outbox().is_aborted(), "budget {budget}");
+            match slow.outbox().try_batch(&mut Vec::new()) {
+                Some(Batch::Aborted(Some(frame))) => assert_eq!(frame.code, 1013),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(drain(&live).len(), usize::try_from(fit + 1).unwrap());
+        }
+    }
 }
