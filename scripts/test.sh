@@ -46,5 +46,6 @@ scripts/browser-tests.sh
 
 step "bench smoke (every switchboard bench scenario, tiny and short)"
 SWITCHBOARD_BIN="$ROOT/target/debug/switchboard" bench/compare.sh --smoke
+SWITCHBOARD_BIN="$ROOT/target/debug/switchboard" bench/cluster.sh --smoke
 
 step "all tests passed in $(( $(date +%s) - START ))s"

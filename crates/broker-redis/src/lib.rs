@@ -33,9 +33,7 @@ use switchboard_hub::{
 };
 use switchboard_protocol::binary::encode_server_parts;
 use switchboard_protocol::client::RequestId;
-use switchboard_protocol::server::{
-    HistoryItem, PresenceEvent, ServerMessage, encode_history, encode_message_parts,
-};
+use switchboard_protocol::server::{PresenceEvent, ServerMessage, encode_message_parts};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -332,9 +330,15 @@ impl RedisBroker {
         // by base64), then oldest first on the wire.
         let budget = session.outbox().budget() / 2;
         let mut bytes = 0;
-        let mut kept: Vec<Outbound> = Vec::new();
+        let mut kept: Vec<(u64, Outbound)> = Vec::new();
         for entry in entries.chunks_exact(3) {
-            let (Some(kind), Some(frame)) = (entry.get(1), entry.get(2)) else {
+            let [entry_seq, kind, frame] = entry else {
+                continue;
+            };
+            let Some(entry_seq) = std::str::from_utf8(entry_seq)
+                .ok()
+                .and_then(|s| s.parse().ok())
+            else {
                 continue;
             };
             let frame = frame_of(kind, frame.clone());
@@ -342,16 +346,13 @@ impl RedisBroker {
             if bytes > budget {
                 break;
             }
-            kept.push(frame);
+            kept.push((entry_seq, frame));
         }
-        let items = kept.iter().rev().filter_map(|frame| match frame {
-            Outbound::Text(json) => Some(HistoryItem::Json(json)),
-            Outbound::Binary(frame) => Some(HistoryItem::Binary(frame)),
-            Outbound::Ping | Outbound::Close(_) => None,
-        });
+        kept.reverse();
         let epoch = if epoch.is_empty() { new_epoch() } else { epoch };
-        let reply = encode_history(room, id, seq, &epoch, items);
-        let _ = session.outbox().push(Outbound::Text(reply));
+        self.shared
+            .relay
+            .place_history(session, room, id, seq, &epoch, &kept);
         Ok(())
     }
 }

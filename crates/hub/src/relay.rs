@@ -27,6 +27,7 @@ use switchboard_protocol::ServerMessage;
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::codes::close;
 use switchboard_protocol::names::validate_room;
+use switchboard_protocol::server::{HistoryItem, encode_history};
 
 use crate::error::HubError;
 use crate::hub::HubStats;
@@ -587,6 +588,46 @@ impl Relay {
         state.synced = Some((snapshot.epoch.clone(), last));
     }
 
+    /// Queues a `history` reply (`entries` oldest first, with their seqs, as the broker read
+    /// them when the room was at `seq`) where it belongs in the session's stream of the room:
+    /// for a live member, at its position — entries after it are left out (they arrive live,
+    /// after the reply) and the reply's `seq` is the position — so that every message up to
+    /// the reply's `seq` arrives before it and every later one after it, as on a single node.
+    pub fn place_history(
+        &self,
+        session: &Session,
+        room: &str,
+        id: Option<RequestId>,
+        seq: u64,
+        epoch: &str,
+        entries: &[(u64, Outbound)],
+    ) {
+        let entry = self.shard(room).read().get(room).cloned();
+        let state = entry.as_ref().map(|entry| entry.state.lock());
+        let position = state.as_ref().and_then(|state| {
+            let member = state.members.get(&session.id())?;
+            match (&member.state, &state.synced) {
+                (MemberState::Live { position }, Some((synced, _))) if **synced == *epoch => {
+                    Some(*position)
+                }
+                _ => None,
+            }
+        });
+        let upto = position.map_or(seq, |position| position.min(seq));
+        let items = entries
+            .iter()
+            .filter(|(entry_seq, _)| *entry_seq <= upto)
+            .filter_map(|(_, frame)| match frame {
+                Outbound::Text(json) => Some(HistoryItem::Json(json)),
+                Outbound::Binary(frame) => Some(HistoryItem::Binary(frame)),
+                Outbound::Ping | Outbound::Close(_) => None,
+            });
+        let reply = encode_history(room, id, upto, epoch, items);
+        // Queued while the room's lock is held: no frame of the room slips in between.
+        let _ = session.outbox().push(Outbound::Text(reply));
+        drop(state);
+    }
+
     /// Every room with members here, and their users: for presence heartbeats and for
     /// resubscribing after the broker's connection came back.
     pub fn rooms(&self) -> Vec<(Arc<str>, Vec<Arc<str>>)> {
@@ -930,6 +971,20 @@ mod tests {
             "presence" => format!("p{}", v["v"]),
             "typing" => "t".to_owned(),
             "left" => format!("left id={}", opt("id")),
+            "history" => {
+                let seqs: Vec<String> = v["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["seq"].to_string())
+                    .collect();
+                format!(
+                    "history {}:{} [{}]",
+                    v["epoch"].as_str().unwrap(),
+                    v["seq"],
+                    seqs.join(",")
+                )
+            }
             "joined" => {
                 let known = ["type", "room", "id", "members", "seq", "epoch", "recovered"];
                 let fields = v.as_object().unwrap().keys();
@@ -1376,5 +1431,20 @@ mod tests {
             }
             assert_eq!(drain(&live).len(), usize::try_from(fit + 1).unwrap());
         }
+    }
+
+    #[test]
+    fn a_history_reply_sits_at_the_members_place_in_the_stream() {
+        let (relay, members) = live(5, &["a"]);
+        let a = &members[0];
+        let entries: Vec<(u64, Outbound)> = (3..=7).map(|n| (n, frame(n))).collect();
+        // Redis is at 7, this member has seen 5: 6 and 7 come live, after the reply.
+        relay.place_history(a, "r", Some(1), 7, "e", &entries);
+        msgs(&relay, [6, 7]);
+        assert_eq!(drain(a), ["history e:5 [3,4,5]", "m6", "m7"]);
+        // Someone not in the room gets what Redis had.
+        let reader = relay.connect("reader".into());
+        relay.place_history(&reader, "r", None, 7, "e", &entries);
+        assert_eq!(drain(&reader), ["history e:7 [3,4,5,6,7]"]);
     }
 }
