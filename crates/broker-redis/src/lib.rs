@@ -178,16 +178,23 @@ impl RedisBroker {
         &self.shared.node
     }
 
+    /// Makes sure this node receives the room's channel; bounded by twice the command
+    /// timeout (the subscriber may be busy with another room's subscription).
     async fn subscribe(&self, room: &Arc<str>) -> Result<(), HubError> {
-        let (done, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Subscribe(room.clone(), done))
+        let asked = async {
+            let (done, answer) = oneshot::channel();
+            self.commands
+                .send(Command::Subscribe(room.clone(), done))
+                .await
+                .map_err(|_| unavailable("the broker is shutting down"))?;
+            answer
+                .await
+                .map_err(|_| unavailable("the broker is shutting down"))?
+                .map_err(unavailable)
+        };
+        tokio::time::timeout(self.shared.config.timeout * 2, asked)
             .await
-            .map_err(|_| unavailable("the broker is shutting down"))?;
-        answer
-            .await
-            .map_err(|_| unavailable("the broker is shutting down"))?
-            .map_err(unavailable)
+            .unwrap_or_else(|_| Err(unavailable("redis subscribe timed out")))
     }
 
     fn forget(&self, departure: Departure) {
@@ -357,6 +364,13 @@ impl RedisBroker {
     }
 }
 
+impl Drop for RedisBroker {
+    /// The background tasks stop with the broker (after `shutdown`, they have already).
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl Shared {
     /// A room's snapshot: seq, epoch, members, presence version, and the replay after `since`
     /// (if history covers it and it fits in half the session's outbox). With `user`, adds that
@@ -485,8 +499,12 @@ impl Shared {
     /// Refreshes this node's presence in every room it has members in, and reaps the entries
     /// of nodes that stopped doing so.
     async fn refresh_presence(&self) {
-        let now = now_millis();
-        for (room, users) in self.relay.rooms() {
+        for (room, _) in self.relay.rooms() {
+            // Read again now: a leave since the list was taken must not be undone.
+            let Some(users) = self.relay.users_of(&room) else {
+                continue;
+            };
+            let now = now_millis();
             let keys = RoomKeys::new(&self.config.prefix, &room);
             let policy = self.config.history.policy_for(&room);
             let (join_head, leave_head) = presence_heads(&room);
@@ -555,16 +573,8 @@ impl Broker for RedisBroker {
     ) -> BrokerFuture<'a, ()> {
         Box::pin(async move {
             let departure = self.shared.relay.leave(session, room, id)?;
-            if departure.last_of_user
-                && let Err(err) = self.shared.leave_presence(&departure).await
-            {
-                debug!(room, error = %err, "presence removal failed; the entry will expire by its TTL");
-            }
-            if departure.room_empty {
-                let _ = self
-                    .commands
-                    .try_send(Command::Unsubscribe(departure.room.clone()));
-            }
+            // Presence writes go through one task, in order (see `heartbeat`).
+            self.forget(departure);
             Ok(())
         })
     }
@@ -715,6 +725,14 @@ async fn heartbeat(
             () = stop.cancelled() => break,
             _ = tick.tick() => shared.refresh_presence().await,
             Some(departure) = leaves.recv() => {
+                // The user may be back on this node since (a reconnect): its entry stays.
+                let back = shared
+                    .relay
+                    .users_of(&departure.room)
+                    .is_some_and(|users| users.contains(&departure.user));
+                if back {
+                    continue;
+                }
                 if let Err(err) = shared.leave_presence(&departure).await {
                     debug!(room = %departure.room, error = %err, "presence removal failed; the entry will expire by its TTL");
                 }

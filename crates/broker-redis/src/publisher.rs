@@ -54,7 +54,8 @@ pub(crate) async fn run(
 }
 
 /// Runs one batch as a pipeline; after a Redis restart (scripts flushed: `NOSCRIPT`) loads
-/// the script and runs the refused publishes again, in order.
+/// the script and runs the refused publishes again — when that keeps their order (none after
+/// them went through).
 async fn send(
     shared: &Shared,
     conn: &mut redis::aio::ConnectionManager,
@@ -87,6 +88,10 @@ async fn send(
             }
         };
         let mut again = Vec::new();
+        // Whether a publish after a refused one went through: retrying the refused one
+        // would then sequence it after a later publish (another node loaded the script
+        // in between), so it is answered `unavailable` instead (the client retries it).
+        let mut overtaken = false;
         for (&index, value) in pending.iter().zip(values) {
             if let Value::ServerError(err) = &value
                 && err.kind() == Some(ServerErrorKind::NoScript)
@@ -94,6 +99,7 @@ async fn send(
                 again.push(index);
                 continue;
             }
+            overtaken |= !again.is_empty();
             let outcome = match redis::from_redis_value::<(String, u64, u8)>(value) {
                 Ok((_epoch, seq, duplicate)) => Ok(Published {
                     seq,
@@ -108,15 +114,24 @@ async fn send(
         if again.is_empty() {
             break;
         }
-        if attempt == 0
-            && let Err(err) = shared
-                .scripts
-                .publish
-                .prepare_invoke()
-                .load_async(conn)
-                .await
+        if let Err(err) = shared
+            .scripts
+            .publish
+            .prepare_invoke()
+            .load_async(conn)
+            .await
         {
             warn!(error = %err, "loading the publish script failed");
+        }
+        if overtaken || attempt == 1 {
+            for index in again {
+                if let Some(slot) = outcomes.get_mut(index) {
+                    *slot = Err(HubError::Unavailable(
+                        "Redis lost its scripts (restart?); not published, retry".to_owned(),
+                    ));
+                }
+            }
+            break;
         }
         pending = again;
     }

@@ -29,6 +29,9 @@ pub(crate) enum Command {
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often the Pub/Sub connection is pinged (a connection that does not answer within the
+/// command timeout is replaced).
+const LIVENESS_INTERVAL: Duration = Duration::from_secs(5);
 /// Channels per SUBSCRIBE command when resubscribing after a reconnection.
 const RESUBSCRIBE_CHUNK: usize = 512;
 
@@ -82,9 +85,19 @@ pub(crate) async fn run(
             }
         }
         connected_before = true;
+        // Liveness: a half-open connection never ends the stream by itself.
+        let mut ping = tokio::time::interval(LIVENESS_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.reset();
+        let timeout = shared.config.timeout;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
+                _ = ping.tick() => {
+                    if !matches!(tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await, Ok(Ok(_))) {
+                        break;
+                    }
+                }
                 message = stream.next() => match message {
                     Some(message) => dispatch(&shared, &message),
                     None => break,
@@ -92,25 +105,35 @@ pub(crate) async fn run(
                 command = commands.recv() => match command {
                     None => return,
                     Some(Command::Subscribe(room, done)) => {
-                        let result = if subscribed.contains(&room) {
-                            Ok(())
-                        } else {
-                            let channel = RoomKeys::new(&shared.config.prefix, &room).channel;
-                            match sink.subscribe(&channel).await {
-                                Ok(()) => {
-                                    subscribed.insert(room);
-                                    Ok(())
-                                }
-                                Err(err) => Err(format!("redis subscribe failed: {err}")),
+                        if subscribed.contains(&room) {
+                            let _ = done.send(Ok(()));
+                            continue;
+                        }
+                        let channel = RoomKeys::new(&shared.config.prefix, &room).channel;
+                        match tokio::time::timeout(timeout, sink.subscribe(&channel)).await {
+                            Ok(Ok(())) => {
+                                subscribed.insert(room);
+                                let _ = done.send(Ok(()));
                             }
-                        };
-                        let _ = done.send(result);
+                            Ok(Err(err)) => {
+                                let _ = done.send(Err(format!("redis subscribe failed: {err}")));
+                            }
+                            Err(_) => {
+                                // No answer in time: treat the connection as lost.
+                                let _ = done.send(Err("redis subscribe timed out".to_owned()));
+                                break;
+                            }
+                        }
                     }
                     Some(Command::Unsubscribe(room)) => {
                         if subscribed.contains(&room) && !shared.relay.has_members(&room) {
                             let channel = RoomKeys::new(&shared.config.prefix, &room).channel;
-                            if sink.unsubscribe(&channel).await.is_ok() {
-                                subscribed.remove(&room);
+                            match tokio::time::timeout(timeout, sink.unsubscribe(&channel)).await {
+                                Ok(Ok(())) => {
+                                    subscribed.remove(&room);
+                                }
+                                Ok(Err(_)) => {}
+                                Err(_) => break,
                             }
                         }
                     }
@@ -140,8 +163,9 @@ async fn connect(shared: &Shared) -> Result<(PubSubSink, PubSubStream, HashSet<A
             .iter()
             .map(|room| RoomKeys::new(&shared.config.prefix, room).channel)
             .collect();
-        sink.subscribe(&channels)
+        tokio::time::timeout(shared.config.timeout, sink.subscribe(&channels))
             .await
+            .map_err(|_| "resubscribe timed out".to_owned())?
             .map_err(|err| format!("resubscribe failed: {err}"))?;
     }
     Ok((sink, stream, rooms.into_iter().collect()))

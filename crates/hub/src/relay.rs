@@ -154,6 +154,9 @@ struct RelayState {
     synced: Option<(Arc<str>, u64)>,
     /// A resync asked of the broker and not yet applied.
     resync: Option<u64>,
+    /// The presence version of the last presence event (or snapshot) applied: a resync whose
+    /// snapshot is newer missed presence events, and refreshes the members' lists.
+    presence_version: u64,
     members: HashMap<SessionId, Member>,
     users: HashMap<Arc<str>, u32>,
     closed: bool,
@@ -375,6 +378,7 @@ impl Relay {
         member.state = MemberState::Live { position };
         if state.synced.is_none() && state.resync.is_none() {
             state.synced = Some((snapshot.epoch.clone(), position));
+            state.presence_version = snapshot.presence_version;
         }
     }
 
@@ -467,6 +471,9 @@ impl Relay {
                         MemberState::Pending(pending) => buffer(&member.session, pending, &inbound),
                     }
                 }
+                if state.resync.is_none() {
+                    state.presence_version = inbound.seq;
+                }
                 None
             }
             InboundKind::Message => self.deliver_message(&entry.name, state, &inbound),
@@ -541,6 +548,10 @@ impl Relay {
         }
         state.resync = None;
         let mut last = snapshot.seq;
+        // Presence events are not kept in history: if some were missed, members get the
+        // current list instead (an unsolicited `joined` that continues the stream).
+        let presence_missed = snapshot.presence_version > state.presence_version;
+        state.presence_version = snapshot.presence_version;
         for member in state.members.values_mut() {
             let pending = match &member.state {
                 MemberState::Pending(p) if p.ticket == request.ticket => {
@@ -562,6 +573,18 @@ impl Relay {
                         if *seq > since {
                             let _ = outbox.push(frame.clone());
                         }
+                    }
+                    if presence_missed && member.presence {
+                        let members: Vec<&str> = snapshot.members.iter().map(|m| &**m).collect();
+                        let refresh = ServerMessage::Joined {
+                            room: &entry.name,
+                            id: None,
+                            members: &members,
+                            seq: snapshot.seq,
+                            epoch: &snapshot.epoch,
+                            recovered: Some(true),
+                        };
+                        let _ = outbox.push(Outbound::Text(refresh.encode()));
                     }
                 }
                 _ => {
@@ -681,6 +704,13 @@ impl Relay {
             }
         }
         requests
+    }
+
+    /// The users `room` has on this node now (`None` without members).
+    pub fn users_of(&self, room: &str) -> Option<Vec<Arc<str>>> {
+        let entry = self.shard(room).read().get(room).cloned()?;
+        let state = entry.state.lock();
+        (!state.users.is_empty()).then(|| state.users.keys().cloned().collect())
     }
 
     /// Whether `room` has members on this node.
@@ -1446,5 +1476,30 @@ mod tests {
         let reader = relay.connect("reader".into());
         relay.place_history(&reader, "r", None, 7, "e", &entries);
         assert_eq!(drain(&reader), ["history e:7 [3,4,5,6,7]"]);
+    }
+
+    #[test]
+    fn a_resync_that_missed_presence_events_refreshes_the_members_list() {
+        let (relay, members) = live(5, &["a"]);
+        let a = &members[0];
+        // Live presence events keep the room's presence version.
+        presence(&relay, 1, None);
+        assert_eq!(drain(a), ["p1"]);
+        // A gap: the resync's snapshot is at presence version 3 (events 2 and 3 were lost
+        // with the subscription).
+        let request = msg(&relay, "e", 7).expect("a gap");
+        let mut fresh = snapshot("e", 7, Some(&[6, 7]));
+        fresh.presence_version = 3;
+        relay.finish_resync(&request, &fresh);
+        assert_eq!(
+            drain(a),
+            ["m6", "m7", "joined id=- e:7 recovered=true [a,b]"]
+        );
+        // Nothing missed: no refresh.
+        let request = msg(&relay, "e", 9).expect("a gap");
+        let mut same = snapshot("e", 9, Some(&[8, 9]));
+        same.presence_version = 3;
+        relay.finish_resync(&request, &same);
+        assert_eq!(drain(a), ["m8", "m9"]);
     }
 }
