@@ -349,6 +349,9 @@ mod tests {
                 Last(Some(9)),
                 Msg(9, false),
                 Msg(10, true),
+                // A members refresh after a filled gap: the stream simply continues.
+                Joined(10, E1, Some(true), false, Continued),
+                Msg(11, true),
                 // A new epoch (the broker lost its data): resync from there.
                 Joined(0, E2, Some(false), false, Resync),
                 Msg(1, true),
