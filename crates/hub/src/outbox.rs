@@ -130,10 +130,15 @@ impl Outbox {
         if matches!(frame, Outbound::Close(_)) {
             state.closing = true;
         }
+        // The writer takes the whole queue at once: only the first frame after a drain needs
+        // to wake it (a busy fan-out then costs one wake-up per batch, not one per frame).
+        let wake = state.queue.is_empty();
         state.bytes += cost;
         state.queue.push_back(frame);
         drop(state);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         Ok(())
     }
 
