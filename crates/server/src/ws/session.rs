@@ -72,6 +72,35 @@ struct Completion {
 
 type InFlight = Pin<Box<dyn Future<Output = Completion> + Send>>;
 
+/// Publishes on their way, answered in order; allocated by the first publish, so that an idle
+/// connection pays nothing for it.
+#[derive(Default)]
+struct Pipeline(Option<FuturesOrdered<InFlight>>);
+
+impl Pipeline {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesOrdered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push_back(&mut self, publishing: InFlight) {
+        self.0
+            .get_or_insert_with(FuturesOrdered::new)
+            .push_back(publishing);
+    }
+
+    /// The next answer in order; `None` when nothing is on its way.
+    async fn next(&mut self) -> Option<Completion> {
+        match &mut self.0 {
+            Some(in_flight) => in_flight.next().await,
+            None => None,
+        }
+    }
+}
+
 pub(crate) struct SessionHandler {
     state: Arc<AppState>,
     session: Arc<Session>,
@@ -83,7 +112,7 @@ pub(crate) struct SessionHandler {
     violations: Violations,
     /// Publishes sent to the broker, answered (acks, errors) in the order they were sent.
     /// Every other request waits until they are answered, so replies keep the request order.
-    in_flight: FuturesOrdered<InFlight>,
+    in_flight: Pipeline,
 }
 
 impl std::fmt::Debug for SessionHandler {
@@ -112,7 +141,7 @@ impl SessionHandler {
             grants: identity.grants,
             session,
             state,
-            in_flight: FuturesOrdered::new(),
+            in_flight: Pipeline::default(),
         }
     }
 
