@@ -16,6 +16,12 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// With `--features jemalloc`: jemalloc instead of the system allocator (measured in
+/// docs/benchmarks.md too). Not both.
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Switchboard: a real-time messaging server (rooms, presence, ordered delivery over WebSockets).
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, about)]
