@@ -232,7 +232,9 @@ impl RedisBroker {
         .await;
         match snapshot {
             Ok(snapshot) => {
-                self.shared.relay.finish_join(&ticket, session, &snapshot);
+                if let Some(request) = self.shared.relay.finish_join(&ticket, session, &snapshot) {
+                    self.shared.request_resync(request);
+                }
                 Ok(())
             }
             Err(err) => {

@@ -102,6 +102,8 @@ pub struct ResyncRequest {
 pub struct JoinTicket {
     room: Arc<RelayRoom>,
     ticket: u64,
+    /// The relay's generation when the join began (see [`Relay::resync_all`]).
+    generation: u64,
     /// The room had no member on this node: the broker must subscribe to it first.
     pub first_in_room: bool,
     /// The user had no other connection in the room on this node: the broker adds the
@@ -137,6 +139,9 @@ pub struct Relay {
     hasher: RandomState,
     next_session: AtomicU64,
     next_ticket: AtomicU64,
+    /// Counts the broker's stream interruptions ([`Relay::resync_all`]): a join that began
+    /// before one may hold a snapshot older than what the stream lost.
+    generation: AtomicU64,
     sessions: AtomicUsize,
     outbox_bytes: usize,
 }
@@ -224,6 +229,7 @@ impl Relay {
             hasher: RandomState::new(),
             next_session: AtomicU64::new(1),
             next_ticket: AtomicU64::new(1),
+            generation: AtomicU64::new(0),
             sessions: AtomicUsize::new(0),
             outbox_bytes,
         }
@@ -303,6 +309,7 @@ impl Relay {
                 .lock()
                 .insert(entry.name.clone(), Membership::Relay(entry.clone()));
             return Ok(JoinTicket {
+                generation: self.generation.load(Ordering::Acquire),
                 room: entry,
                 ticket,
                 first_in_room,
@@ -313,12 +320,19 @@ impl Relay {
 
     /// Answers a pending join with the broker's snapshot: `joined`, the replay, then what
     /// arrived meanwhile after the snapshot. Nothing happens if the session left meanwhile.
-    pub fn finish_join(&self, join: &JoinTicket, session: &Session, snapshot: &Snapshot) {
+    /// When the broker's stream was interrupted while the join was on its way, the snapshot
+    /// may predate what the stream lost: the member then waits for a resync from its position,
+    /// which the broker must perform (the returned request).
+    pub fn finish_join(
+        &self,
+        join: &JoinTicket,
+        session: &Session,
+        snapshot: &Snapshot,
+    ) -> Option<ResyncRequest> {
+        let stale = join.generation != self.generation.load(Ordering::Acquire);
         let mut state = join.room.state.lock();
         let state = &mut *state;
-        let Some(member) = state.members.get_mut(&session.id()) else {
-            return;
-        };
+        let member = state.members.get_mut(&session.id())?;
         if let Some(rejoin) = member.rejoin.take_if(|r| r.ticket == join.ticket) {
             // A repeated join: nothing was missed if the epoch is the one it asked about. The
             // reply takes its place in the member's stream: `seq` is the last one it got.
@@ -336,18 +350,18 @@ impl Relay {
             };
             let reply = joined(&join.room.name, member, rejoin.id, snapshot, seq, recovered);
             let _ = member.session.outbox().push(reply);
-            return;
+            return None;
         }
         let MemberState::Pending(pending) = &member.state else {
-            return;
+            return None;
         };
         if pending.ticket != join.ticket {
-            return;
+            return None;
         }
         let MemberState::Pending(pending) =
             std::mem::replace(&mut member.state, MemberState::Live { position: 0 })
         else {
-            return;
+            return None;
         };
         let (id, since) = match pending.why {
             Why::Join { id, since } => (id, since),
@@ -375,11 +389,42 @@ impl Relay {
             }
         }
         let position = flush(member, pending.buffer, snapshot, snapshot.seq);
+        if stale {
+            // Catch up from here, like the room's other members did after the interruption.
+            let mut since = match &state.synced {
+                Some((epoch, last)) if *epoch == snapshot.epoch => position.min(*last),
+                _ => position,
+            };
+            let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+            member.state = MemberState::Pending(Pending {
+                ticket,
+                why: Why::Resync { since: position },
+                buffer: Vec::new(),
+                bytes: 0,
+            });
+            // One resync for the room: members already waiting for one wait for this one.
+            for other in state.members.values_mut() {
+                if let MemberState::Pending(p) = &mut other.state
+                    && let Why::Resync { since: theirs } = p.why
+                {
+                    p.ticket = ticket;
+                    since = since.min(theirs);
+                }
+            }
+            state.resync = Some(ticket);
+            return Some(ResyncRequest {
+                room: join.room.name.clone(),
+                since,
+                epoch: snapshot.epoch.clone(),
+                ticket,
+            });
+        }
         member.state = MemberState::Live { position };
         if state.synced.is_none() && state.resync.is_none() {
             state.synced = Some((snapshot.epoch.clone(), position));
             state.presence_version = snapshot.presence_version;
         }
+        None
     }
 
     /// Undoes a join the broker could not complete. Returns the departure to undo in the
@@ -669,6 +714,7 @@ impl Relay {
     /// After the broker's stream was interrupted: every room with members resyncs from the
     /// last seq it delivered (rooms still waiting for their first snapshot are left to it).
     pub fn resync_all(&self) -> Vec<ResyncRequest> {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let mut requests = Vec::new();
         for shard in &*self.shards {
             for room in shard.read().values() {
@@ -1501,5 +1547,34 @@ mod tests {
         same.presence_version = 3;
         relay.finish_resync(&request, &same);
         assert_eq!(drain(a), ["m8", "m9"]);
+    }
+
+    #[test]
+    fn a_join_that_outlived_a_stream_interruption_catches_up_from_history() {
+        let (relay, members) = live(5, &["a"]);
+        let a = &members[0];
+        let b = relay.connect("b".into());
+        // b's join begins; its snapshot (seq 6) is read before the stream drops.
+        let ticket = join(&relay, &b, Some(1), None);
+        msgs(&relay, [6]);
+        assert_eq!(drain(a), ["m6"]);
+        // The stream drops (7 and 8 are lost) and comes back: the room resyncs.
+        let requests = relay.resync_all();
+        assert_eq!(requests.len(), 1);
+        // b's old snapshot arrives now: b must not go live at 6 and miss 7 and 8.
+        let request = relay
+            .finish_join(&ticket, &b, &snapshot("e", 6, None))
+            .expect("a stale join asks for a resync");
+        assert_eq!(request.since, 6);
+        assert_eq!(drain(&b), ["joined id=1 e:6 recovered=- [a,b]"]);
+        // The room-wide resync from before is superseded by this one (it covers a too).
+        relay.finish_resync(&requests[0], &snapshot("e", 8, Some(&[6, 7, 8])));
+        assert!(drain(a).is_empty());
+        relay.finish_resync(&request, &snapshot("e", 8, Some(&[7, 8])));
+        assert_eq!(drain(&b), ["m7", "m8"]);
+        assert_eq!(drain(a), ["m7", "m8"]);
+        msgs(&relay, [9]);
+        assert_eq!(drain(&b), ["m9"]);
+        assert_eq!(drain(a), ["m9"]);
     }
 }
