@@ -8,7 +8,7 @@
 //!   `t` (ms); trimmed to the history size, expires `history ttl` after the last publish
 //! - `P:{R}:pres`  sorted set: `NODE␟USER` → expiry (ms); each node refreshes its own
 //! - `P:{R}:users` hash: USER → number of nodes where the user is present
-//! - `P:{R}:id:USER␟MSG_ID` string: the seq of a publish with that msg_id (idempotency)
+//! - `P:{R}:id:USER␟MSG_ID` string: `EPOCH:SEQ` of a publish with that msg_id (idempotency)
 //!
 //! Channel `P:{R}` carries the room's stream: `TYPE EPOCH SEQ SKIP KIND FRAME` (see
 //! [`crate::wire`]).
@@ -78,9 +78,13 @@ const PUBLISH: &str = r"
 local meta, hist, idem = KEYS[1], KEYS[2], KEYS[3]
 local epoch = meta_of(meta, hist, ARGV[11])
 if idem then
+  -- EPOCH:SEQ; a msg_id remembered from an earlier incarnation of the room does not count.
   local previous = redis.call('GET', idem)
   if previous then
-    return {epoch, tonumber(previous), 1}
+    local sep = string.find(previous, ':', 1, true)
+    if sep and string.sub(previous, 1, sep - 1) == epoch then
+      return {epoch, tonumber(string.sub(previous, sep + 1)), 1}
+    end
   end
 end
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
@@ -103,7 +107,7 @@ if size > 0 then
 end
 redis.call('PEXPIRE', meta, ARGV[8])
 if idem then
-  redis.call('SET', idem, seq, 'PX', ARGV[10])
+  redis.call('SET', idem, epoch .. ':' .. string.format('%d', seq), 'PX', ARGV[10])
 end
 redis.call('PUBLISH', ARGV[1], 'm ' .. epoch .. ' ' .. string.format('%d', seq) .. ' ' .. ARGV[5] .. ' ' .. ARGV[2] .. frame)
 return {epoch, seq, 0}
