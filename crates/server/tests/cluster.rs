@@ -391,6 +391,13 @@ async fn idempotent_publishes_and_history_work_across_nodes() {
     assert_eq!(again["seq"], ack["seq"]);
     let binary = switchboard_protocol::binary::encode_client(room, b"\x00\x01raw");
     retry.send_binary(binary).await;
+    // Binary messages are delivered across nodes, byte for byte (a binary publish has no
+    // ack: its delivery is what shows it was sequenced).
+    let frame = first.recv().await;
+    assert!(frame.is_binary(), "{frame:?}");
+    let decoded = switchboard_protocol::binary::decode_server(frame.as_payload()).unwrap();
+    assert_eq!(decoded.payload, b"\x00\x01raw");
+    assert_eq!(decoded.from, "alice");
     // History, read on the other node, has both, in order, the binary one base64-encoded.
     let mut reader = Client::connect(&nodes[0], "reader").await;
     reader
@@ -402,12 +409,6 @@ async fn idempotent_publishes_and_history_work_across_nodes() {
     assert_eq!(messages[0]["data"], "once");
     assert_eq!(messages[1]["seq"], ack["seq"].as_u64().unwrap() + 1);
     assert_eq!(history["seq"], ack["seq"].as_u64().unwrap() + 1);
-    // Binary messages are delivered across nodes, byte for byte.
-    let frame = first.recv().await;
-    assert!(frame.is_binary(), "{frame:?}");
-    let decoded = switchboard_protocol::binary::decode_server(frame.as_payload()).unwrap();
-    assert_eq!(decoded.payload, b"\x00\x01raw");
-    assert_eq!(decoded.from, "alice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
