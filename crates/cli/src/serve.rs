@@ -83,6 +83,14 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     allowed_origins: Option<Vec<String>>,
+    /// Reverse proxy whose X-Forwarded-For names the client, for the per-IP limit and logs
+    /// (repeatable; an address or a network like 10.0.0.0/8) [default: none].
+    #[arg(
+        long = "trusted-proxy",
+        env = "SWITCHBOARD_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Option<Vec<String>>,
     /// Messages per second per connection [default: 30].
     #[arg(long, env = "SWITCHBOARD_RATE_LIMIT")]
     rate_limit: Option<u32>,
@@ -168,6 +176,7 @@ impl ServeArgs {
             ip_connect_burst => limits.connection_burst_per_ip,
             auth_cookie => auth.cookie,
             allowed_origins => allowed_origins,
+            trusted_proxies => trusted_proxies,
             broker => cluster.broker,
             redis_prefix => cluster.redis_prefix,
             presence_ttl => cluster.presence_ttl,

@@ -58,6 +58,10 @@ pub struct Config {
     /// allows any. Default empty: same-origin pages only (the `Origin`'s host must equal the
     /// request's `Host`). Requests without `Origin` (non-browser clients) are not affected.
     pub allowed_origins: Vec<String>,
+    /// Reverse proxies (addresses or networks, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` is
+    /// believed: behind them, the per-IP limit and the logs use the client's address. Default
+    /// empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
     /// Rate, size and connection limits.
     pub limits: LimitsConfig,
     /// PEM certificate chain for TLS (`wss://`, `https://`); needs `tls_key`.
@@ -255,6 +259,7 @@ impl Default for Config {
             idempotency_window: Duration::from_secs(120),
             auth: AuthConfig::default(),
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             limits: LimitsConfig::default(),
             tls_cert: None,
             tls_key: None,
@@ -293,6 +298,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// `trusted_proxies`, parsed.
+    pub(crate) fn trusted_proxy_networks(
+        &self,
+    ) -> Result<Vec<crate::http::client_ip::Network>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|text| crate::http::client_ip::Network::parse(text))
+            .collect()
+    }
+
     /// Reads a TOML file; settings it leaves out keep their defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -344,6 +359,12 @@ impl Config {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert/tls_key", "set both or neither");
+        }
+        if let Err(reason) = self.trusted_proxy_networks() {
+            return Err(ConfigError::Invalid {
+                field: "trusted_proxies",
+                reason,
+            });
         }
         let cluster = &self.cluster;
         if cluster.broker != "memory" && cluster.redis_url().is_none() {

@@ -125,12 +125,20 @@ impl Server {
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
         let broker = broker_for(&config)?;
+        let trusted_proxies =
+            config
+                .trusted_proxy_networks()
+                .map_err(|reason| ConfigError::Invalid {
+                    field: "trusted_proxies",
+                    reason,
+                })?;
         let limits = &config.limits;
         Ok(Self {
             listener,
             tls,
             state: Arc::new(AppState {
                 broker,
+                trusted_proxies,
                 auth,
                 ip_limiter: IpLimiter::new(
                     limits.connections_per_ip_per_second,

@@ -22,6 +22,8 @@ pub(crate) struct AppState {
     pub(crate) auth: Authenticator,
     /// New connections per IP address.
     pub(crate) ip_limiter: IpLimiter,
+    /// Proxies whose `X-Forwarded-For` names the client (`Config::trusted_proxies`).
+    pub(crate) trusted_proxies: Vec<crate::http::client_ip::Network>,
     /// One permit per open WebSocket (`limits.max_connections`).
     pub(crate) connections: Arc<Semaphore>,
     /// Every connection task, so shutdown can wait for them.

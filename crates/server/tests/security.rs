@@ -1056,6 +1056,60 @@ async fn quick_upgrades_past_the_per_ip_burst_are_429_with_retry_after() {
     assert_eq!(support::http_get(addr, "/healthz", &[]).await.status, 200);
 }
 
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_per_ip_limit_counts_forwarded_clients() {
+    let mut config = Config::default();
+    config.limits.connections_per_ip_per_second = 1;
+    config.limits.connection_burst_per_ip = 1;
+    config.trusted_proxies = vec!["127.0.0.0/8".to_owned()];
+    let server = TestServer::start(config).await;
+    let addr = server.addr();
+    let from = |client: &'static str| [("X-Forwarded-For", client)];
+    // Two clients behind the same proxy address: one allowance each.
+    let first = upgrade(addr, "/ws?user=a", &from("198.51.100.1")).await;
+    assert_eq!(first.status, 101, "{first:?}");
+    let second = upgrade(addr, "/ws?user=b", &from("198.51.100.2")).await;
+    assert_eq!(second.status, 101, "{second:?}");
+    assert_eq!(
+        upgrade(addr, "/ws?user=c", &from("198.51.100.1"))
+            .await
+            .status,
+        429
+    );
+    // A client cannot escape by writing its own entry left of the proxy's.
+    let forged = upgrade(addr, "/ws?user=d", &from("203.0.113.50, 198.51.100.2")).await;
+    assert_eq!(forged.status, 429, "{forged:?}");
+
+    // Without trusted proxies the header is ignored: the peer address counts.
+    let mut config = Config::default();
+    config.limits.connections_per_ip_per_second = 1;
+    config.limits.connection_burst_per_ip = 1;
+    let server = TestServer::start(config).await;
+    let addr = server.addr();
+    assert_eq!(
+        upgrade(addr, "/ws?user=a", &from("198.51.100.1"))
+            .await
+            .status,
+        101
+    );
+    assert_eq!(
+        upgrade(addr, "/ws?user=b", &from("198.51.100.2"))
+            .await
+            .status,
+        429
+    );
+    drop((first, second));
+}
+
+#[test]
+fn a_bad_trusted_proxy_is_refused_at_start() {
+    let config = Config {
+        trusted_proxies: vec!["10.0.0.0/40".to_owned()],
+        ..Config::default()
+    };
+    assert!(config.validate().is_err());
+}
+
 // =============================================================================================
 // Bad input the existing tests do not cover (tests/bad_input.rs, tests/lifecycle.rs already
 // pin: unmasked frames, RSV bits, unknown opcodes, fragmented control frames, invalid UTF-8,

@@ -23,6 +23,7 @@ use super::echo::EchoHandler;
 use super::session::SessionHandler;
 use super::upgrade;
 use crate::auth::{AuthError, Identity};
+use crate::http::client_ip::client_ip;
 use crate::http::origin;
 use crate::state::{AppState, PeerAddr};
 
@@ -50,8 +51,9 @@ fn admit(
         info!(%peer, origin = ?headers.get(header::ORIGIN), reason = "origin", "upgrade refused");
         return Err(refusal(StatusCode::FORBIDDEN, "origin not allowed", None));
     }
-    if let Err(wait) = state.ip_limiter.admit(peer.ip(), Instant::now()) {
-        info!(%peer, reason = "ip_rate", "upgrade refused");
+    let client = client_ip(peer.ip(), headers, &state.trusted_proxies);
+    if let Err(wait) = state.ip_limiter.admit(client, Instant::now()) {
+        info!(%peer, %client, reason = "ip_rate", "upgrade refused");
         return Err(refusal(
             StatusCode::TOO_MANY_REQUESTS,
             "too many new connections from this address",
