@@ -1,26 +1,18 @@
 //! The room registry and the operations a connection performs on it.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use parking_lot::RwLock;
 use serde_json::value::RawValue;
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::names::validate_room;
 
 use crate::error::HubError;
 use crate::policy::HistoryRules;
+use crate::registry::Registry;
 use crate::room::{Position, Published, Room};
 use crate::session::{Membership, Session, SessionId};
-
-/// Registry shards: enough that creating and dropping rooms on many cores rarely contends.
-const SHARDS: usize = 64;
-
-/// One shard of the room registry.
-type Shard = RwLock<HashMap<Arc<str>, Arc<Room>>>;
 
 /// Hub settings.
 #[derive(Debug, Clone)]
@@ -55,8 +47,7 @@ pub struct HubStats {
 /// The room registry. Cheap to share (`Arc<Hub>`); several hubs can live in one process.
 #[derive(Debug)]
 pub struct Hub {
-    shards: Box<[Shard]>,
-    hasher: RandomState,
+    rooms: Registry<Room>,
     next_session: AtomicU64,
     sessions: AtomicUsize,
     config: HubConfig,
@@ -72,8 +63,7 @@ impl Hub {
     /// An empty hub.
     pub fn new(config: HubConfig) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            rooms: Registry::new(),
             next_session: AtomicU64::new(1),
             sessions: AtomicUsize::new(0),
             config,
@@ -232,7 +222,7 @@ impl Hub {
     /// periodically. Returns how many rooms were dropped.
     pub fn sweep(&self, now_ms: u64) -> usize {
         let mut dropped = 0;
-        for shard in &*self.shards {
+        for shard in self.rooms.shards() {
             shard.write().retain(|_, entry| {
                 let mut state = entry.state.lock();
                 if state.is_disposable(now_ms) {
@@ -250,7 +240,7 @@ impl Hub {
     /// Current counts.
     pub fn stats(&self) -> HubStats {
         HubStats {
-            rooms: self.shards.iter().map(|s| s.read().len()).sum(),
+            rooms: self.rooms.len(),
             sessions: self.sessions.load(Ordering::Relaxed),
         }
     }
@@ -264,30 +254,10 @@ impl Hub {
         Err(HubError::NotJoined(room.to_owned()))
     }
 
-    #[allow(
-        clippy::indexing_slicing,
-        reason = "the index is reduced modulo the slice's length, which is SHARDS > 0"
-    )]
-    fn shard(&self, room: &str) -> &Shard {
-        let hash = usize::try_from(self.hasher.hash_one(room) % SHARDS as u64).unwrap_or(0);
-        &self.shards[hash % self.shards.len()]
-    }
-
     fn get_or_create(&self, room: &str) -> Arc<Room> {
-        let shard = self.shard(room);
-        if let Some(entry) = shard.read().get(room) {
-            return entry.clone();
-        }
-        shard
-            .write()
-            .entry(Arc::from(room))
-            .or_insert_with_key(|name| {
-                Arc::new(Room::new(
-                    name.clone(),
-                    self.config.history.policy_for(name),
-                ))
-            })
-            .clone()
+        self.rooms.get_or_create(room, |name| {
+            Room::new(name.clone(), self.config.history.policy_for(name))
+        })
     }
 
     fn leave_entry(&self, session: &Session, entry: &Arc<Room>, reply: Option<Option<RequestId>>) {
@@ -307,7 +277,7 @@ impl Hub {
     /// Removes a room with no members and no history (as of `now_ms`) from the registry, so
     /// that rooms do not outlive their last member and their history.
     fn drop_if_empty(&self, entry: &Arc<Room>, now_ms: u64) {
-        let mut shard = self.shard(&entry.name).write();
+        let mut shard = self.rooms.shard(&entry.name).write();
         if shard
             .get(&entry.name)
             .is_some_and(|current| Arc::ptr_eq(current, entry))
@@ -322,7 +292,8 @@ impl Hub {
 
     /// Whether `session` is currently a member of `room` according to the room itself.
     pub fn is_member(&self, session: SessionId, room: &str) -> bool {
-        self.shard(room)
+        self.rooms
+            .shard(room)
             .read()
             .get(room)
             .is_some_and(|entry| entry.state.lock().is_member(session))

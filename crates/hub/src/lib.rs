@@ -22,6 +22,7 @@ mod hub;
 mod idempotency;
 mod outbox;
 mod policy;
+mod registry;
 mod relay;
 mod room;
 mod session;

@@ -18,11 +18,10 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use switchboard_protocol::ServerMessage;
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::codes::close;
@@ -32,12 +31,9 @@ use switchboard_protocol::server::{HistoryItem, encode_history};
 use crate::error::HubError;
 use crate::hub::HubStats;
 use crate::outbox::{CloseFrame, Outbound};
+use crate::registry::Registry;
 use crate::room::Position;
 use crate::session::{Membership, Session, SessionId};
-
-const SHARDS: usize = 64;
-
-type Shard = RwLock<HashMap<Arc<str>, Arc<RelayRoom>>>;
 
 /// What a frame from the broker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,8 +131,7 @@ pub struct Departure {
 /// This node's members of broker-sequenced rooms.
 #[derive(Debug)]
 pub struct Relay {
-    shards: Box<[Shard]>,
-    hasher: RandomState,
+    rooms: Registry<RelayRoom>,
     next_session: AtomicU64,
     next_ticket: AtomicU64,
     /// Counts the broker's stream interruptions ([`Relay::resync_all`]): a join that began
@@ -225,8 +220,7 @@ impl Relay {
     /// An empty relay; each session's outbox holds `outbox_bytes`.
     pub fn new(outbox_bytes: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            rooms: Registry::new(),
             next_session: AtomicU64::new(1),
             next_ticket: AtomicU64::new(1),
             generation: AtomicU64::new(0),
@@ -491,7 +485,7 @@ impl Relay {
     /// Fans a frame of `room`'s stream out to this node's members. Returns a resync to perform
     /// when the frame shows that the room missed something.
     pub fn deliver(&self, room: &str, inbound: Inbound<'_>) -> Option<ResyncRequest> {
-        let entry = self.shard(room).read().get(room).cloned()?;
+        let entry = self.rooms.get(room)?;
         let mut state = entry.state.lock();
         let state = &mut *state;
         match inbound.kind {
@@ -583,7 +577,7 @@ impl Relay {
     /// or an unsolicited `joined` with `recovered: false` when history cannot fill the gap,
     /// then the frames that arrived meanwhile.
     pub fn finish_resync(&self, request: &ResyncRequest, snapshot: &Snapshot) {
-        let Some(entry) = self.shard(&request.room).read().get(&request.room).cloned() else {
+        let Some(entry) = self.rooms.get(&request.room) else {
             return;
         };
         let mut state = entry.state.lock();
@@ -670,7 +664,7 @@ impl Relay {
         epoch: &str,
         entries: &[(u64, Outbound)],
     ) {
-        let entry = self.shard(room).read().get(room).cloned();
+        let entry = self.rooms.get(room);
         let state = entry.as_ref().map(|entry| entry.state.lock());
         let position = state.as_ref().and_then(|state| {
             let member = state.members.get(&session.id())?;
@@ -700,7 +694,7 @@ impl Relay {
     /// resubscribing after the broker's connection came back.
     pub fn rooms(&self) -> Vec<(Arc<str>, Vec<Arc<str>>)> {
         let mut rooms = Vec::new();
-        for shard in &*self.shards {
+        for shard in self.rooms.shards() {
             for (name, room) in shard.read().iter() {
                 let state = room.state.lock();
                 if !state.members.is_empty() {
@@ -716,7 +710,7 @@ impl Relay {
     pub fn resync_all(&self) -> Vec<ResyncRequest> {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let mut requests = Vec::new();
-        for shard in &*self.shards {
+        for shard in self.rooms.shards() {
             for room in shard.read().values() {
                 let mut state = room.state.lock();
                 let state = &mut *state;
@@ -754,14 +748,15 @@ impl Relay {
 
     /// The users `room` has on this node now (`None` without members).
     pub fn users_of(&self, room: &str) -> Option<Vec<Arc<str>>> {
-        let entry = self.shard(room).read().get(room).cloned()?;
+        let entry = self.rooms.get(room)?;
         let state = entry.state.lock();
         (!state.users.is_empty()).then(|| state.users.keys().cloned().collect())
     }
 
     /// Whether `room` has members on this node.
     pub fn has_members(&self, room: &str) -> bool {
-        self.shard(room)
+        self.rooms
+            .shard(room)
             .read()
             .get(room)
             .is_some_and(|entry| !entry.state.lock().members.is_empty())
@@ -770,7 +765,7 @@ impl Relay {
     /// Current counts.
     pub fn stats(&self) -> HubStats {
         HubStats {
-            rooms: self.shards.iter().map(|s| s.read().len()).sum(),
+            rooms: self.rooms.len(),
             sessions: self.sessions.load(Ordering::Relaxed),
         }
     }
@@ -802,7 +797,7 @@ impl Relay {
             let _ = session.outbox().push(Outbound::Text(left.encode()));
         }
         if room_empty {
-            let mut shard = self.shard(&entry.name).write();
+            let mut shard = self.rooms.shard(&entry.name).write();
             if shard
                 .get(&entry.name)
                 .is_some_and(|current| Arc::ptr_eq(current, entry))
@@ -822,30 +817,11 @@ impl Relay {
         })
     }
 
-    #[allow(
-        clippy::indexing_slicing,
-        reason = "the index is reduced modulo the slice's length, which is SHARDS > 0"
-    )]
-    fn shard(&self, room: &str) -> &Shard {
-        let hash = usize::try_from(self.hasher.hash_one(room) % SHARDS as u64).unwrap_or(0);
-        &self.shards[hash % self.shards.len()]
-    }
-
     fn get_or_create(&self, room: &str) -> Arc<RelayRoom> {
-        let shard = self.shard(room);
-        if let Some(entry) = shard.read().get(room) {
-            return entry.clone();
-        }
-        shard
-            .write()
-            .entry(Arc::from(room))
-            .or_insert_with_key(|name| {
-                Arc::new(RelayRoom {
-                    name: name.clone(),
-                    state: Mutex::new(RelayState::default()),
-                })
-            })
-            .clone()
+        self.rooms.get_or_create(room, |name| RelayRoom {
+            name: name.clone(),
+            state: Mutex::new(RelayState::default()),
+        })
     }
 }
 
