@@ -226,7 +226,14 @@ impl RedisBroker {
             let user = ticket.first_of_user.then(|| session.user().as_ref());
             let skip = wire::skip_tag(&self.shared.node, session.id());
             self.shared
-                .snapshot(&room, request.since, user, &skip, request.now_ms, session)
+                .snapshot(
+                    &room,
+                    request.since,
+                    user,
+                    &skip,
+                    request.now_ms,
+                    session.outbox().budget() / 2,
+                )
                 .await
         }
         .await;
@@ -375,29 +382,9 @@ impl Drop for RedisBroker {
 
 impl Shared {
     /// A room's snapshot: seq, epoch, members, presence version, and the replay after `since`
-    /// (if history covers it and it fits in half the session's outbox). With `user`, adds that
+    /// (if history covers it and its frames fit in `budget` bytes). With `user`, adds that
     /// user's presence on this node.
     pub(crate) async fn snapshot(
-        &self,
-        room: &str,
-        since: Option<Position<'_>>,
-        user: Option<&str>,
-        skip: &str,
-        now_ms: u64,
-        session: &Session,
-    ) -> Result<Snapshot, HubError> {
-        self.snapshot_within(
-            room,
-            since,
-            user,
-            skip,
-            now_ms,
-            session.outbox().budget() / 2,
-        )
-        .await
-    }
-
-    pub(crate) async fn snapshot_within(
         &self,
         room: &str,
         since: Option<Position<'_>>,
@@ -689,7 +676,7 @@ async fn resync_worker(shared: Arc<Shared>, stop: CancellationToken) {
             };
             let budget = shared.config.outbox_bytes / 2;
             match shared
-                .snapshot_within(&request.room, Some(since), None, "-", now_millis(), budget)
+                .snapshot(&request.room, Some(since), None, "-", now_millis(), budget)
                 .await
             {
                 Ok(snapshot) => {
