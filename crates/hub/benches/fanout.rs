@@ -32,7 +32,7 @@ fn fanout(c: &mut Criterion) {
             ..HubConfig::default()
         });
         let (publisher, subscribers) = room_of(&hub, members);
-        let mut batch = Vec::with_capacity(4);
+        let mut batch = std::collections::VecDeque::with_capacity(4);
         for s in &subscribers {
             let _ = s.outbox().try_batch(&mut batch);
         }

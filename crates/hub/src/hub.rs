@@ -323,7 +323,7 @@ mod tests {
 
     /// Everything queued for `session`, as JSON (binary frames as their length).
     fn drain(session: &Session) -> Vec<Value> {
-        let mut frames = Vec::new();
+        let mut frames = std::collections::VecDeque::new();
         match session.outbox().try_batch(&mut frames) {
             None | Some(Batch::Frames) => {}
             Some(Batch::Aborted(frame)) => panic!("aborted: {frame:?}"),

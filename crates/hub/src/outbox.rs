@@ -172,7 +172,7 @@ impl Outbox {
     }
 
     /// Waits for frames and moves all queued frames into `out` (one batch, one flush).
-    pub async fn next_batch(&self, out: &mut Vec<Outbound>) -> Batch {
+    pub async fn next_batch(&self, out: &mut VecDeque<Outbound>) -> Batch {
         loop {
             if let Some(batch) = self.try_batch(out) {
                 return batch;
@@ -182,7 +182,11 @@ impl Outbox {
     }
 
     /// Moves all queued frames into `out` without waiting; `None` when there are none.
-    pub fn try_batch(&self, out: &mut Vec<Outbound>) -> Option<Batch> {
+    ///
+    /// An empty `out` trades places with the queue (no copy): the queue keeps `out`'s
+    /// buffer, so a writer that hands back its drained buffer circulates two buffers under
+    /// load, and one that drops it holds none while idle.
+    pub fn try_batch(&self, out: &mut VecDeque<Outbound>) -> Option<Batch> {
         let mut state = self.state.lock();
         if let Some(frame) = &state.abort {
             return Some(Batch::Aborted(frame.clone()));
@@ -190,13 +194,22 @@ impl Outbox {
         if state.queue.is_empty() {
             return None;
         }
-        out.extend(state.queue.drain(..));
+        if out.is_empty() {
+            std::mem::swap(&mut state.queue, out);
+        } else {
+            out.append(&mut state.queue);
+        }
         state.bytes = 0;
-        // A burst may have grown the queue; an idle connection should not keep it.
+        // A burst may have grown the buffer it got back; an idle connection should not keep it.
         if state.queue.capacity() > 64 {
             state.queue = VecDeque::new();
         }
         Some(Batch::Frames)
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.state.lock().queue.is_empty()
     }
 
     /// The byte budget.
@@ -224,9 +237,9 @@ mod tests {
         outbox.push(text(10)).unwrap();
         outbox.push(text(20)).unwrap();
         assert_eq!(outbox.queued_bytes(), 30 + 2 * FRAME_OVERHEAD);
-        let mut out = Vec::new();
+        let mut out = VecDeque::new();
         assert!(matches!(outbox.next_batch(&mut out).await, Batch::Frames));
-        assert_eq!(out, vec![text(10), text(20)]);
+        assert_eq!(out, [text(10), text(20)]);
         assert_eq!(outbox.queued_bytes(), 0);
     }
 
@@ -237,7 +250,7 @@ mod tests {
         assert_eq!(outbox.push(text(500)), Err(PushError::Overflow));
         assert!(outbox.is_aborted());
         assert_eq!(outbox.push(text(1)), Err(PushError::Closed));
-        let mut out = Vec::new();
+        let mut out = VecDeque::new();
         match outbox.next_batch(&mut out).await {
             Batch::Aborted(Some(frame)) => assert_eq!(frame.code, 1013),
             other => panic!("{other:?}"),
@@ -252,7 +265,7 @@ mod tests {
         assert!(outbox.close(CloseFrame::new(1001, "bye")));
         assert_eq!(outbox.push(text(1)), Err(PushError::Closed));
         assert!(!outbox.close(CloseFrame::new(1000, "again")));
-        let mut out = Vec::new();
+        let mut out = VecDeque::new();
         outbox.next_batch(&mut out).await;
         assert_eq!(out.len(), 2);
         assert_eq!(out[1], Outbound::Close(CloseFrame::new(1001, "bye")));
@@ -264,7 +277,7 @@ mod tests {
         let writer = {
             let outbox = outbox.clone();
             tokio::spawn(async move {
-                let mut out = Vec::new();
+                let mut out = VecDeque::new();
                 outbox.next_batch(&mut out).await;
                 out
             })

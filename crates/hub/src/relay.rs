@@ -1003,7 +1003,7 @@ mod tests {
     /// Everything queued for `session`, one compact line per frame: `m<seq>` for a message,
     /// `p<version>` for a presence event, `t` for typing, and every field of `joined`/`left`.
     fn drain(session: &Session) -> Vec<String> {
-        let mut frames = Vec::new();
+        let mut frames = std::collections::VecDeque::new();
         match session.outbox().try_batch(&mut frames) {
             None | Some(Batch::Frames) => {}
             Some(Batch::Aborted(frame)) => panic!("aborted: {frame:?}"),
@@ -1477,7 +1477,10 @@ mod tests {
             assert!(!slow.outbox().is_aborted(), "budget {budget}");
             msgs(&relay, [fit + 1]);
             assert!(slow.outbox().is_aborted(), "budget {budget}");
-            match slow.outbox().try_batch(&mut Vec::new()) {
+            match slow
+                .outbox()
+                .try_batch(&mut std::collections::VecDeque::new())
+            {
                 Some(Batch::Aborted(Some(frame))) => assert_eq!(frame.code, 1013),
                 other => panic!("{other:?}"),
             }

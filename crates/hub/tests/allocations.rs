@@ -44,8 +44,8 @@ fn fan_out_does_not_allocate_per_member() {
         "\"64 bytes of payload, more or less, for a realistic frame\"".into(),
     )
     .unwrap();
-    let mut batch = Vec::with_capacity(PUBLISHES + 2);
-    let drain = |batch: &mut Vec<_>| {
+    let mut batch = std::collections::VecDeque::with_capacity(PUBLISHES + 2);
+    let drain = |batch: &mut std::collections::VecDeque<_>| {
         for s in &subscribers {
             batch.clear();
             let _ = s.outbox().try_batch(batch);

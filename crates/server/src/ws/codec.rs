@@ -1,21 +1,29 @@
 //! The seam between Switchboard and the WebSocket codec crate (tokio-websockets). Nothing
 //! outside this file names the codec's types, so the codec can be swapped.
 
+use futures_util::StreamExt;
+use futures_util::stream::{SplitSink, SplitStream};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use switchboard_hub::{CloseFrame, Outbound};
 use tokio_websockets::{CloseCode, Limits, Message, Payload, ServerBuilder, WebSocketStream};
 
 /// A server-side WebSocket over an upgraded HTTP/1.1 connection.
-pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+/// The sending half of a [`server_socket`].
+pub(crate) type WsSink = SplitSink<Socket, Message>;
+/// The receiving half of a [`server_socket`].
+pub(crate) type WsStream = SplitStream<Socket>;
 /// Codec errors.
 pub(crate) type WsError = tokio_websockets::Error;
 
-/// Takes over an upgraded connection (the 101 response has been sent).
-pub(crate) fn server_socket(upgraded: Upgraded, max_message_size: usize) -> Socket {
+/// Takes over an upgraded connection (the 101 response has been sent). Split at once: the
+/// socket moves to the heap (shared by the halves) instead of sitting in the caller's task.
+pub(crate) fn server_socket(upgraded: Upgraded, max_message_size: usize) -> (WsSink, WsStream) {
     ServerBuilder::new()
         .limits(Limits::default().max_payload_len(Some(max_message_size)))
         .serve(TokioIo::new(upgraded))
+        .split()
 }
 
 /// A message as the codec delivers it.

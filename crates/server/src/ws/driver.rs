@@ -2,16 +2,16 @@
 //! keeps the heartbeat and starts closes, and the connection's single writer, which drains the
 //! outbox in batches (one flush per batch). Both run in the connection's one task.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use switchboard_hub::{Batch, CloseFrame, Outbound, Outbox};
 use switchboard_protocol::codes::close;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{self, Incoming, Socket, WsError, WsMessage};
+use super::codec::{self, Incoming, WsError, WsSink, WsStream};
 use super::heartbeat::{Beat, Heartbeat};
 
 /// How long a close we start may take to complete (peer's close frame) before we drop the
@@ -94,156 +94,206 @@ impl Ending {
 enum WriterEnd {
     SentClose,
     Aborted(Option<CloseFrame>),
-    Failed(WsError),
+    Failed(Box<WsError>),
 }
 
 /// Runs the connection until it ends. The handler's replies and everything the hub fans out
 /// go through `outbox`.
-pub(crate) async fn drive<H: Handler>(
-    socket: Socket,
-    outbox: &Outbox,
-    handler: &mut H,
+///
+/// This future is most of an idle connection's memory, so its layout is watched: the loops
+/// are plain functions returning `async move` blocks (an `async fn` keeps a second copy of
+/// each argument), the reader and writer are pinned where they are built, and state that
+/// exists only while a request is handled or a batch is written is boxed for that time.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice in the task"
+)]
+pub(crate) fn drive<'a, H: Handler>(
+    mut socket: (WsSink, WsStream),
+    outbox: &'a Outbox,
+    handler: &'a mut H,
     options: DriveOptions,
-    shutdown: &CancellationToken,
-) -> Ending {
-    let (mut sink, mut stream) = socket.split();
-    let reader = read_loop(&mut stream, outbox, handler, options, shutdown);
-    let writer = write_loop(&mut sink, outbox);
-    tokio::pin!(reader, writer);
-    tokio::select! {
-        ending = &mut reader => {
-            if matches!(ending, Ending::PingTimeout) {
-                // Let the writer push out the close frame the reader queued, briefly.
-                let _ = timeout(ABORT_GRACE, &mut writer).await;
+    shutdown: &'a CancellationToken,
+) -> impl Future<Output = Ending> + 'a {
+    async move {
+        let mut reader =
+            std::pin::pin!(read_loop(&mut socket.1, outbox, handler, options, shutdown));
+        let mut writer = std::pin::pin!(write_loop(&mut socket.0, outbox));
+        tokio::select! {
+            ending = &mut reader => {
+                if matches!(ending, Ending::PingTimeout) {
+                    // Let the writer push out the close frame the reader queued, briefly.
+                    let _ = Box::pin(timeout(ABORT_GRACE, &mut writer)).await;
+                }
+                outbox.abort(None);
+                ending
             }
-            outbox.abort(None);
-            ending
-        }
-        end = &mut writer => match end {
-            // We started a close: the reader waits for the peer's close (bounded).
-            WriterEnd::SentClose => reader.await,
-            WriterEnd::Aborted(Some(frame)) if frame.code == close::TRY_AGAIN_LATER => Ending::SlowConsumer,
-            WriterEnd::Aborted(frame) => frame.map_or(Ending::PeerGone(None), Ending::ServerClosed),
-            WriterEnd::Failed(err) => Ending::PeerGone(Some(err.to_string())),
+            end = &mut writer => match end {
+                // We started a close: the reader waits for the peer's close (bounded).
+                WriterEnd::SentClose => reader.await,
+                WriterEnd::Aborted(Some(frame)) if frame.code == close::TRY_AGAIN_LATER => Ending::SlowConsumer,
+                WriterEnd::Aborted(frame) => frame.map_or(Ending::PeerGone(None), Ending::ServerClosed),
+                WriterEnd::Failed(err) => Ending::PeerGone(Some(err.to_string())),
+            }
         }
     }
 }
 
-async fn read_loop<H: Handler>(
-    stream: &mut SplitStream<Socket>,
-    outbox: &Outbox,
-    handler: &mut H,
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice in the task"
+)]
+fn read_loop<'a, H: Handler>(
+    stream: &'a mut WsStream,
+    outbox: &'a Outbox,
+    handler: &'a mut H,
     options: DriveOptions,
-    shutdown: &CancellationToken,
-) -> Ending {
-    let mut heartbeat = Heartbeat::new(Instant::now(), options.ping_interval, options.pong_timeout);
-    // Set once we have queued a close: (give up at, the frame).
-    let mut closing: Option<(Instant, CloseFrame)> = None;
-    let mut peer_close: Option<(Option<u16>, String)> = None;
-    let mut error: Option<WsError> = None;
-    loop {
-        let give_up = closing.as_ref().map(|(at, _)| *at);
-        let handler_deadline = handler.deadline().filter(|_| closing.is_none());
-        tokio::select! {
-            biased;
-            frame = stream.next() => {
-                let now = Instant::now();
-                heartbeat.on_activity(now);
-                match frame {
-                    None => {
-                        return match (closing, peer_close, error) {
-                            (Some((_, frame)), _, _) => Ending::ServerClosed(frame),
-                            (None, Some((code, reason)), _) => Ending::PeerClosed(code, reason),
-                            (None, None, Some(WsError::Io(err))) => Ending::PeerGone(Some(err.to_string())),
-                            (None, None, Some(err)) => Ending::ProtocolError(err.to_string()),
-                            (None, None, None) => Ending::PeerGone(None),
-                        };
-                    }
-                    // The codec has queued the matching close (1002, 1007, 1009) and flushes it
-                    // on the next read, which then ends the stream. A fragmented message over
-                    // the limit is the one case where the close is ours to send.
-                    Some(Err(err)) => {
-                        if codec::is_too_long(&err) && closing.is_none() {
-                            let frame = CloseFrame::new(close::MESSAGE_TOO_BIG, "message too big");
-                            outbox.close(frame.clone());
-                            closing = Some((now + CLOSE_GRACE, frame));
+    shutdown: &'a CancellationToken,
+) -> impl Future<Output = Ending> + 'a {
+    async move {
+        let mut heartbeat =
+            Heartbeat::new(Instant::now(), options.ping_interval, options.pong_timeout);
+        // Set once we have queued a close: (give up at, the frame).
+        let mut closing: Option<(Instant, CloseFrame)> = None;
+        let mut peer_close: Option<(Option<u16>, String)> = None;
+        // Boxed: rare, and large next to the rest.
+        let mut error: Option<Box<WsError>> = None;
+        // One timer for the heartbeat, the handler's deadline and the close's grace period: reset
+        // only when the earliest of them moves (rarely), not per message.
+        let timer = sleep_until(heartbeat.deadline());
+        tokio::pin!(timer);
+        loop {
+            let wake_at = match &closing {
+                Some((give_up, _)) => *give_up,
+                None => handler
+                    .deadline()
+                    .map_or(heartbeat.deadline(), |at| at.min(heartbeat.deadline())),
+            };
+            if timer.deadline() != wake_at || timer.is_elapsed() {
+                timer.as_mut().reset(wake_at);
+            }
+            tokio::select! {
+                biased;
+                frame = stream.next() => {
+                    let now = Instant::now();
+                    heartbeat.on_activity(now);
+                    match frame {
+                        None => {
+                            return match (closing, peer_close, error) {
+                                (Some((_, frame)), _, _) => Ending::ServerClosed(frame),
+                                (None, Some((code, reason)), _) => Ending::PeerClosed(code, reason),
+                                (None, None, Some(err)) => match *err {
+                                    WsError::Io(err) => Ending::PeerGone(Some(err.to_string())),
+                                    err => Ending::ProtocolError(err.to_string()),
+                                },
+                                (None, None, None) => Ending::PeerGone(None),
+                            };
                         }
-                        error = Some(err);
-                    }
-                    Some(Ok(message)) => match codec::incoming(message) {
-                        Incoming::Close(code, reason) => peer_close = Some((code, reason)),
-                        Incoming::Control => {}
-                        // After we start closing, late messages are dropped (RFC 6455 §1.4).
-                        message if closing.is_none() => {
-                            if let Some(frame) = handler.on_message(message, now).await {
+                        // The codec has queued the matching close (1002, 1007, 1009) and flushes it
+                        // on the next read, which then ends the stream. A fragmented message over
+                        // the limit is the one case where the close is ours to send.
+                        Some(Err(err)) => {
+                            if codec::is_too_long(&err) && closing.is_none() {
+                                let frame = CloseFrame::new(close::MESSAGE_TOO_BIG, "message too big");
                                 outbox.close(frame.clone());
                                 closing = Some((now + CLOSE_GRACE, frame));
                             }
+                            error = Some(Box::new(err));
                         }
-                        _ => {}
-                    },
+                        Some(Ok(message)) => match codec::incoming(message) {
+                            Incoming::Close(code, reason) => peer_close = Some((code, reason)),
+                            Incoming::Control => {}
+                            // After we start closing, late messages are dropped (RFC 6455 §1.4).
+                            message if closing.is_none() => {
+                                // Boxed: the handler's future is large next to an idle
+                                // connection's task, and exists only while a request is handled.
+                                if let Some(frame) = Box::pin(handler.on_message(message, now)).await {
+                                    outbox.close(frame.clone());
+                                    closing = Some((now + CLOSE_GRACE, frame));
+                                }
+                            }
+                            _ => {}
+                        },
+                    }
                 }
-            }
-            close = handler.next_completion(), if handler.has_pending() && closing.is_none() => {
-                if let Some(frame) = close {
+                close = handler.next_completion(), if handler.has_pending() && closing.is_none() => {
+                    if let Some(frame) = close {
+                        let now = Instant::now();
+                        outbox.close(frame.clone());
+                        closing = Some((now + CLOSE_GRACE, frame));
+                    }
+                }
+                () = shutdown.cancelled(), if closing.is_none() => {
+                    let frame = CloseFrame::new(close::GOING_AWAY, "server shutting down");
+                    outbox.close(frame.clone());
+                    closing = Some((Instant::now() + options.shutdown_timeout, frame));
+                }
+                () = &mut timer => {
                     let now = Instant::now();
-                    outbox.close(frame.clone());
-                    closing = Some((now + CLOSE_GRACE, frame));
-                }
-            }
-            () = shutdown.cancelled(), if closing.is_none() => {
-                let frame = CloseFrame::new(close::GOING_AWAY, "server shutting down");
-                outbox.close(frame.clone());
-                closing = Some((Instant::now() + options.shutdown_timeout, frame));
-            }
-            () = sleep_until(heartbeat.deadline()), if closing.is_none() => {
-                match heartbeat.on_deadline(Instant::now()) {
-                    Beat::Ping => {
-                        let _ = outbox.push(Outbound::Ping);
+                    if let Some((_, frame)) = closing {
+                        // The peer did not complete the close within the grace period.
+                        return Ending::ServerClosed(frame);
                     }
-                    Beat::TimedOut => {
-                        outbox.abort(Some(CloseFrame::new(close::POLICY_VIOLATION, "ping timeout")));
-                        return Ending::PingTimeout;
+                    if handler.deadline().is_some_and(|at| at <= now)
+                        && let Some(frame) = handler.on_deadline(now)
+                    {
+                        outbox.close(frame.clone());
+                        closing = Some((now + CLOSE_GRACE, frame));
+                        continue;
+                    }
+                    if heartbeat.deadline() <= now {
+                        match heartbeat.on_deadline(now) {
+                            Beat::Ping => {
+                                let _ = outbox.push(Outbound::Ping);
+                            }
+                            Beat::TimedOut => {
+                                outbox.abort(Some(CloseFrame::new(close::POLICY_VIOLATION, "ping timeout")));
+                                return Ending::PingTimeout;
+                            }
+                        }
                     }
                 }
-            }
-            () = sleep_until(handler_deadline.unwrap_or_else(Instant::now)), if handler_deadline.is_some() => {
-                let now = Instant::now();
-                if let Some(frame) = handler.on_deadline(now) {
-                    outbox.close(frame.clone());
-                    closing = Some((now + CLOSE_GRACE, frame));
-                }
-            }
-            () = sleep_until(give_up.unwrap_or_else(Instant::now)), if give_up.is_some() => {
-                return match closing {
-                    Some((_, frame)) => Ending::ServerClosed(frame),
-                    None => Ending::PeerGone(None),
-                };
             }
         }
     }
 }
 
-async fn write_loop(sink: &mut SplitSink<Socket, WsMessage>, outbox: &Outbox) -> WriterEnd {
-    let mut batch = Vec::new();
-    loop {
-        match outbox.next_batch(&mut batch).await {
-            Batch::Aborted(frame) => {
-                if let Some(frame) = &frame {
-                    let _ = timeout(ABORT_GRACE, sink.send(codec::close_message(frame))).await;
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice in the task"
+)]
+fn write_loop<'a>(
+    sink: &'a mut WsSink,
+    outbox: &'a Outbox,
+) -> impl Future<Output = WriterEnd> + 'a {
+    async move {
+        let mut batch = VecDeque::new();
+        loop {
+            match outbox.next_batch(&mut batch).await {
+                Batch::Aborted(frame) => {
+                    if let Some(frame) = &frame {
+                        let _ =
+                            Box::pin(timeout(ABORT_GRACE, sink.send(codec::close_message(frame))))
+                                .await;
+                    }
+                    return WriterEnd::Aborted(frame);
                 }
-                return WriterEnd::Aborted(frame);
-            }
-            Batch::Frames => {
-                let written = tokio::select! {
-                    result = write_batch(sink, &mut batch) => Some(result),
-                    () = outbox.aborted() => None,
-                };
-                match written {
-                    None => batch.clear(),
-                    Some(Ok(true)) => return WriterEnd::SentClose,
-                    Some(Ok(false)) => {}
-                    Some(Err(err)) => return WriterEnd::Failed(err),
+                Batch::Frames => {
+                    let written = tokio::select! {
+                        result = Box::pin(write_batch(sink, &mut batch)) => Some(result),
+                        () = outbox.aborted() => None,
+                    };
+                    match written {
+                        None => batch.clear(),
+                        Some(Ok(true)) => return WriterEnd::SentClose,
+                        Some(Ok(false)) => {}
+                        Some(Err(err)) => return WriterEnd::Failed(Box::new(err)),
+                    }
+                    // Nothing more to send: hold no buffer while idle. (Under load the drained
+                    // buffer goes back to the outbox at the next batch instead.)
+                    if outbox.is_empty() {
+                        batch = VecDeque::new();
+                    }
                 }
             }
         }
@@ -251,10 +301,7 @@ async fn write_loop(sink: &mut SplitSink<Socket, WsMessage>, outbox: &Outbox) ->
 }
 
 /// Writes a batch and flushes once. Returns whether the batch ended with our close frame.
-async fn write_batch(
-    sink: &mut SplitSink<Socket, WsMessage>,
-    batch: &mut Vec<Outbound>,
-) -> Result<bool, WsError> {
+async fn write_batch(sink: &mut WsSink, batch: &mut VecDeque<Outbound>) -> Result<bool, WsError> {
     let mut closed = false;
     for frame in batch.drain(..) {
         closed = matches!(frame, Outbound::Close(_));

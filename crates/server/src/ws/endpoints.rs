@@ -10,7 +10,7 @@ use axum::Extension;
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use hyper::upgrade::Upgraded;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use serde::Deserialize;
 use switchboard_hub::{Broker, Outbox, Session};
 use tokio::sync::OwnedSemaphorePermit;
@@ -110,14 +110,13 @@ pub(crate) async fn ws(
         Err(response) => return response,
     };
     let on_upgrade = hyper::upgrade::on(request);
-    let task_state = state.clone();
-    state.tracker.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => run_session(&task_state, upgraded, identity, peer).await,
-            Err(err) => debug!(%peer, %err, "upgrade did not complete"),
-        }
-        drop(permit);
-    });
+    state.tracker.spawn(session_task(
+        state.clone(),
+        on_upgrade,
+        identity,
+        permit,
+        peer,
+    ));
     upgrade::switching_protocols(&accept)
 }
 
@@ -158,30 +157,48 @@ fn options(state: &AppState) -> DriveOptions {
     }
 }
 
-async fn run_session(
-    state: &Arc<AppState>,
-    upgraded: Upgraded,
+/// The task of one `/ws` connection, from the upgrade to the end. Its future is most of what
+/// an idle connection costs, so it is one `async move` block (each value captured once, no
+/// nested `async fn` keeping copies of its arguments) and the upgraded I/O becomes the
+/// socket inside the call that takes it.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice in the task"
+)]
+fn session_task(
+    state: Arc<AppState>,
+    on_upgrade: OnUpgrade,
     identity: Identity,
+    permit: OwnedSemaphorePermit,
     peer: SocketAddr,
-) {
-    let socket = codec::server_socket(upgraded, state.config.max_message_size);
-    let session = state.broker.connect(identity.user.clone());
-    // Leaves every room when the task ends, however it ends (a panic included).
-    let _registered = Registered {
-        broker: &*state.broker,
-        session: &session,
-    };
-    debug!(%peer, session = session.id().0, user = %session.user(), "connected");
-    let mut handler = SessionHandler::new(state.clone(), session.clone(), identity);
-    let ending = driver::drive(
-        socket,
-        session.outbox(),
-        &mut handler,
-        options(state),
-        &state.shutdown,
-    )
-    .await;
-    log_ending(&ending, peer, session.id().0, session.user());
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                debug!(%peer, %err, "upgrade did not complete");
+                return;
+            }
+        };
+        let session = state.broker.connect(identity.user.clone());
+        // Leaves every room when the task ends, however it ends (a panic included).
+        let _registered = Registered {
+            broker: &*state.broker,
+            session: &session,
+        };
+        debug!(%peer, session = session.id().0, user = %session.user(), "connected");
+        let mut handler = SessionHandler::new(state.clone(), session.clone(), identity);
+        let ending = driver::drive(
+            codec::server_socket(upgraded, state.config.max_message_size),
+            session.outbox(),
+            &mut handler,
+            options(&state),
+            &state.shutdown,
+        )
+        .await;
+        log_ending(&ending, peer, session.id().0, session.user());
+        drop(permit);
+    }
 }
 
 /// A session registered with the hub; dropping it disconnects the session.
