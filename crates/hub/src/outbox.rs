@@ -2,11 +2,11 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// Bytes charged per queued frame on top of its payload, so that a flood of tiny frames is
 /// bounded too (roughly the frame header, the queue slot and the shared buffer's bookkeeping).
@@ -92,7 +92,11 @@ struct State {
 pub struct Outbox {
     state: Mutex<State>,
     ready: Notify,
-    aborted: CancellationToken,
+    /// Set once aborted; with `abort_wake`, what a writer blocked on the socket watches.
+    /// (A flag and a `Notify` inside the outbox: a cancellation token would be one more
+    /// allocation per connection.)
+    aborted: AtomicBool,
+    abort_wake: Notify,
     budget: usize,
 }
 
@@ -102,7 +106,8 @@ impl Outbox {
         Self {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
-            aborted: CancellationToken::new(),
+            aborted: AtomicBool::new(false),
+            abort_wake: Notify::new(),
             budget,
         }
     }
@@ -123,7 +128,7 @@ impl Outbox {
                 "slow consumer",
             )));
             drop(state);
-            self.aborted.cancel();
+            self.signal_abort();
             self.ready.notify_one();
             return Err(PushError::Overflow);
         }
@@ -157,18 +162,31 @@ impl Outbox {
             state.abort = Some(frame);
         }
         drop(state);
-        self.aborted.cancel();
+        self.signal_abort();
         self.ready.notify_one();
     }
 
     /// Whether the outbox has been aborted.
     pub fn is_aborted(&self) -> bool {
-        self.aborted.is_cancelled()
+        self.aborted.load(Ordering::Acquire)
     }
 
     /// Resolves once the outbox is aborted (for a writer blocked on a slow socket).
     pub async fn aborted(&self) {
-        self.aborted.cancelled().await;
+        loop {
+            let mut notified = std::pin::pin!(self.abort_wake.notified());
+            // Registered before the flag is read: an abort in between still wakes us.
+            notified.as_mut().enable();
+            if self.is_aborted() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn signal_abort(&self) {
+        self.aborted.store(true, Ordering::Release);
+        self.abort_wake.notify_waiters();
     }
 
     /// Waits for frames and moves all queued frames into `out` (one batch, one flush).
