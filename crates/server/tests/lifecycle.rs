@@ -782,3 +782,62 @@ async fn shutdown_closes_every_client_with_1001_and_run_returns() {
     read_to_end_within(&mut keep_alive, Duration::from_secs(1)).await;
     read_to_end_within(&mut no_request, Duration::from_secs(1)).await;
 }
+
+/// Small frames that queue up while the reader is stalled are written in runs (several frames
+/// copied into one buffer, vendor/tokio-websockets/PATCHED.md) and, with a tiny receive window,
+/// through many partial writes; frames over the run limit go out from their own buffers in
+/// between. Every message must arrive whole, once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_frames_written_in_runs_arrive_whole_and_in_order_through_partial_writes() {
+    const MESSAGES: u64 = 3_000;
+    let server = TestServer::start(support::unthrottled(Config {
+        outbox_bytes: 16 * 1024 * 1024,
+        ..Config::default()
+    }))
+    .await;
+    let tcp = support::connect_small_window(server.addr()).await;
+    let (mut reader, mut buf) = raw_join(tcp, "reader", "room").await;
+    let mut publisher = Client::connect(&server, "pub").await;
+    publisher.join("room").await;
+
+    // Payload sizes straddle the 512-byte run limit: runs, frames of their own, runs again.
+    let pads = [0usize, 40, 200, 470, 600, 90, 1500, 5];
+    let messages = (1..=MESSAGES)
+        .map(|i| {
+            let pad = "x".repeat(pads[i as usize % pads.len()]);
+            let publish = json!({"type": "publish", "room": "room", "data": {"i": i, "pad": pad}});
+            Message::text(publish.to_string())
+        })
+        .collect();
+    publisher.send_all(messages).await;
+    publisher.sync().await;
+
+    let deadline = Instant::now() + support::RECV_TIMEOUT;
+    let mut next = 1;
+    while next <= MESSAGES {
+        let (frames, consumed) = support::parse_frames(&buf);
+        for frame in &frames {
+            let v = frame.json().expect("a whole JSON text frame");
+            if v["type"] == "presence" {
+                continue;
+            }
+            assert_eq!(v["type"], "message", "{v}");
+            assert_eq!(v["data"]["i"], next, "message {next} out of order or lost");
+            assert_eq!(v["seq"], next);
+            let pad = pads[next as usize % pads.len()];
+            assert_eq!(v["data"]["pad"].as_str().map(str::len), Some(pad));
+            next += 1;
+        }
+        buf.drain(..consumed);
+        if next > MESSAGES {
+            break;
+        }
+        let mut chunk = [0; 4096];
+        let n = tokio::time::timeout_at(deadline, reader.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("stalled after {} messages", next - 1))
+            .unwrap();
+        assert_ne!(n, 0, "connection closed after {} messages", next - 1);
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

@@ -61,12 +61,37 @@ impl EncodedFrame {
     }
 }
 
+/// Switchboard patch: a frame of at most this many bytes (header included) is copied into a
+/// run of small frames, so that a batch of them leaves in one contiguous write instead of two
+/// iovecs (header, payload) per frame. Larger frames are still written from their own buffer.
+const COALESCE_MAX_FRAME: usize = 512;
+/// A run stops growing at this size; the next small frame starts a new one.
+const COALESCE_MAX_RUN: usize = 64 * 1024;
+
+/// An entry of the outgoing queue.
+#[derive(Debug)]
+enum Queued {
+    /// A frame written from its own header and payload.
+    Frame(EncodedFrame),
+    /// Consecutive small frames, copied back to back (Switchboard patch).
+    Run(BytesMut),
+}
+
+impl Queued {
+    fn len(&self) -> usize {
+        match self {
+            Self::Frame(frame) => frame.len(),
+            Self::Run(run) => run.len(),
+        }
+    }
+}
+
 /// Queued up frames that are being sent.
 #[derive(Debug)]
 struct FrameQueue {
     /// Queue of outgoing frames to send. Some parts of the first item may have
     /// been sent already.
-    queue: VecDeque<EncodedFrame>,
+    queue: VecDeque<Queued>,
     /// Amount of partial bytes written of the first frame in the queue.
     bytes_written: usize,
     /// Total amount of bytes remaining to be sent in the frame queue.
@@ -87,8 +112,25 @@ impl FrameQueue {
 
     /// Queue a frame to be sent.
     fn push(&mut self, item: EncodedFrame) {
-        self.pending_bytes += item.len();
-        self.queue.push_back(item);
+        let len = item.len();
+        self.pending_bytes += len;
+        if len > COALESCE_MAX_FRAME {
+            self.queue.push_back(Queued::Frame(item));
+            return;
+        }
+        // Appending to the last run is safe even when it is partly written: the written
+        // prefix and `bytes_written` do not move.
+        if let Some(Queued::Run(run)) = self.queue.back_mut() {
+            if run.len() + len <= COALESCE_MAX_RUN {
+                run.extend_from_slice(&item.header[..item.header_len()]);
+                run.extend_from_slice(&item.payload);
+                return;
+            }
+        }
+        let mut run = BytesMut::with_capacity(len.max(1024));
+        run.extend_from_slice(&item.header[..item.header_len()]);
+        run.extend_from_slice(&item.payload);
+        self.queue.push_back(Queued::Run(run));
     }
 }
 
@@ -98,18 +140,20 @@ impl Buf for FrameQueue {
     }
 
     fn chunk(&self) -> &[u8] {
-        if let Some(frame) = self.queue.front() {
-            if self.bytes_written >= frame.header_len() {
-                unsafe {
-                    frame
-                        .payload
-                        .get_unchecked(self.bytes_written - frame.header_len()..)
+        match self.queue.front() {
+            Some(Queued::Frame(frame)) => {
+                if self.bytes_written >= frame.header_len() {
+                    unsafe {
+                        frame
+                            .payload
+                            .get_unchecked(self.bytes_written - frame.header_len()..)
+                    }
+                } else {
+                    &frame.header[self.bytes_written..frame.header_len()]
                 }
-            } else {
-                &frame.header[self.bytes_written..frame.header_len()]
             }
-        } else {
-            &[]
+            Some(Queued::Run(run)) => run.get(self.bytes_written..).unwrap_or_default(),
+            None => &[],
         }
     }
 
@@ -137,31 +181,40 @@ impl Buf for FrameQueue {
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [io::IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (idx, frame) in self.queue.iter().enumerate() {
+        for (idx, entry) in self.queue.iter().enumerate() {
             if n >= dst.len() {
                 break;
             }
 
-            if idx == 0 {
-                if frame.header_len() > self.bytes_written {
-                    dst[n] = IoSlice::new(&frame.header[self.bytes_written..frame.header_len()]);
+            match entry {
+                Queued::Run(run) => {
+                    let skip = if idx == 0 { self.bytes_written } else { 0 };
+                    dst[n] = IoSlice::new(run.get(skip..).unwrap_or_default());
                     n += 1;
                 }
+                Queued::Frame(frame) if idx == 0 => {
+                    if frame.header_len() > self.bytes_written {
+                        dst[n] =
+                            IoSlice::new(&frame.header[self.bytes_written..frame.header_len()]);
+                        n += 1;
+                    }
 
-                if !frame.payload.is_empty() && n < dst.len() {
-                    dst[n] = IoSlice::new(unsafe {
-                        frame
-                            .payload
-                            .get_unchecked(self.bytes_written.saturating_sub(frame.header_len())..)
-                    });
-                    n += 1;
+                    if !frame.payload.is_empty() && n < dst.len() {
+                        dst[n] = IoSlice::new(unsafe {
+                            frame
+                                .payload
+                                .get_unchecked(self.bytes_written.saturating_sub(frame.header_len())..)
+                        });
+                        n += 1;
+                    }
                 }
-            } else {
-                dst[n] = IoSlice::new(&frame.header[..frame.header_len()]);
-                n += 1;
-                if !frame.payload.is_empty() && n < dst.len() {
-                    dst[n] = IoSlice::new(&frame.payload);
+                Queued::Frame(frame) => {
+                    dst[n] = IoSlice::new(&frame.header[..frame.header_len()]);
                     n += 1;
+                    if !frame.payload.is_empty() && n < dst.len() {
+                        dst[n] = IoSlice::new(&frame.payload);
+                        n += 1;
+                    }
                 }
             }
         }
@@ -559,5 +612,91 @@ where
         Pin::new(self.inner.get_mut())
             .poll_shutdown(cx)
             .map_err(Error::Io)
+    }
+}
+
+/// Switchboard patch: the coalescing frame queue yields the frames' bytes in order, whatever
+/// the write sizes.
+#[cfg(all(test, feature = "server"))]
+mod frame_queue_tests {
+    use bytes::{Buf, Bytes};
+
+    use super::{COALESCE_MAX_FRAME, EncodedFrame, FrameQueue, Payload};
+
+    fn frame(len: usize, fill: u8) -> (EncodedFrame, Vec<u8>) {
+        // A 2-byte header (FIN + binary, 7-bit length) is enough for lengths up to 125; larger
+        // ones use the 16-bit form.
+        let mut header = [0u8; 14];
+        header[0] = 0x82;
+        let mut bytes = Vec::new();
+        if len <= 125 {
+            header[1] = len as u8;
+            bytes.extend_from_slice(&header[..2]);
+        } else {
+            header[1] = 126;
+            header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            bytes.extend_from_slice(&header[..4]);
+        }
+        let payload = vec![fill; len];
+        bytes.extend_from_slice(&payload);
+        (
+            EncodedFrame {
+                header,
+                payload: Payload::from(Bytes::from(payload)),
+            },
+            bytes,
+        )
+    }
+
+    fn drain(queue: &mut FrameQueue, step: usize, vectored: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        while queue.has_remaining() {
+            let mut taken = Vec::new();
+            if vectored {
+                let mut slices = [std::io::IoSlice::new(&[]); 4];
+                let n = queue.chunks_vectored(&mut slices);
+                for slice in &slices[..n] {
+                    taken.extend_from_slice(slice);
+                }
+            } else {
+                taken.extend_from_slice(queue.chunk());
+            }
+            let take = taken.len().min(step);
+            out.extend_from_slice(&taken[..take]);
+            queue.advance(take);
+        }
+        out
+    }
+
+    #[test]
+    fn small_and_large_frames_come_out_in_order_at_any_write_size() {
+        let sizes = [10, 0, 100, COALESCE_MAX_FRAME + 50, 3, 120, 2000, 1];
+        for vectored in [false, true] {
+            for step in [1, 7, 64, 4096] {
+                let mut queue = FrameQueue::new();
+                let mut expected = Vec::new();
+                for (i, len) in sizes.iter().enumerate() {
+                    let (item, bytes) = frame(*len, i as u8);
+                    queue.push(item);
+                    expected.extend_from_slice(&bytes);
+                    // Interleave pushes with partial writes, as a writer under load does.
+                    if i == 2 {
+                        let mut head = drain_some(&mut queue, 5);
+                        expected.drain(..head.len()).for_each(drop);
+                        head.clear();
+                    }
+                }
+                assert_eq!(queue.remaining(), expected.len());
+                assert_eq!(drain(&mut queue, step, vectored), expected, "step {step}");
+            }
+        }
+    }
+
+    fn drain_some(queue: &mut FrameQueue, n: usize) -> Vec<u8> {
+        let chunk = queue.chunk();
+        let take = chunk.len().min(n);
+        let out = chunk[..take].to_vec();
+        queue.advance(take);
+        out
     }
 }
