@@ -120,17 +120,26 @@ impl FrameQueue {
         }
         // Appending to the last run is safe even when it is partly written: the written
         // prefix and `bytes_written` do not move.
-        if let Some(Queued::Run(run)) = self.queue.back_mut() {
-            if run.len() + len <= COALESCE_MAX_RUN {
+        match self.queue.back_mut() {
+            Some(Queued::Run(run)) if run.len() + len <= COALESCE_MAX_RUN => {
                 run.extend_from_slice(&item.header[..item.header_len()]);
                 run.extend_from_slice(&item.payload);
-                return;
             }
+            // A second small frame: both go into a new run. A run lays the first frame out
+            // byte for byte as its header and payload were, so a partly written first frame
+            // keeps its `bytes_written`. (A lone frame is written without a copy.)
+            Some(Queued::Frame(last)) if last.len() <= COALESCE_MAX_FRAME => {
+                let mut run = BytesMut::with_capacity((last.len() + len).max(1024));
+                run.extend_from_slice(&last.header[..last.header_len()]);
+                run.extend_from_slice(&last.payload);
+                run.extend_from_slice(&item.header[..item.header_len()]);
+                run.extend_from_slice(&item.payload);
+                if let Some(back) = self.queue.back_mut() {
+                    *back = Queued::Run(run);
+                }
+            }
+            _ => self.queue.push_back(Queued::Frame(item)),
         }
-        let mut run = BytesMut::with_capacity(len.max(1024));
-        run.extend_from_slice(&item.header[..item.header_len()]);
-        run.extend_from_slice(&item.payload);
-        self.queue.push_back(Queued::Run(run));
     }
 }
 
@@ -689,6 +698,23 @@ mod frame_queue_tests {
                 assert_eq!(queue.remaining(), expected.len());
                 assert_eq!(drain(&mut queue, step, vectored), expected, "step {step}");
             }
+        }
+    }
+
+    #[test]
+    fn a_partly_written_lone_frame_joins_a_run_without_losing_its_place() {
+        for written in [1, 2, 3, 11] {
+            let mut queue = FrameQueue::new();
+            let (first, mut expected) = frame(10, 1);
+            queue.push(first);
+            let head = drain_some(&mut queue, written);
+            expected.drain(..head.len()).for_each(drop);
+            for (i, len) in [20, 700, 30].into_iter().enumerate() {
+                let (item, bytes) = frame(len, 2 + i as u8);
+                queue.push(item);
+                expected.extend_from_slice(&bytes);
+            }
+            assert_eq!(drain(&mut queue, 5, true), expected, "written {written}");
         }
     }
 
