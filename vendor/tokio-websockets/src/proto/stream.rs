@@ -59,11 +59,18 @@ impl EncodedFrame {
     fn len(&self) -> usize {
         self.header_len() + self.payload.len()
     }
+
+    /// Switchboard patch: appends the frame's bytes (header, then payload) to a run.
+    fn copy_to(&self, run: &mut BytesMut) {
+        run.extend_from_slice(&self.header[..self.header_len()]);
+        run.extend_from_slice(&self.payload);
+    }
 }
 
 /// Switchboard patch: a frame of at most this many bytes (header included) is copied into a
 /// run of small frames, so that a batch of them leaves in one contiguous write instead of two
-/// iovecs (header, payload) per frame. Larger frames are still written from their own buffer.
+/// iovecs (header, payload) per frame. Larger frames, and a lone small one, are still written
+/// from their own buffers.
 const COALESCE_MAX_FRAME: usize = 512;
 /// A run stops growing at this size; the next small frame starts a new one.
 const COALESCE_MAX_RUN: usize = 64 * 1024;
@@ -121,19 +128,14 @@ impl FrameQueue {
         // Appending to the last run is safe even when it is partly written: the written
         // prefix and `bytes_written` do not move.
         match self.queue.back_mut() {
-            Some(Queued::Run(run)) if run.len() + len <= COALESCE_MAX_RUN => {
-                run.extend_from_slice(&item.header[..item.header_len()]);
-                run.extend_from_slice(&item.payload);
-            }
+            Some(Queued::Run(run)) if run.len() + len <= COALESCE_MAX_RUN => item.copy_to(run),
             // A second small frame: both go into a new run. A run lays the first frame out
             // byte for byte as its header and payload were, so a partly written first frame
             // keeps its `bytes_written`. (A lone frame is written without a copy.)
             Some(Queued::Frame(last)) if last.len() <= COALESCE_MAX_FRAME => {
                 let mut run = BytesMut::with_capacity((last.len() + len).max(1024));
-                run.extend_from_slice(&last.header[..last.header_len()]);
-                run.extend_from_slice(&last.payload);
-                run.extend_from_slice(&item.header[..item.header_len()]);
-                run.extend_from_slice(&item.payload);
+                last.copy_to(&mut run);
+                item.copy_to(&mut run);
                 if let Some(back) = self.queue.back_mut() {
                     *back = Queued::Run(run);
                 }
