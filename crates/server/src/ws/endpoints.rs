@@ -10,7 +10,7 @@ use axum::Extension;
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use serde::Deserialize;
 use switchboard_hub::{Broker, Outbox, Session};
 use tokio::sync::OwnedSemaphorePermit;
@@ -138,14 +138,9 @@ pub(crate) async fn echo(
         );
     };
     let on_upgrade = hyper::upgrade::on(request);
-    let task_state = state.clone();
-    state.tracker.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => run_echo(&task_state, upgraded, peer).await,
-            Err(err) => debug!(%peer, %err, "upgrade did not complete"),
-        }
-        drop(permit);
-    });
+    state
+        .tracker
+        .spawn(echo_task(state.clone(), on_upgrade, permit, peer));
     upgrade::switching_protocols(&accept)
 }
 
@@ -213,21 +208,40 @@ impl Drop for Registered<'_> {
     }
 }
 
-async fn run_echo(state: &AppState, upgraded: Upgraded, peer: SocketAddr) {
-    let max = state.config.echo_max_message_size;
-    let socket = codec::server_socket(upgraded, max);
-    // Room for a maximal message on its way back plus the next one.
-    let outbox = Outbox::new(max.saturating_mul(2).saturating_add(64 * 1024));
-    let mut handler = EchoHandler::new(&outbox);
-    let ending = driver::drive(
-        socket,
-        &outbox,
-        &mut handler,
-        options(state),
-        &state.shutdown,
-    )
-    .await;
-    log_ending(&ending, peer, 0, "echo");
+/// The task of one `/echo` connection, built like [`session_task`].
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice in the task"
+)]
+fn echo_task(
+    state: Arc<AppState>,
+    on_upgrade: OnUpgrade,
+    permit: OwnedSemaphorePermit,
+    peer: SocketAddr,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                debug!(%peer, %err, "upgrade did not complete");
+                return;
+            }
+        };
+        let max = state.config.echo_max_message_size;
+        // Room for a maximal message on its way back plus the next one.
+        let outbox = Outbox::new(max.saturating_mul(2).saturating_add(64 * 1024));
+        let mut handler = EchoHandler::new(&outbox);
+        let ending = driver::drive(
+            codec::server_socket(upgraded, max),
+            &outbox,
+            &mut handler,
+            options(&state),
+            &state.shutdown,
+        )
+        .await;
+        log_ending(&ending, peer, 0, "echo");
+        drop(permit);
+    }
 }
 
 fn log_ending(ending: &Ending, peer: SocketAddr, session: u64, user: &str) {
