@@ -38,7 +38,7 @@ cargo nextest run --workspace --locked --no-fail-fast
 step "doc tests"
 cargo test --workspace --locked --doc
 
-step "conformance (Autobahn|Testsuite 1.* - 10.* against /echo)"
+step "conformance (Autobahn|Testsuite, set up by conformance/ from PyPI; cases chosen in scripts/conformance.sh; against /echo)"
 scripts/conformance.sh "$ROOT/target/debug/switchboard"
 
 step "browser tests (headless Chromium)"
