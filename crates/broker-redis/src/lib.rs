@@ -72,7 +72,7 @@ pub struct RedisConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum RedisBrokerError {
     /// The URL is not a Redis URL.
-    #[error("invalid Redis URL {url:?}: {source}")]
+    #[error("invalid Redis URL {url:?}")]
     Url {
         /// The URL.
         url: String,

@@ -13,9 +13,14 @@ use anyhow::{Context as _, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::{HeaderName, HeaderValue, Uri};
 use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_websockets::{ClientBuilder, CloseCode, Connector, Error as WsError, Message, upgrade};
+use tokio_websockets::{
+    ClientBuilder, CloseCode, Connector, Error as WsError, MaybeTlsStream, Message, upgrade,
+};
+
+use crate::refusal::{self, Refusal};
 
 /// How long connecting (TCP + upgrade handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,43 +58,83 @@ pub struct ConnectArgs {
     /// Extra header for the upgrade request, e.g. "Authorization: Bearer abc" (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+
+    /// Send this Origin header, as a browser page at that origin would (e.g.
+    /// https://app.example.com), to check the server's --allowed-origin settings.
+    #[arg(short = 'o', long, value_name = "URL")]
+    pub origin: Option<String>,
+
+    /// Show WebSocket pings and pongs (the server pings every --ping-interval) on stderr.
+    #[arg(short = 'P', long)]
+    pub show_ping_pong: bool,
 }
 
 /// Runs the client; see the module documentation for the exit codes.
 pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let uri = parse_ws_url(&args.url)?;
+    let shown = redact_url(&args.url);
     let connector = match uri.scheme_str() {
         Some("wss") => tls_connector(args.ca_file.as_deref())?,
         _ => Connector::Plain,
     };
-    let mut builder = ClientBuilder::from_uri(uri).connector(&connector);
+    let mut builder = ClientBuilder::from_uri(uri.clone());
+    if let Some(origin) = &args.origin {
+        let value = HeaderValue::from_str(origin)
+            .with_context(|| format!("invalid --origin {origin:?}"))?;
+        builder = builder
+            .add_header(http::header::ORIGIN, value)
+            .context("cannot send the Origin header")?;
+    }
     for header in &args.headers {
         let (name, value) = parse_header(header)?;
         builder = builder
             .add_header(name, value)
-            .with_context(|| format!("cannot send header {header:?}"))?;
+            .with_context(|| format!("cannot send header {}", redact_header(header)))?;
     }
 
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT, builder.connect())
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, open(&uri, &connector))
         .await
-        .with_context(|| format!("cannot connect to {}: timed out", args.url))?;
-    let (mut ws, _response) = match connected {
-        Ok(connected) => connected,
-        Err(WsError::Upgrade(upgrade::Error::DidNotSwitchProtocols(status))) => {
-            bail!(
-                "cannot connect to {}: upgrade refused: HTTP {status}",
-                args.url
-            )
+        .map_err(|_| anyhow::anyhow!("cannot connect to {shown}: timed out"))?
+        .map_err(|err| with_transport_hint(err, &uri, &shown))?;
+    let handshake = tokio::time::timeout(CONNECT_TIMEOUT, builder.connect_on(&mut stream)).await;
+    if let Ok(Err(WsError::Upgrade(upgrade::Error::DidNotSwitchProtocols(status)))) = &handshake {
+        let status = *status;
+        drop(handshake);
+        let refusal = stream.refusal(status).await;
+        bail!(
+            "cannot connect to {shown}: {}",
+            refusal.describe(uri.path())
+        );
+    }
+    let mut ws = match handshake {
+        Err(_) => {
+            bail!("cannot connect to {shown}: no upgrade response within {CONNECT_TIMEOUT:?}")
         }
-        Err(err) => return Err(err).with_context(|| format!("cannot connect to {}", args.url)),
+        Ok(Ok((ws, _response))) => ws,
+        Ok(Err(err)) => {
+            return Err(with_transport_hint(
+                anyhow::Error::new(err).context("upgrade handshake"),
+                &uri,
+                &shown,
+            ));
+        }
     };
-    eprintln!("connected to {}", args.url);
+    eprintln!("connected to {shown}");
 
-    let mut out = Output::new(args.pretty);
+    let mut out = Output::new(args.pretty, args.show_ping_pong);
     for msg in &args.execute {
-        ws.send(Message::text(msg.clone()))
-            .await
-            .context("cannot send message")?;
+        match Command::parse(msg) {
+            Ok(Some(command)) => {
+                if command.send(&mut ws).await? {
+                    break;
+                }
+            }
+            Ok(None) => ws
+                .send(Message::text(msg.clone()))
+                .await
+                .context("cannot send message")?,
+            Err(err) => bail!("{err}"),
+        }
     }
     let wait = match (args.wait, args.execute.is_empty()) {
         (Some(wait), _) => Some(wait),
@@ -121,7 +166,13 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
             },
             line = next_line(&mut stdin) => match line {
                 Some(Ok(line)) if line.trim().is_empty() => {}
-                Some(Ok(line)) => ws.send(Message::text(line)).await.context("cannot send message")?,
+                Some(Ok(line)) => match Command::parse(&line) {
+                    // Our own close was sent: wait for the server's close frame below.
+                    Ok(Some(command)) => if command.send(&mut ws).await? { return finish_close(&mut ws, &mut out).await },
+                    Ok(None) => ws.send(Message::text(line)).await.context("cannot send message")?,
+                    // A mistyped command is not fatal in an interactive session.
+                    Err(err) => eprintln!("{err}"),
+                },
                 Some(Err(err)) => return Err(err).context("cannot read stdin"),
                 // End of stdin: with --wait keep printing until the deadline, otherwise close now.
                 None if deadline.is_some() => stdin = None,
@@ -135,6 +186,17 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     ws.send(Message::close(Some(CloseCode::NORMAL_CLOSURE), ""))
         .await
         .context("cannot send close frame")?;
+    finish_close(&mut ws, &mut out).await
+}
+
+/// After our close frame: prints what still arrives until the server's close frame.
+async fn finish_close<S>(
+    ws: &mut tokio_websockets::WebSocketStream<S>,
+    out: &mut Output,
+) -> anyhow::Result<ExitCode>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let closing = async {
         while let Some(frame) = ws.next().await {
             let msg = frame.context("connection error while closing")?;
@@ -150,6 +212,258 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         Err(_) => eprintln!("no close frame from the server within {CLOSE_TIMEOUT:?}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// TCP connect (and the TLS handshake for `wss://`), kept inside a [`Recording`] so that a
+/// refused upgrade's response can be shown.
+async fn open(
+    uri: &Uri,
+    connector: &Connector,
+) -> anyhow::Result<Recording<MaybeTlsStream<TcpStream>>> {
+    let host = uri
+        .host()
+        .context("no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("wss") => 443,
+        _ => 80,
+    });
+    let tcp = TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
+    let stream = connector.wrap(host, tcp).await.context("TLS handshake")?;
+    Ok(Recording::new(stream))
+}
+
+/// Adds `cannot connect to URL` and, for a TLS/plain mismatch, the hint that fixes it.
+fn with_transport_hint(err: anyhow::Error, uri: &Uri, shown: &str) -> anyhow::Error {
+    let text = format!("{err:#} {err:?}");
+    match refusal::transport_hint(uri.scheme_str(), &text) {
+        Some(hint) => anyhow::anyhow!(
+            "cannot connect to {shown}: {}\nhint: {hint}",
+            crate::errors::describe(&err)
+        ),
+        None => err.context(format!("cannot connect to {shown}")),
+    }
+}
+
+/// The longest refusal (head and body) kept for display; the server's are a few hundred bytes.
+const RECORD_LIMIT: usize = 8 * 1024;
+
+/// A stream that keeps a copy of the first bytes it reads: when the server refuses the
+/// upgrade, the WebSocket library reports only the status, and this copy holds the reason.
+struct Recording<S> {
+    inner: S,
+    seen: Vec<u8>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> Recording<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The refused upgrade: what was read, plus the rest of a short body (read for up to
+    /// `REFUSAL_READ_TIMEOUT`; a body may arrive after the head).
+    async fn refusal(&mut self, status: u16) -> Refusal {
+        use tokio::io::AsyncReadExt as _;
+        let read_rest = async {
+            let mut buf = [0u8; 1024];
+            while !body_complete(&self.seen) && self.seen.len() < RECORD_LIMIT {
+                match self.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(REFUSAL_READ_TIMEOUT, read_rest).await;
+        Refusal::parse(&self.seen).unwrap_or(Refusal {
+            status,
+            retry_after: None,
+            body: String::new(),
+        })
+    }
+}
+
+/// How long the rest of a refusal's body is waited for.
+const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether `seen` holds a head and the whole body its `Content-Length` announces.
+fn body_complete(seen: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(seen);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    // Without a length (chunked), what arrived with the head is what is shown.
+    length.is_none_or(|length| body.len() >= length)
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Recording<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let poll = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.seen.len() < RECORD_LIMIT {
+            let new = buf.filled().get(before..).unwrap_or_default();
+            let room = RECORD_LIMIT - this.seen.len();
+            this.seen
+                .extend_from_slice(new.get(..room.min(new.len())).unwrap_or_default());
+        }
+        poll
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Recording<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A slash command typed (or given to `-x`) instead of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Command {
+    /// `/ping [TEXT]`: a WebSocket ping (the pong is shown with --show-ping-pong).
+    Ping(String),
+    /// `/close [CODE [REASON]]`: our close frame (default 1000).
+    Close(u16, String),
+    /// `/binary HEX`: a binary frame.
+    Binary(Vec<u8>),
+    /// `//text`: a text frame starting with `/`.
+    Text(String),
+}
+
+/// What slash commands exist, for the error on an unknown one.
+const COMMANDS_HELP: &str = "commands: /ping [TEXT], /close [CODE [REASON]], /binary HEX; start a message with // to send a leading /";
+
+impl Command {
+    /// `Ok(None)` for a line that is a message, not a command.
+    fn parse(line: &str) -> Result<Option<Self>, String> {
+        let Some(rest) = line.strip_prefix('/') else {
+            return Ok(None);
+        };
+        if rest.starts_with('/') {
+            return Ok(Some(Self::Text(rest.to_owned())));
+        }
+        let (name, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+        let arg = arg.trim();
+        match name {
+            "ping" => Ok(Some(Self::Ping(arg.to_owned()))),
+            "close" => {
+                let (code, reason) = arg.split_once(' ').unwrap_or((arg, ""));
+                let code = if code.is_empty() {
+                    1000
+                } else {
+                    code.parse::<u16>()
+                        .ok()
+                        .filter(|code| CloseCode::try_from(*code).is_ok_and(|code| !code.is_reserved()))
+                        .ok_or_else(|| format!("/close: {code:?} is not a close code a client may send (1000, 1001, 1003, 1007-1011, 3000-4999)"))?
+                };
+                Ok(Some(Self::Close(code, reason.trim().to_owned())))
+            }
+            "binary" => {
+                let hex: String = arg.split_whitespace().collect();
+                decode_hex(&hex)
+                    .map(|bytes| Some(Self::Binary(bytes)))
+                    .ok_or_else(|| format!("/binary: {hex:?} is not hex (e.g. /binary 00ff10)"))
+            }
+            _ => Err(format!("unknown command /{name}; {COMMANDS_HELP}")),
+        }
+    }
+
+    /// Sends it; `true` when it was our close frame.
+    async fn send<S>(self, ws: &mut tokio_websockets::WebSocketStream<S>) -> anyhow::Result<bool>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let (msg, closing) = match self {
+            Self::Ping(text) => (Message::ping(text), false),
+            Self::Close(code, reason) => {
+                let code = CloseCode::try_from(code).context("close code")?;
+                (Message::close(Some(code), &reason), true)
+            }
+            Self::Binary(bytes) => (Message::binary(bytes), false),
+            Self::Text(text) => (Message::text(text), false),
+        };
+        ws.send(msg).await.context("cannot send message")?;
+        Ok(closing)
+    }
+}
+
+/// `00ff10` → bytes; `None` for odd lengths or non-hex digits.
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    hex.as_bytes()
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
+/// The URL as printed: the value of `token=` (and any other credential-like parameter) is
+/// replaced, so that terminal logs and screen shares do not leak it.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value))
+                if !value.is_empty()
+                    && ["token", "access_token", "jwt", "key", "secret", "password"]
+                        .contains(&name.to_ascii_lowercase().as_str()) =>
+            {
+                format!("{name}=[redacted]")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
+/// A `--header` as printed: the value of credential headers is replaced.
+fn redact_header(header: &str) -> String {
+    match header.split_once(':') {
+        Some((name, _))
+            if ["authorization", "cookie", "proxy-authorization"]
+                .contains(&name.trim().to_ascii_lowercase().as_str()) =>
+        {
+            format!("{name}: [redacted]")
+        }
+        _ => header.to_owned(),
+    }
 }
 
 /// Parses the URL and checks its scheme: only `ws://` is supported.
@@ -241,6 +555,19 @@ fn format_message(msg: &Message, pretty: bool) -> Option<String> {
     }
 }
 
+/// `< ping (N bytes)` / `< pong (N bytes)` for a received control frame (the client answers
+/// pings by itself); `None` for other frames.
+fn describe_ping_pong(msg: &Message) -> Option<String> {
+    let kind = if msg.is_ping() {
+        "ping"
+    } else if msg.is_pong() {
+        "pong"
+    } else {
+        return None;
+    };
+    Some(format!("< {kind} ({} bytes)", msg.as_payload().len()))
+}
+
 /// `binary (N bytes): <hex of the first 64 bytes>`, with `…` when bytes were left out.
 fn format_binary(bytes: &[u8]) -> String {
     let mut line = format!("binary ({} bytes): ", bytes.len());
@@ -314,17 +641,23 @@ fn pretty_json(text: &str) -> String {
 struct Output {
     stdout: tokio::io::Stdout,
     pretty: bool,
+    /// `--show-ping-pong`: pings and pongs get a line on stderr.
+    ping_pong: bool,
 }
 
 impl Output {
-    fn new(pretty: bool) -> Self {
+    fn new(pretty: bool, ping_pong: bool) -> Self {
         Self {
             stdout: tokio::io::stdout(),
             pretty,
+            ping_pong,
         }
     }
 
     async fn print(&mut self, msg: &Message) -> anyhow::Result<()> {
+        if let Some(line) = describe_ping_pong(msg).filter(|_| self.ping_pong) {
+            eprintln!("{line}");
+        }
         if let Some(mut line) = format_message(msg, self.pretty) {
             line.push('\n');
             self.stdout

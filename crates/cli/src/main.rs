@@ -2,8 +2,12 @@
 //! over to one subcommand; exit codes are decided here.
 
 mod bench;
+mod config_cmd;
 mod connect;
+mod errors;
+mod refusal;
 mod serve;
+mod startup;
 mod token;
 
 use std::process::ExitCode;
@@ -22,9 +26,19 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Switchboard: a real-time messaging server (rooms, presence, ordered delivery over WebSockets).
+/// Switchboard: a real-time messaging server in one binary. Browsers and devices connect over
+/// WebSocket, join rooms, see who is there and receive every message of a room in one order,
+/// with recovery after reconnects; one node alone, or many over Redis.
 #[derive(Debug, Parser)]
-#[command(name = "switchboard", version, about)]
+#[command(
+    name = "switchboard",
+    version,
+    about,
+    after_help = "Start with `switchboard serve` and open http://127.0.0.1:8080/. Docs: README.md, docs/.\n\n\
+Exit codes: 0 success (connect: also a close 1000/1001 by the server); 1 error (the message says \
+what failed and, where it can, how to fix it; connect: also any other close code); 2 invalid \
+command line."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,6 +54,8 @@ enum Command {
     Token(token::TokenArgs),
     /// Load generator: echo, fanout, idle, connect and jitter scenarios.
     Bench(bench::BenchArgs),
+    /// Check a configuration file, or print the effective settings.
+    Config(config_cmd::ConfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,12 +76,13 @@ fn main() -> ExitCode {
             Command::Connect(args) => connect::run(args).await,
             Command::Token(args) => token::run(args),
             Command::Bench(args) => bench::run(args).await,
+            Command::Config(args) => config_cmd::run(args),
         }
     });
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("switchboard: {err:#}");
+            eprintln!("switchboard: {}", errors::describe(&err));
             ExitCode::FAILURE
         }
     }

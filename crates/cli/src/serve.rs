@@ -1,7 +1,7 @@
 //! `switchboard serve`: layer the configuration (defaults < TOML file < `SWITCHBOARD_*`
 //! environment < flags), start the server, and shut it down on SIGINT/SIGTERM.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,75 +9,90 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use switchboard_server::{CancellationToken, Config, Server};
+use switchboard_server::config::parse_listen;
+use switchboard_server::{CancellationToken, Config, LogFormat, Server};
 use tracing::info;
-use tracing_subscriber::EnvFilter;
 
 /// Flags of `switchboard serve`. Each flag also reads the environment variable named in its
 /// help; a flag given on the command line wins over the variable, which wins over the file.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// TOML configuration file (see docs/configuration.md).
-    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    /// TOML configuration file (see docs/configuration.md; a sample with every key:
+    /// deploy/switchboard.toml).
+    #[arg(help_heading = "Server", long, env = "SWITCHBOARD_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    /// Also :8080 (every interface), localhost:8080, [::]:8080.
+    #[arg(help_heading = "Server", long, env = "SWITCHBOARD_LISTEN", value_parser = parse_listen, value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// Serve the plain echo endpoint GET /echo (for conformance suites).
-    #[arg(long, env = "SWITCHBOARD_ECHO_ENDPOINT", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(help_heading = "Server", long, env = "SWITCHBOARD_ECHO_ENDPOINT", num_args = 0..=1, default_missing_value = "true")]
     echo_endpoint: Option<bool>,
     /// Largest message accepted on /ws, in bytes (larger: close 1009) [default: 65536].
-    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE")]
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE")]
     max_message_size: Option<usize>,
     /// Largest message accepted on /echo, in bytes [default: 67108864].
-    #[arg(long, env = "SWITCHBOARD_ECHO_MAX_MESSAGE_SIZE")]
+    #[arg(
+        help_heading = "Limits",
+        long,
+        env = "SWITCHBOARD_ECHO_MAX_MESSAGE_SIZE"
+    )]
     echo_max_message_size: Option<usize>,
     /// Byte budget of each connection's outbound queue (over it: close 1013) [default: 4194304].
-    #[arg(long, env = "SWITCHBOARD_OUTBOX_BYTES")]
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_OUTBOX_BYTES")]
     outbox_bytes: Option<usize>,
     /// Interval between server pings, e.g. 25s [default: 25s].
-    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", value_parser = humantime_duration)]
+    #[arg(help_heading = "Server", long, env = "SWITCHBOARD_PING_INTERVAL", value_parser = humantime_duration)]
     ping_interval: Option<Duration>,
     /// Close a connection silent this long after a ping, e.g. 20s [default: 20s].
-    #[arg(long, env = "SWITCHBOARD_PONG_TIMEOUT", value_parser = humantime_duration)]
+    #[arg(help_heading = "Server", long, env = "SWITCHBOARD_PONG_TIMEOUT", value_parser = humantime_duration)]
     pong_timeout: Option<Duration>,
     /// Longest wait for clients' close handshakes on shutdown [default: 10s].
-    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_parser = humantime_duration)]
+    #[arg(help_heading = "Server", long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_parser = humantime_duration)]
     shutdown_timeout: Option<Duration>,
     /// Longest wait for a new connection's HTTP request head [default: 10s].
-    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", value_parser = humantime_duration)]
+    #[arg(help_heading = "Server", long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", value_parser = humantime_duration)]
     handshake_timeout: Option<Duration>,
     /// Protocol errors within a minute that close the connection with 1008 [default: 10].
-    #[arg(long, env = "SWITCHBOARD_MAX_VIOLATIONS")]
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_MAX_VIOLATIONS")]
     max_violations: Option<u32>,
     /// Log filter, e.g. info or switchboard=debug [default: info].
-    #[arg(long, env = "SWITCHBOARD_LOG")]
+    #[arg(help_heading = "Server", long, env = "SWITCHBOARD_LOG")]
     log: Option<String>,
+    /// Log line format: text or json (one object per line, for log shippers) [default: text].
+    #[arg(help_heading = "Server", long, env = "SWITCHBOARD_LOG_FORMAT", value_parser = parse_log_format, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     /// Messages kept per room for recovery and `history`; 0 disables [default: 100].
-    #[arg(long, env = "SWITCHBOARD_HISTORY_SIZE")]
+    #[arg(help_heading = "History", long, env = "SWITCHBOARD_HISTORY_SIZE")]
     history_size: Option<usize>,
     /// How long each message stays in a room's history [default: 5m].
-    #[arg(long, env = "SWITCHBOARD_HISTORY_TTL", value_parser = humantime_duration)]
+    #[arg(help_heading = "History", long, env = "SWITCHBOARD_HISTORY_TTL", value_parser = humantime_duration)]
     history_ttl: Option<Duration>,
     /// How long a publish's msg_id is remembered for deduplication [default: 2m].
-    #[arg(long, env = "SWITCHBOARD_IDEMPOTENCY_WINDOW", value_parser = humantime_duration)]
+    #[arg(help_heading = "History", long, env = "SWITCHBOARD_IDEMPOTENCY_WINDOW", value_parser = humantime_duration)]
     idempotency_window: Option<Duration>,
     /// HS256 secret for verifying tokens (at least 32 bytes); turns anonymous access off
     /// unless --anonymous is given.
-    #[arg(long, env = "SWITCHBOARD_AUTH_SECRET", hide_env_values = true)]
+    #[arg(
+        help_heading = "Auth",
+        long,
+        env = "SWITCHBOARD_AUTH_SECRET",
+        hide_env_values = true
+    )]
     auth_secret: Option<String>,
     /// PEM public key (RSA → RS256, P-256 → ES256) for verifying tokens.
-    #[arg(long, env = "SWITCHBOARD_AUTH_PUBLIC_KEY")]
+    #[arg(help_heading = "Auth", long, env = "SWITCHBOARD_AUTH_PUBLIC_KEY")]
     auth_public_key: Option<PathBuf>,
     /// Accept connections without a token [default: only when no key is configured].
-    #[arg(long, env = "SWITCHBOARD_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(help_heading = "Auth", long, env = "SWITCHBOARD_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
     anonymous: Option<bool>,
     /// Cookie that may carry the token [default: switchboard_token].
-    #[arg(long, env = "SWITCHBOARD_AUTH_COOKIE")]
+    #[arg(help_heading = "Auth", long, env = "SWITCHBOARD_AUTH_COOKIE")]
     auth_cookie: Option<String>,
     /// Allowed browser Origin (repeatable; `https://*.example.com` for subdomains, `*` for
     /// any) [default: same origin only].
     #[arg(
+        help_heading = "Origins and proxies",
         long = "allowed-origin",
         env = "SWITCHBOARD_ALLOWED_ORIGINS",
         value_delimiter = ','
@@ -86,52 +101,61 @@ pub(crate) struct ServeArgs {
     /// Reverse proxy whose X-Forwarded-For names the client, for the per-IP limit and logs
     /// (repeatable; an address or a network like 10.0.0.0/8) [default: none].
     #[arg(
+        help_heading = "Origins and proxies",
         long = "trusted-proxy",
         env = "SWITCHBOARD_TRUSTED_PROXIES",
         value_delimiter = ','
     )]
     trusted_proxies: Option<Vec<String>>,
     /// Messages per second per connection [default: 30].
-    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT")]
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_RATE_LIMIT")]
     rate_limit: Option<u32>,
     /// Message burst per connection [default: 60].
-    #[arg(long, env = "SWITCHBOARD_RATE_BURST")]
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_RATE_BURST")]
     rate_burst: Option<u32>,
     /// Rooms per connection [default: 100].
-    #[arg(long, env = "SWITCHBOARD_MAX_ROOMS")]
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_MAX_ROOMS")]
     max_rooms: Option<usize>,
     /// WebSocket connections per node [default: 100000].
-    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS")]
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
     /// New connections per second per IP address [default: 50].
-    #[arg(long, env = "SWITCHBOARD_IP_CONNECT_RATE")]
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_IP_CONNECT_RATE")]
     ip_connect_rate: Option<u32>,
     /// New-connection burst per IP address [default: 100].
-    #[arg(long, env = "SWITCHBOARD_IP_CONNECT_BURST")]
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_IP_CONNECT_BURST")]
     ip_connect_burst: Option<u32>,
     /// PEM certificate chain: serve wss:// and https:// (needs --tls-key).
-    #[arg(long, env = "SWITCHBOARD_TLS_CERT")]
+    #[arg(help_heading = "TLS", long, env = "SWITCHBOARD_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
-    #[arg(long, env = "SWITCHBOARD_TLS_KEY")]
+    #[arg(help_heading = "TLS", long, env = "SWITCHBOARD_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// Where rooms live: `memory` (this node only) or `redis://HOST:PORT[/DB]` (shared by
     /// every node on that Redis) [default: memory].
-    #[arg(long, env = "SWITCHBOARD_BROKER")]
+    #[arg(help_heading = "Cluster", long, env = "SWITCHBOARD_BROKER")]
     broker: Option<String>,
     /// Prefix of every Redis key and channel [default: switchboard].
-    #[arg(long, env = "SWITCHBOARD_REDIS_PREFIX")]
+    #[arg(help_heading = "Cluster", long, env = "SWITCHBOARD_REDIS_PREFIX")]
     redis_prefix: Option<String>,
     /// How long a node's presence outlives its last heartbeat [default: 15s].
-    #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL", value_parser = humantime_duration)]
+    #[arg(help_heading = "Cluster", long, env = "SWITCHBOARD_PRESENCE_TTL", value_parser = humantime_duration)]
     presence_ttl: Option<Duration>,
     /// How often a node refreshes its presence and reaps expired entries [default: 5s].
-    #[arg(long, env = "SWITCHBOARD_PRESENCE_INTERVAL", value_parser = humantime_duration)]
+    #[arg(help_heading = "Cluster", long, env = "SWITCHBOARD_PRESENCE_INTERVAL", value_parser = humantime_duration)]
     presence_interval: Option<Duration>,
     /// Longest a Redis command may take before the request fails with `unavailable`
     /// [default: 2s].
-    #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT", value_parser = humantime_duration)]
+    #[arg(help_heading = "Cluster", long, env = "SWITCHBOARD_REDIS_TIMEOUT", value_parser = humantime_duration)]
     redis_timeout: Option<Duration>,
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    match text {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("{text:?} is not a log format: text or json")),
+    }
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -140,7 +164,7 @@ fn humantime_duration(text: &str) -> Result<Duration, String> {
 
 impl ServeArgs {
     /// The configuration these flags describe, on top of the file (if any) and the defaults.
-    fn into_config(self) -> anyhow::Result<Config> {
+    pub(crate) fn into_config(self) -> anyhow::Result<Config> {
         let mut config = match &self.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
@@ -160,6 +184,7 @@ impl ServeArgs {
             handshake_timeout,
             max_violations,
             log,
+            log_format,
             idempotency_window
         );
         macro_rules! apply_to {
@@ -209,17 +234,21 @@ impl ServeArgs {
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config_file = args.config.clone();
     let config = args.into_config()?;
-    let filter = EnvFilter::try_new(&config.log)
-        .with_context(|| format!("invalid log filter {:?}", config.log))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let server = Server::bind(config).await?;
+    crate::startup::init_logging(&config)?;
+    let summary_config = config.clone();
+    let server = Server::bind(config)
+        .await
+        .map_err(crate::startup::explain_bind_error)?;
     let addr = server.local_addr().context("reading the bound address")?;
-    info!(%addr, tls = server.is_tls(), "switchboard listening");
+    crate::startup::announce(
+        &summary_config,
+        config_file.as_deref(),
+        addr,
+        server.is_tls(),
+    );
+    drop(summary_config);
     // The one line on stdout: scripts and tests wait for it (readiness).
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {addr}").and_then(|()| stdout.flush())?;

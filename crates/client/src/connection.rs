@@ -398,7 +398,7 @@ impl Connection {
                     .await;
                 }
                 Ending::Lost { code, reason } => {
-                    debug!(?code, %reason, "disconnected");
+                    debug!(code, %reason, "disconnected");
                     // 1013 (slow consumer) soon after a recovering join: the replay may not
                     // have fit; the protocol asks to join again without `since` (and re-sync).
                     self.skip_recovery =
@@ -955,7 +955,7 @@ impl Connection {
             recovered,
         };
         let outcome = self.tracker.joined(&room, reply, rejoin);
-        debug!(%room, seq, ?epoch, ?recovered, rejoin, ?outcome, "joined");
+        debug!(%room, seq, epoch = epoch.as_deref(), recovered, rejoin, ?outcome, "joined");
         for waiter in self.join_waiters.remove(&room).unwrap_or_default() {
             let _ = waiter.send(Ok(JoinInfo {
                 room: room.clone(),

@@ -6,14 +6,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use switchboard_hub::{HistoryPolicy, HistoryRule, HistoryRules};
 
 /// Every setting of `switchboard serve`. Field docs give the default and why it is what it is.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on. Default `127.0.0.1:8080` (loopback: exposing the server is a choice).
+    /// Also `:8080` (every interface), `localhost:8080`, `[::]:8080` (see [`parse_listen`]).
+    #[serde(deserialize_with = "deserialize_listen")]
     pub listen: SocketAddr,
     /// Serve the plain echo endpoint `GET /echo` (for conformance suites). Default off.
     pub echo_endpoint: bool,
@@ -45,6 +47,9 @@ pub struct Config {
     pub max_violations: u32,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `switchboard=debug`. Default `info`.
     pub log: String,
+    /// Log line format: `text` (for people) or `json` (one object per line, for log shippers).
+    /// Default `text`.
+    pub log_format: LogFormat,
     /// Per-room history, which is what recovery after a reconnect replays.
     pub history: HistoryConfig,
     /// How long a publish's `msg_id` is remembered, so that a retry is not delivered twice.
@@ -73,7 +78,7 @@ pub struct Config {
 }
 
 /// `[cluster]`: the broker that keeps rooms, and how nodes share them.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `memory` (default: one node, nothing else needed) or `redis://HOST:PORT[/DB]` (rooms,
@@ -116,7 +121,7 @@ impl ClusterConfig {
 }
 
 /// `[auth]`: JWT verification and anonymous access.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Shared secret for HS256 tokens (at least 32 bytes). Prefer the environment variable
@@ -147,7 +152,7 @@ impl Default for AuthConfig {
 }
 
 /// `[limits]`: protection against floods and resource exhaustion.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Sustained messages per second per connection (token bucket). Default 30.
@@ -180,7 +185,7 @@ impl Default for LimitsConfig {
 }
 
 /// History settings: a default, and overrides by room-name pattern.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HistoryConfig {
     /// Messages kept per room. Default 100; 0 disables history (and so recovery).
@@ -206,7 +211,7 @@ impl Default for HistoryConfig {
 }
 
 /// One `[[history.rooms]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryRoomConfig {
     /// Room-name pattern, e.g. `chat:*`.
@@ -255,6 +260,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             max_violations: 10,
             log: "info".to_owned(),
+            log_format: LogFormat::Text,
             history: HistoryConfig::default(),
             idempotency_window: Duration::from_secs(120),
             auth: AuthConfig::default(),
@@ -268,11 +274,62 @@ impl Default for Config {
     }
 }
 
+/// `log_format`: how log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses a listen address: `IP:PORT` (`127.0.0.1:8080`, `[::]:8080`), `:PORT` (every IPv4
+/// interface, as in Go and nginx), or `HOST:PORT` with a host name that resolves
+/// (`localhost:8080` → its first address, IPv4 first).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let expected = "expected IP:PORT, :PORT, HOST:PORT or [IPv6]:PORT, e.g. 127.0.0.1:8080, :8080, localhost:8080, [::]:8080";
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid listen address {text:?}: {expected}"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("invalid listen address {text:?}: {expected}"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("invalid listen address {text:?}: {expected}"))?;
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve {host:?} in listen address {text:?}: {err}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
+}
+
+fn deserialize_listen<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_listen(&text).map_err(serde::de::Error::custom)
+}
+
 /// Why a configuration could not be loaded or is not usable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// The file.
         path: String,
@@ -280,7 +337,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for this struct.
-    #[error("invalid config file {path}: {source}")]
+    #[error("invalid config file {path}")]
     Parse {
         /// The file.
         path: String,
@@ -467,6 +524,26 @@ mod tests {
             ..Config::default()
         };
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn listen_takes_port_only_host_names_and_ipv6() {
+        assert_eq!(parse_listen(":8080"), Ok("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(
+            parse_listen("localhost:8080").map(|addr| addr.ip().is_loopback()),
+            Ok(true)
+        );
+        assert_eq!(parse_listen("[::]:8080"), Ok("[::]:8080".parse().unwrap()));
+        assert_eq!(
+            parse_listen("10.0.0.1:80"),
+            Ok("10.0.0.1:80".parse().unwrap())
+        );
+        for bad in ["8080", ":http", "localhost", "host:99999"] {
+            assert!(parse_listen(bad).is_err(), "{bad}");
+        }
+        let config = Config::from_toml("listen = \":9000\"\nlog_format = \"json\"\n").unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.log_format, LogFormat::Json);
     }
 
     #[test]

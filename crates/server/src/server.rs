@@ -83,7 +83,7 @@ pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,

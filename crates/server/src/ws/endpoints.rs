@@ -48,7 +48,10 @@ fn admit(
     let headers = request.headers();
     let accept = upgrade::check(headers)?;
     if !origin::allowed(&state.config.allowed_origins, headers) {
-        info!(%peer, origin = ?headers.get(header::ORIGIN), reason = "origin", "upgrade refused");
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|value| value.to_str().ok());
+        info!(%peer, origin, reason = "origin", "upgrade refused");
         return Err(refusal(StatusCode::FORBIDDEN, "origin not allowed", None));
     }
     let client = client_ip(peer.ip(), headers, &state.trusted_proxies);
