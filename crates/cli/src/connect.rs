@@ -126,7 +126,8 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         match Command::parse(msg) {
             Ok(Some(command)) => {
                 if command.send(&mut ws).await? {
-                    break;
+                    // Our close was sent: what follows is the server's close frame.
+                    return finish_close(&mut ws, &mut out).await;
                 }
             }
             Ok(None) => ws

@@ -33,7 +33,6 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[command(
     name = "switchboard",
     version,
-    about,
     after_help = "Start with `switchboard serve` and open http://127.0.0.1:8080/. Docs: README.md, docs/.\n\n\
 Exit codes: 0 success (connect: also a close 1000/1001 by the server); 1 error (the message says \
 what failed and, where it can, how to fix it; connect: also any other close code); 2 invalid \

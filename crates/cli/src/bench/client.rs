@@ -111,7 +111,12 @@ impl Target {
             match builder.connect_on(stream).await {
                 Ok((ws, _response)) => Ok(ws),
                 Err(WsError::Upgrade(upgrade::Error::DidNotSwitchProtocols(status))) => {
-                    bail!("upgrade refused: HTTP {status}")
+                    // The load itself is the usual cause (per-IP rate, connection limit): say
+                    // which server flags lift it.
+                    match crate::refusal::hint(status, "/ws", "") {
+                        Some(hint) => bail!("upgrade refused: HTTP {status} ({hint})"),
+                        None => bail!("upgrade refused: HTTP {status}"),
+                    }
                 }
                 Err(err) => Err(err).context("upgrade handshake"),
             }
@@ -126,6 +131,25 @@ impl Target {
             ),
         }
     }
+}
+
+/// At most this many bytes of a server frame go into a warning.
+const CLIP_BYTES: usize = 200;
+
+/// `text` cut to one short warning line (a frame can be 75 KB: a `joined` of 5,000 members).
+pub fn clip(text: &str) -> String {
+    if text.len() <= CLIP_BYTES {
+        return text.to_owned();
+    }
+    let mut end = CLIP_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… ({} bytes)",
+        text.get(..end).unwrap_or_default(),
+        text.len()
+    )
 }
 
 /// The source address of connection `index` (see [`Target::resolve`]).

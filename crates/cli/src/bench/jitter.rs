@@ -73,6 +73,8 @@ struct Frame {
     seq: Option<u64>,
     epoch: Option<String>,
     recovered: Option<bool>,
+    /// Counted only (a zero-sized element per member: nothing is kept).
+    members: Option<Vec<serde::de::IgnoredAny>>,
 }
 
 #[derive(Debug)]
@@ -518,7 +520,7 @@ impl Session<'_> {
         let shared = self.shared;
         let counters = &shared.counters;
         let Ok(frame) = serde_json::from_str::<Frame>(text) else {
-            shared.problem(format!("unreadable frame: {text}"));
+            shared.problem(format!("unreadable frame: {}", client::clip(text)));
             return;
         };
         match frame.kind.as_str() {
@@ -541,9 +543,12 @@ impl Session<'_> {
                     counters.recovered.fetch_add(1, Ordering::Relaxed);
                 } else {
                     counters.not_recovered.fetch_add(1, Ordering::Relaxed);
+                    // The `joined` itself can be large (every member's name): count, don't copy.
                     shared.problem(format!(
-                        "client {}: re-join could not recover: {text}",
-                        self.index
+                        "client {}: re-join could not recover (joined at seq {seq}, epoch {}, {} members)",
+                        self.index,
+                        frame.epoch.as_deref().unwrap_or("-"),
+                        frame.members.as_ref().map_or(0, Vec::len),
                     ));
                     tracker.skip_to(seq + 1);
                 }
@@ -556,7 +561,7 @@ impl Session<'_> {
             }
             "error" => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
-                shared.problem(format!("client {}: {text}", self.index));
+                shared.problem(format!("client {}: {}", self.index, client::clip(text)));
             }
             _ => {}
         }
