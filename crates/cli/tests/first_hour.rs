@@ -428,3 +428,39 @@ fn connect_slash_commands_send_pings_binary_frames_and_closes() {
         stderr(&bad)
     );
 }
+
+/// deploy/systemd/switchboard.service passes `systemd-analyze verify` (with its paths pointed at
+/// the built binary and the sample config). Machines without systemd skip it, saying so.
+#[test]
+fn the_systemd_unit_verifies() {
+    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze not installed: deploy/systemd/switchboard.service not verified");
+        return;
+    };
+    assert!(version.status.success());
+    let unit = std::fs::read_to_string(repo_path("deploy/systemd/switchboard.service")).unwrap();
+    assert!(unit.contains("NoNewPrivileges=yes") && unit.contains("ProtectSystem=strict"));
+    assert!(unit.contains("LimitNOFILE=") && unit.contains("Restart=on-failure"));
+    let unit = unit.replace("/usr/local/bin/switchboard", BIN).replace(
+        "/etc/switchboard/switchboard.toml",
+        &repo_path("deploy/switchboard.toml"),
+    );
+    let dir = std::env::temp_dir().join(format!("sb-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("switchboard-test.service");
+    std::fs::write(&path, unit).unwrap();
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    // Warnings about the unit itself (not about the host's other units) fail the test.
+    let ours: Vec<&str> = err
+        .lines()
+        .filter(|line| line.contains("switchboard-test.service"))
+        .collect();
+    assert!(ours.is_empty(), "{err}");
+}
