@@ -109,8 +109,9 @@ fn rate_limit_hint(body: &str) -> String {
     let per_ip = body.contains("from this address") || body.is_empty();
     if per_ip {
         "the server's per-IP connection rate limit was hit: wait and retry, or start the server \
-         with higher limits, e.g. `switchboard serve --ip-connect-rate 10000 --ip-connect-burst \
-         10000` (behind a proxy, set --trusted-proxy so that each client counts on its own)"
+         with higher limits, e.g. `switchboard serve --ip-connect-rate 1000000 --ip-connect-burst \
+         1000000` (README: serve for benchmarking; behind a proxy, set --trusted-proxy so that \
+         each client counts on its own)"
             .to_owned()
     } else {
         "a server rate limit was hit (see the reason above): wait and retry, or raise the limit \
