@@ -464,3 +464,29 @@ fn the_systemd_unit_verifies() {
         .collect();
     assert!(ours.is_empty(), "{err}");
 }
+
+#[test]
+fn bench_over_the_per_ip_limit_names_the_server_flags_to_raise() {
+    let server = Serve::start(&["--ip-connect-rate", "1", "--ip-connect-burst", "1"]);
+    let output = run(&[
+        "bench",
+        "fanout",
+        "--url",
+        &format!("ws://{}/ws", server.addr),
+        "--no-spread",
+        "-n",
+        "20",
+        "-d",
+        "1",
+        "--quiet",
+    ]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(last.contains("could not be set up"), "{err}");
+    assert!(last.contains("HTTP 429"), "{err}");
+    assert!(
+        last.contains("--ip-connect-rate") && last.contains("--ip-connect-burst"),
+        "{err}"
+    );
+}

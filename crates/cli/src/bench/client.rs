@@ -443,6 +443,23 @@ mod tests {
     }
 
     #[test]
+    fn warnings_clip_long_frames_to_one_short_line() {
+        assert_eq!(clip("short"), "short");
+        let joined = format!(
+            r#"{{"type":"joined","members":[{}]}}"#,
+            vec![r#""user-0000""#; 5000].join(",")
+        );
+        let line = clip(&joined);
+        assert!(line.len() < 250, "{line}");
+        assert!(
+            line.ends_with(&format!("… ({} bytes)", joined.len())),
+            "{line}"
+        );
+        // Never cut inside a character.
+        assert!(clip(&"é".repeat(300)).starts_with('é'));
+    }
+
+    #[test]
     fn source_addresses_are_loopback_and_spread() {
         assert_eq!(source_ip(0), Ipv4Addr::new(127, 1, 0, 1));
         assert_eq!(source_ip(999), Ipv4Addr::new(127, 1, 0, 1));
