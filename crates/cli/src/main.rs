@@ -48,6 +48,15 @@ enum Command {
     /// Run the server.
     Serve(Box<serve::ServeArgs>),
     /// Connect to a WebSocket URL: send typed lines, print what arrives (like wscat).
+    #[command(
+        after_help = "Lines (and -x messages) starting with / are commands: /ping [TEXT] \
+        sends a WebSocket ping, /close [CODE [REASON]] closes (default 1000), /binary HEX sends a \
+        binary frame (e.g. /binary 00ff10); //TEXT sends the text /TEXT. Tokens in the URL \
+        (?token=) and credential headers are shown as [redacted].\n\n\
+        Exit codes: 0 when the connection ended normally (our close, --wait elapsed, the server \
+        closed with 1000 or 1001); 1 when it could not be made (the refusal and a hint are \
+        printed) or ended otherwise; 2 invalid command line."
+    )]
     Connect(connect::ConnectArgs),
     /// Mint a signed (HS256) token for testing.
     Token(token::TokenArgs),
