@@ -388,8 +388,15 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
             .unwrap_or_default();
+        // The usual cause under load is the server's per-connection message rate: name its flags.
+        let hint = if first.contains("rate_limited") {
+            " (the server's per-connection message rate: raise it with `switchboard serve \
+             --rate-limit N --rate-burst N`)"
+        } else {
+            ""
+        };
         report.warn(format!(
-            "publishers received {errors} error frames; first: {first}"
+            "publishers received {errors} error frames; first: {first}{hint}"
         ));
     }
     for (reason, connections) in ended {
