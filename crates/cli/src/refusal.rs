@@ -136,19 +136,39 @@ fn preview(body: &str) -> String {
 /// The hint for a connection that failed before any HTTP response: a TLS handshake with a
 /// server that does not speak TLS, or the other way round.
 pub fn transport_hint(scheme: Option<&str>, error_text: &str) -> Option<&'static str> {
-    let tls_error = [
-        "InvalidContentType",
-        "corrupt message",
-        "record overflow",
-        "tls",
-    ]
-    .iter()
-    .any(|needle| error_text.contains(needle));
+    let has = |needles: &[&str]| needles.iter().any(|needle| error_text.contains(needle));
     match scheme {
-        Some("wss") if tls_error || error_text.contains("UnexpectedEof") => {
+        Some("wss")
+            if has(&[
+                "invalid peer certificate",
+                "UnknownIssuer",
+                "NotValidForName",
+            ]) =>
+        {
+            Some(
+                "the server's certificate is not trusted for this host name: pass the CA that \
+                 signed it with --ca-file PEM, and connect with a name the certificate lists",
+            )
+        }
+        Some("wss")
+            if has(&[
+                "InvalidContentType",
+                "corrupt message",
+                "record overflow",
+                "UnexpectedEof",
+            ]) =>
+        {
             Some("the server did not answer TLS; try ws://")
         }
-        Some("ws") if error_text.contains("Parsing") || error_text.contains("eof") => {
+        Some("ws")
+            if has(&[
+                "invalid HTTP",
+                "Parsing",
+                "unexpected end of file",
+                "eof",
+                "reset by peer",
+            ]) =>
+        {
             Some("the server did not answer plain HTTP; if it serves TLS (--tls-cert), try wss://")
         }
         _ => None,
@@ -218,5 +238,10 @@ mod tests {
             Some("the server did not answer TLS; try ws://")
         );
         assert_eq!(transport_hint(Some("ws"), "Connection refused"), None);
+        assert!(
+            transport_hint(Some("ws"), "upgrade handshake: invalid HTTP version")
+                .unwrap()
+                .contains("try wss://")
+        );
     }
 }

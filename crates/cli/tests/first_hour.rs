@@ -490,3 +490,22 @@ fn bench_over_the_per_ip_limit_names_the_server_flags_to_raise() {
         "{err}"
     );
 }
+
+#[test]
+fn connect_with_ws_to_a_tls_server_says_try_wss() {
+    let dir = std::env::temp_dir().join(format!("sb-first-hour-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let server = Serve::start(&[
+        "--tls-cert",
+        cert_path.to_str().unwrap(),
+        "--tls-key",
+        key_path.to_str().unwrap(),
+    ]);
+    let output = run(&["connect", &format!("ws://{}/ws", server.addr)]);
+    assert_error(&output, "upgrade handshake", "try wss://");
+    std::fs::remove_dir_all(dir).unwrap();
+}
