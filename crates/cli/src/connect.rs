@@ -3,6 +3,10 @@
 //! Sends stdin lines (or `--execute` messages) as text frames and prints every received frame on
 //! stdout, one per line. Diagnostics go to stderr. Exit code 0 on a normal end (our own close, the
 //! `--wait` time elapsed, the server closed with 1000/1001), 1 otherwise.
+//!
+//! Lines starting with `/` are commands (`/ping`, `/close CODE REASON`, `/binary HEX`). A refused
+//! upgrade is shown with the server's own reason (its response body, kept by [`Recording`])
+//! and a hint from [`crate::refusal`]; tokens in the URL are never printed.
 
 use std::fmt::Write as _;
 use std::io::BufRead as _;
