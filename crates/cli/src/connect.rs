@@ -234,8 +234,9 @@ async fn open(
         Some("wss") => 443,
         _ => 80,
     });
+    // Nagle stays on, as in the library's own connect: a close typed right after a message
+    // then leaves after the server's reply to it has been acknowledged.
     let tcp = TcpStream::connect((host, port)).await?;
-    tcp.set_nodelay(true)?;
     let stream = connector.wrap(host, tcp).await.context("TLS handshake")?;
     Ok(Recording::new(stream))
 }
@@ -338,6 +339,20 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Recording<S> {
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    // Forwarded so that a frame's header and payload still leave in one write (the default
+    // would write them one by one).
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(
