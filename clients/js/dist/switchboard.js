@@ -433,13 +433,17 @@ var Client = class {
         `could not connect to ${this.url}${known}` + (status === void 0 ? ": the server is unreachable, or it refused the upgrade (a missing, invalid or expired token, or an origin it does not allow)" : ""),
         status === void 0 ? {} : { status, fatal: isTerminalStatus(status, canRenew) }
       );
-      if (err.fatal) return this.finish(err, true, info);
+      if (err.fatal) {
+        this.finish(err, true, info);
+        return;
+      }
       this.emit("error", err);
-      return this.scheduleReconnect(info, retryHint(status));
+      this.scheduleReconnect(info, retryHint(status));
+      return;
     }
     if (isTerminalClose(info.code, info.reason, canRenew)) {
       const code = info.code === 4001 ? "token_expired" : info.code === 4003 ? "identity_changed" : info.code === 1008 ? "policy" : "connection_closed";
-      return this.finish(
+      this.finish(
         new SwitchboardError(code, `the server closed the connection for good: ${info.code} ${info.reason}`.trim(), {
           closeCode: info.code,
           fatal: true
@@ -447,6 +451,7 @@ var Client = class {
         true,
         info
       );
+      return;
     }
     if (uptime >= STABLE_AFTER_MS) this.attempts = 0;
     this.scheduleReconnect(info, 0);
