@@ -93,7 +93,12 @@ export class CutProxy {
     this.target = { host, port: Number(port) };
     this.pairs = new Set();
     this.cuts = 0;
+    this.paused = false;
     this.server = createServer((down) => {
+      if (this.paused) {
+        down.resetAndDestroy(); // the network is down: connection attempts fail
+        return;
+      }
       const up = createConnection(this.target);
       const pair = { down, up };
       this.pairs.add(pair);
@@ -121,6 +126,16 @@ export class CutProxy {
       up.destroy();
     }
     this.pairs.clear();
+  }
+
+  /** Cuts every connection and refuses new ones until `resume()`: an outage of any length. */
+  pause() {
+    this.paused = true;
+    this.cut();
+  }
+
+  resume() {
+    this.paused = false;
   }
 
   get open() {
