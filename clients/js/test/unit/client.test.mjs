@@ -558,3 +558,31 @@ describe('typing and unknown frames', () => {
     assert.deepEqual(ev.error, []);
   });
 });
+
+describe('browser signals', () => {
+  test('`online` reconnects at once instead of waiting out the backoff; `offline` checks the link', async () => {
+    const win = new EventTarget();
+    globalThis.addEventListener = win.addEventListener.bind(win);
+    globalThis.removeEventListener = win.removeEventListener.bind(win);
+    try {
+      const { net, client } = setup({ random: () => 0.999 });
+      const c = await joined(net, client);
+      win.dispatchEvent(new Event('offline'));
+      assert.equal(c.lastOf('ping').type, 'ping', 'offline: the link is checked at once');
+      c.drop();
+      for (let i = 0; i < 5; i++) {
+        mock.timers.tick(30_000);
+        net.last.drop(1006, '', false);
+      }
+      const before = net.conns.length;
+      win.dispatchEvent(new Event('online'));
+      assert.equal(net.conns.length, before + 1, 'online: a new attempt without waiting');
+      client.close();
+      win.dispatchEvent(new Event('online'));
+      assert.equal(net.conns.length, before + 1, 'no listener left after close()');
+    } finally {
+      delete globalThis.addEventListener;
+      delete globalThis.removeEventListener;
+    }
+  });
+});
