@@ -2,7 +2,7 @@
 // (/sdk/switchboard.min.js): the SDK reconnects with backoff, re-joins with `since` so nothing is
 // missed across a lost connection, re-sends unacknowledged messages once, and refreshes tokens.
 // All user-provided text is rendered with textContent; innerHTML is never used with data.
-import { Client, sessionPositions } from '/sdk/switchboard.min.js';
+import { Client } from '/sdk/switchboard.min.js';
 
 const TYPING_SHOW_MS = 3000; // hide "x is typing…" this long after the last event
 const ERROR_SHOW_MS = 30000;
@@ -266,7 +266,7 @@ function closedText(err) {
 }
 
 function newClient(name) {
-  const options = { user: name, resume: sessionPositions(`switchboard-demo:${name}`) };
+  const options = { user: name };
   if (pageToken) options.token = pageToken;
   const client = new Client(wsUrl, options);
   client.on('state', (s, d) => {
@@ -307,6 +307,8 @@ function newClient(name) {
   });
   client.on('resync', (r) => {
     if (state.client !== client || r.room !== state.room) return;
+    // A new epoch numbers its messages from 1 again: what is shown belongs to the old one.
+    if (r.reason === 'epoch') for (const n of el.messages.querySelectorAll('.message[data-seq]')) delete n.dataset.seq;
     addNotice(
       r.reason === 'epoch'
         ? 'The server restarted: messages from before are gone. Showing what it has now.'
