@@ -129,7 +129,7 @@ describe('the SDK in Chromium', { timeout: 120_000 }, () => {
     let minted = 0;
     await page.exposeFunction('mint', () => {
       minted++;
-      return mintToken('pat', 3);
+      return mintToken('pat', 4);
     });
     await page.evaluate(async () => {
       window.states = [];
@@ -141,13 +141,13 @@ describe('the SDK in Chromium', { timeout: 120_000 }, () => {
       await c.connect();
       await c.join('secure');
     });
-    const firstExp = Date.now() + 3_000;
+    const firstExp = Date.now() + 4_000;
     // A cut in the middle: the reconnect must fetch a fresh token, and refreshing must go on after it.
     await new Promise((r) => setTimeout(r, 1_500));
     proxy.cut();
     await until(async () => (await page.evaluate(() => window.states.at(-1))) === 'connected', 'reconnected');
     const reconnectedAt = Date.now();
-    await until(() => Date.now() > Math.max(firstExp, reconnectedAt + 3_000) + 3_000, 'time past both tokens’ exp', 15_000);
+    await until(() => Date.now() > Math.max(firstExp, reconnectedAt + 4_000) + 3_000, 'time past both tokens’ exp', 15_000);
     const states = await page.evaluate(() => window.states);
     assert.deepEqual(states, ['connecting', 'connected', 'disconnected', 'connecting', 'connected'], 'one cut, no expiry close');
     assert.ok(minted >= 4, `tokens minted: ${minted}`);

@@ -142,14 +142,14 @@ describe('Node client against the real server', { timeout: 120_000 }, () => {
     const c = client(s.addr, {
       getToken: async () => {
         calls++;
-        return mintToken('tina', 3);
+        return mintToken('tina', 4);
       },
     });
     const states = [];
     c.on('state', (st) => states.push(st));
     await c.connect();
     await c.join('t');
-    const firstExp = Date.now() + 3_000;
+    const firstExp = Date.now() + 4_000;
     // Well past the first token's exp (the server's leeway is 0 s here): still the same connection.
     await until(() => Date.now() > firstExp + 4_000, 'time to pass', 10_000);
     assert.ok(calls >= 3, `getToken called for the connection and at least two refreshes (${calls})`);
