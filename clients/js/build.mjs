@@ -21,6 +21,8 @@ const common = {
   platform: 'neutral',
   legalComments: 'none',
   logLevel: 'warning',
+  // Fixed, so that the path comments in switchboard.js do not depend on where the build runs from.
+  absWorkingDir: root,
 };
 await build({ ...common, outfile: join(out, 'switchboard.js') });
 await build({ ...common, outfile: join(out, 'switchboard.min.js'), minify: true });

@@ -224,7 +224,6 @@ function tokenExpiry(token) {
   }
 }
 function isTerminalClose(code, reason, canRenewToken) {
-  if (code === 1e3) return true;
   if (code === 1008) return reason !== "ping timeout";
   if (code === 4001) return !canRenewToken;
   if (code === 4003) return true;

@@ -69,7 +69,9 @@ export function tokenExpiry(token: string): number | undefined {
  * reconnect with a fresh token is right.
  */
 export function isTerminalClose(code: number, reason: string, canRenewToken: boolean): boolean {
-  if (code === 1000) return true; // the server answers our own 1000; nothing else sends it
+  // 1000 is not here: the server sends it only in answer to our own close, after which this client
+  // has stopped listening; one that arrives otherwise comes from something in between (a proxy
+  // ending an idle tunnel), and reconnecting is right.
   if (code === 1008) return reason !== 'ping timeout'; // too many protocol errors: a bug, fix it first
   if (code === 4001) return !canRenewToken;
   if (code === 4003) return true; // the token names another user

@@ -395,7 +395,7 @@ describe('reconnect policy (protocol section 8.3)', () => {
     });
   }
 
-  for (const [code, reason] of [[1001, 'server shutting down'], [1008, 'ping timeout'], [1011, ''], [1013, 'slow consumer'], [1006, '']]) {
+  for (const [code, reason] of [[1000, 'from a proxy, not asked for'], [1001, 'server shutting down'], [1008, 'ping timeout'], [1011, ''], [1013, 'slow consumer'], [1006, '']]) {
     test(`close ${code} ${reason} reconnects`, async () => {
       const { net, client } = setup();
       await joined(net, client);
