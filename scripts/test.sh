@@ -44,6 +44,9 @@ scripts/conformance.sh "$ROOT/target/debug/switchboard"
 step "browser tests (headless Chromium)"
 scripts/browser-tests.sh
 
+step "JavaScript SDK (clients/js: dist fresh, tsc, lint, unit, Node and Chromium tests)"
+scripts/js-tests.sh
+
 step "bench smoke (every switchboard bench scenario, tiny and short)"
 SWITCHBOARD_BIN="$ROOT/target/debug/switchboard" bench/compare.sh --smoke
 SWITCHBOARD_BIN="$ROOT/target/debug/switchboard" bench/cluster.sh --smoke

@@ -841,3 +841,26 @@ async fn small_frames_written_in_runs_arrive_whole_and_in_order_through_partial_
         buf.extend_from_slice(&chunk[..n]);
     }
 }
+
+/// The JavaScript SDK and the ticker demo are served from the binary (clients/js/dist, web/).
+#[tokio::test]
+async fn sdk_bundle_and_ticker_page_are_served() {
+    let server = TestServer::default_config().await;
+    for (path, kind, marker) in [
+        (
+            "/sdk/switchboard.js",
+            "text/javascript",
+            "var Client = class",
+        ),
+        ("/sdk/switchboard.min.js", "text/javascript", "export{"),
+        ("/ticker.html", "text/html", "ticker.js"),
+        ("/ticker.js", "text/javascript", "/sdk/switchboard.min.js"),
+    ] {
+        let response = http_get(server.addr(), path, &[]).await;
+        assert_eq!(response.status, 200, "{path}");
+        let content_type = response.header("content-type").unwrap_or_default();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        let body = String::from_utf8_lossy(&response.body);
+        assert!(body.contains(marker), "{path} lacks {marker:?}");
+    }
+}

@@ -19,6 +19,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/", get(assets::index))
         .route("/app.js", get(assets::app_js))
         .route("/style.css", get(assets::style_css))
+        .route("/sdk/switchboard.js", get(assets::sdk_js))
+        .route("/sdk/switchboard.min.js", get(assets::sdk_min_js))
+        .route("/ticker.html", get(assets::ticker_html))
+        .route("/ticker.js", get(assets::ticker_js))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/ws", get(endpoints::ws));
