@@ -58,6 +58,13 @@ pub struct Config {
     /// allows any. Default empty: same-origin pages only (the `Origin`'s host must equal the
     /// request's `Host`). Requests without `Origin` (non-browser clients) are not affected.
     pub allowed_origins: Vec<String>,
+    /// Host names browser requests (those with `Origin`) may address the server by: exact
+    /// (`chat.example.com`, `10.0.0.5`), wildcard subdomains (`*.example.com`), or `*` for any.
+    /// A browser request whose `Host` is not one of them gets 403, which stops DNS rebinding
+    /// (a page on `evil.example` whose name now points at your server). Default empty: the
+    /// loopback names (`localhost`, `*.localhost`, 127.0.0.0/8, `::1`) and the listen address
+    /// when it is a specific one. Set it when the server is reached under a public name.
+    pub server_names: Vec<String>,
     /// Reverse proxies (addresses or networks, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` is
     /// believed: behind them, the per-IP limit and the logs use the client's address. Default
     /// empty: the TCP peer is the client.
@@ -132,6 +139,16 @@ pub struct AuthConfig {
     /// Clock skew tolerated on `exp`. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// Prepended to every anonymous user name when anonymous access is on *beside* a key, so
+    /// that a guest can never take a token user's name (`?user=alice` becomes `guest-alice`),
+    /// and tokens whose `sub` starts with it are refused. Must not be empty in that setup.
+    /// Unused without a key (no token users). Default `guest-`.
+    pub anonymous_prefix: String,
+    /// Longest token lifetime accepted: a token whose `exp` is further than this from now is
+    /// refused (401), so a mistaken or stolen never-expiring token (`exp` = 2^64-1) is not
+    /// honoured. Default 30 days.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
 }
 
 impl Default for AuthConfig {
@@ -142,6 +159,8 @@ impl Default for AuthConfig {
             anonymous: None,
             cookie: "switchboard_token".to_owned(),
             leeway: Duration::from_secs(5),
+            anonymous_prefix: "guest-".to_owned(),
+            max_token_lifetime: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -259,6 +278,7 @@ impl Default for Config {
             idempotency_window: Duration::from_secs(120),
             auth: AuthConfig::default(),
             allowed_origins: Vec::new(),
+            server_names: Vec::new(),
             trusted_proxies: Vec::new(),
             limits: LimitsConfig::default(),
             tls_cert: None,

@@ -116,6 +116,13 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         config.validate()?;
         let auth = Authenticator::from_config(&config.auth)?;
+        if auth.allows_anonymous() && auth.verifies_tokens() {
+            warn!(
+                prefix = auth.anonymous_prefix(),
+                "anonymous access is on beside a token key: anyone can connect, with every right, \
+                 under a name starting with the anonymous prefix"
+            );
+        }
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
             _ => None,
@@ -139,6 +146,10 @@ impl Server {
             state: Arc::new(AppState {
                 broker,
                 trusted_proxies,
+                server_names: crate::http::origin::ServerNames::new(
+                    &config.server_names,
+                    addr.ip(),
+                ),
                 auth,
                 ip_limiter: IpLimiter::new(
                     limits.connections_per_ip_per_second,

@@ -24,6 +24,8 @@ pub(crate) struct AppState {
     pub(crate) ip_limiter: IpLimiter,
     /// Proxies whose `X-Forwarded-For` names the client (`Config::trusted_proxies`).
     pub(crate) trusted_proxies: Vec<crate::http::client_ip::Network>,
+    /// The names browser requests may use in `Host` (`Config::server_names`).
+    pub(crate) server_names: crate::http::origin::ServerNames,
     /// One permit per open WebSocket (`limits.max_connections`).
     pub(crate) connections: Arc<Semaphore>,
     /// Every connection task, so shutdown can wait for them.

@@ -47,9 +47,14 @@ fn admit(
 ) -> Result<(String, Identity, OwnedSemaphorePermit), Response> {
     let headers = request.headers();
     let accept = upgrade::check(headers)?;
-    if !origin::allowed(&state.config.allowed_origins, headers) {
-        info!(%peer, origin = ?headers.get(header::ORIGIN), reason = "origin", "upgrade refused");
-        return Err(refusal(StatusCode::FORBIDDEN, "origin not allowed", None));
+    if let Err(refused) = origin::check(
+        &state.config.allowed_origins,
+        &state.server_names,
+        scheme(state, peer, headers),
+        headers,
+    ) {
+        info!(%peer, origin = ?headers.get(header::ORIGIN), host = ?headers.get(header::HOST), reason = "origin", error = %refused, "upgrade refused");
+        return Err(refusal(StatusCode::FORBIDDEN, &refused.to_string(), None));
     }
     let client = client_ip(peer.ip(), headers, &state.trusted_proxies);
     if let Err(wait) = state.ip_limiter.admit(client, Instant::now()) {
@@ -84,6 +89,28 @@ fn admit(
         refusal(StatusCode::SERVICE_UNAVAILABLE, "server at its connection limit", Some(Duration::from_secs(5)))
     })?;
     Ok((accept, identity, permit))
+}
+
+/// How the client reached the server: `https` with TLS; behind a trusted proxy, what its
+/// `X-Forwarded-Proto` says (the proxy may terminate TLS); else `http`.
+fn scheme(state: &AppState, peer: SocketAddr, headers: &http::HeaderMap) -> &'static str {
+    if state.config.tls_cert.is_some() {
+        return "https";
+    }
+    let behind_proxy = state
+        .trusted_proxies
+        .iter()
+        .any(|net| net.contains(peer.ip()));
+    let forwarded_https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+    if behind_proxy && forwarded_https {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// A refusal with a reason and, for limits, `Retry-After` (whole seconds, at least 1).
