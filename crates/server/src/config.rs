@@ -183,6 +183,37 @@ pub struct LimitsConfig {
     pub connections_per_ip_per_second: u32,
     /// Burst of new connections from one IP address. Default 100.
     pub connection_burst_per_ip: u32,
+    /// WebSocket connections one address (an IPv4 address, or an IPv6 /64) may hold open at
+    /// once; beyond it upgrades get 429 with `Retry-After`. The rate above limits how fast an
+    /// address connects, this how much of `max_connections` it can take. Default: a quarter
+    /// of `max_connections`, at most 1,000 (many users behind one NAT share an address; raise
+    /// it for a known large NAT, or list your proxies in `trusted_proxies`).
+    pub max_connections_per_ip: Option<usize>,
+    /// Connections accepted but not yet upgraded (TCP accepted, TLS handshake or HTTP request
+    /// in progress, or an idle keep-alive HTTP connection), node-wide. At the cap the server
+    /// stops accepting — before any accept work is spent — and new connections wait in the
+    /// kernel's listen backlog, so idle or slow sockets cannot use up the file descriptors
+    /// open WebSockets need (F7). Each is closed after `handshake_timeout` at the latest.
+    /// Default 1,024; lowered at start so that `max_connections` + this + 64 fit the process's
+    /// open-file limit.
+    pub max_pending_connections: usize,
+    /// Of those, how many one address (as above; trusted proxies exempt) may hold; a
+    /// connection beyond it is closed right after accept. Default 256.
+    pub max_pending_per_ip: usize,
+    /// Length of the kernel's queue of connections waiting for `accept` (`listen(2)`
+    /// backlog). Sized for reconnect storms: when thousands of clients reconnect at once, a
+    /// full queue drops SYNs and each drop costs the client a 1 s retransmit. Linux caps it at
+    /// `net.core.somaxconn` (4,096 on kernels since 5.4; the server warns when the cap is
+    /// lower). Default 4,096.
+    pub listen_backlog: u32,
+}
+
+impl LimitsConfig {
+    /// `max_connections_per_ip`, or its default.
+    pub fn connections_per_ip_cap(&self) -> usize {
+        self.max_connections_per_ip
+            .unwrap_or_else(|| (self.max_connections / 4).clamp(1, 1000))
+    }
 }
 
 impl Default for LimitsConfig {
@@ -194,6 +225,10 @@ impl Default for LimitsConfig {
             max_connections: 100_000,
             connections_per_ip_per_second: 50,
             connection_burst_per_ip: 100,
+            max_connections_per_ip: None,
+            max_pending_connections: 1024,
+            max_pending_per_ip: 256,
+            listen_backlog: 4096,
         }
     }
 }
@@ -376,6 +411,16 @@ impl Config {
             || limits.max_connections == 0
         {
             return invalid("limits", "rates and max_connections must be at least 1");
+        }
+        if limits.max_connections_per_ip == Some(0)
+            || limits.max_pending_connections == 0
+            || limits.max_pending_per_ip == 0
+            || limits.listen_backlog == 0
+        {
+            return invalid(
+                "limits",
+                "max_connections_per_ip, max_pending_connections, max_pending_per_ip and listen_backlog must be at least 1",
+            );
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert/tls_key", "set both or neither");

@@ -25,6 +25,7 @@ use super::upgrade;
 use crate::auth::{AuthError, Identity};
 use crate::http::client_ip::client_ip;
 use crate::http::origin;
+use crate::limits::IpSlot;
 use crate::state::{AppState, PeerAddr};
 
 #[derive(Debug, Deserialize)]
@@ -44,7 +45,7 @@ fn admit(
     peer: SocketAddr,
     request: &Request,
     query: &WsQuery,
-) -> Result<(String, Identity, OwnedSemaphorePermit), Response> {
+) -> Result<(String, Identity, Slots), Response> {
     let headers = request.headers();
     let accept = upgrade::check(headers)?;
     if let Err(refused) = origin::check(
@@ -65,6 +66,14 @@ fn admit(
             Some(wait),
         ));
     }
+    let ip_slot = state.ip_connections.try_acquire(client).ok_or_else(|| {
+        info!(%peer, %client, reason = "ip_connections", max = state.ip_connections_cap(), "upgrade refused");
+        refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many open connections from this address",
+            Some(Duration::from_secs(5)),
+        )
+    })?;
     let identity = state
         .auth
         .authenticate(headers, query.token.as_deref(), query.user.as_deref())
@@ -88,8 +97,11 @@ fn admit(
         warn!(%peer, reason = "capacity", max = state.config.limits.max_connections, "upgrade refused");
         refusal(StatusCode::SERVICE_UNAVAILABLE, "server at its connection limit", Some(Duration::from_secs(5)))
     })?;
-    Ok((accept, identity, permit))
+    Ok((accept, identity, (permit, ip_slot)))
 }
+
+/// What an open `/ws` connection holds: its node-wide slot and its address's.
+type Slots = (OwnedSemaphorePermit, IpSlot);
 
 /// How the client reached the server: `https` with TLS; behind a trusted proxy, what its
 /// `X-Forwarded-Proto` says (the proxy may terminate TLS); else `http`.
@@ -191,7 +203,7 @@ fn session_task(
     state: Arc<AppState>,
     on_upgrade: OnUpgrade,
     identity: Identity,
-    permit: OwnedSemaphorePermit,
+    permit: Slots,
     peer: SocketAddr,
 ) -> impl Future<Output = ()> + Send {
     async move {
