@@ -324,12 +324,14 @@ fn somaxconn() -> Option<u32> {
 const FD_RESERVE: u64 = 64;
 
 /// The cap on connections not yet upgraded: `max_pending_connections`, lowered if needed so
-/// that `max_connections` + pending + a reserve fit the open-file limit (raised to its hard
-/// maximum first, as Go's runtime does), so that slow or idle sockets never take the
-/// descriptors an upgrade needs. At least 16, so a server whose `max_connections` exceeds the
-/// limit still accepts (and says so).
+/// that slow or idle sockets never take the descriptors open WebSockets need. The open-file
+/// limit is first raised to its hard maximum (as Go's runtime does). When `max_connections`
+/// fits the limit, pending connections get at most what is left beside it (minus a reserve);
+/// when it does not (the default 100,000 above a 20,000 limit), at most a quarter of the
+/// limit, and the server warns that `max_connections` cannot be reached.
 fn pending_cap(limits: &crate::config::LimitsConfig) -> usize {
-    const MIN_PENDING: usize = 16;
+    /// Never below this, so a tight configuration still accepts.
+    const MIN_PENDING: u64 = 16;
     let configured = limits.max_pending_connections;
     let nofile = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
@@ -339,22 +341,25 @@ fn pending_cap(limits: &crate::config::LimitsConfig) -> usize {
         }
     };
     let established = u64::try_from(limits.max_connections).unwrap_or(u64::MAX);
-    let headroom = nofile.saturating_sub(established.saturating_add(FD_RESERVE));
-    let fits = usize::try_from(headroom).unwrap_or(usize::MAX);
-    if fits < MIN_PENDING {
+    let beside = nofile.saturating_sub(established.saturating_add(FD_RESERVE));
+    let fits = if beside >= MIN_PENDING {
+        beside
+    } else {
         warn!(
             max_connections = limits.max_connections,
             open_file_limit = nofile,
-            "max_connections does not fit the open-file limit (ulimit -n): raise the limit or lower max_connections"
+            "max_connections does not fit the open-file limit (ulimit -n): connections beyond about {} will fail; raise the limit or lower max_connections",
+            nofile.saturating_sub(nofile / 4 + FD_RESERVE)
         );
-    }
-    let cap = configured.min(fits).max(MIN_PENDING.min(configured));
+        (nofile / 4).max(MIN_PENDING)
+    };
+    let cap = configured.min(usize::try_from(fits).unwrap_or(usize::MAX));
     if cap < configured {
         info!(
             max_pending_connections = cap,
             configured,
             open_file_limit = nofile,
-            "pending-connection cap lowered to fit the open-file limit"
+            "pending-connection cap lowered to leave file descriptors for open connections"
         );
     }
     cap
