@@ -135,7 +135,11 @@ pub(crate) struct ServeArgs {
     // --- Admission and fail-closed settings (issue 11; docs/security.md "Admission").
     /// Host name browser requests may address the server by (repeatable; `*.example.com`,
     /// `*` for any) [default: loopback names and the listen address].
-    #[arg(long = "server-name", env = "SWITCHBOARD_SERVER_NAMES", value_delimiter = ',')]
+    #[arg(
+        long = "server-name",
+        env = "SWITCHBOARD_SERVER_NAMES",
+        value_delimiter = ','
+    )]
     server_names: Option<Vec<String>>,
     /// Prefix of anonymous user names when anonymous access is on beside a key
     /// [default: guest-].

@@ -169,3 +169,47 @@ async fn f8_the_per_address_cap_is_configurable_and_validated() {
     let _b = Client::connect(&server, "b").await;
     assert_eq!(upgrade(server.addr(), "/ws?user=c", &[]).await.status, 429);
 }
+
+#[tokio::test]
+async fn f7_listen_backlog_holds_a_reconnect_storm_beyond_128() {
+    // One pending slot, taken by an idle socket: from then on the server accepts nothing, so
+    // every further connection must wait in the kernel's accept queue — the listen backlog.
+    let storm = |backlog| {
+        let mut config = Config::default();
+        config.limits.max_pending_connections = 1;
+        config.limits.listen_backlog = backlog;
+        config
+    };
+    let server = TestServer::start(storm(300)).await;
+    let addr = server.addr();
+    let _idle = TcpStream::connect(addr).await.unwrap();
+    // std's backlog of 128 drops the SYNs past it (each a 1 s retransmit for the client);
+    // with 300, 200 connections all complete their TCP handshake at once.
+    let mut queued = Vec::new();
+    for i in 0..200 {
+        let stream = timeout(Duration::from_millis(900), TcpStream::connect(addr))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} was not queued (SYN dropped)"))
+            .unwrap();
+        queued.push(stream);
+    }
+    drop(queued);
+
+    // The setting is what decides: with a backlog of 8 the queue is full after a few.
+    let server = TestServer::start(storm(8)).await;
+    let addr = server.addr();
+    let _idle = TcpStream::connect(addr).await.unwrap();
+    let mut queued = Vec::new();
+    let mut dropped = 0;
+    for _ in 0..24 {
+        match timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => queued.push(stream),
+            _ => dropped += 1,
+        }
+    }
+    assert!(
+        dropped > 0 && queued.len() <= 12,
+        "a backlog of 8 queued {} connections",
+        queued.len()
+    );
+}
