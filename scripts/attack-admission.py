@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Admission attacks of issue 11 (docs/security.md "Admission"), against a running server.
 
-  idle  --addr HOST:PORT [-n 1100] [--source 127.0.0.2] [--hold 6] [--pid PID]
+  idle  --addr HOST:PORT [-n 1100] [--source 127.0.0.2 | --spread] [--hold 6] [--pid PID]
       Opens N TCP connections from --source that never send a byte, holds them, and meanwhile
       probes a WebSocket upgrade from 127.0.0.1 every 0.5 s (time to 101, or the failure).
       With --pid, samples the server's open file descriptors.
@@ -63,10 +63,12 @@ async def idle(args):
     print(f"server fds before: {fds(args.pid) if args.pid else 'n/a'}")
     socks = []
     failed = 0
-    for _ in range(args.n):
+    for i in range(args.n):
+        # --spread: one address per socket (127.3.x.y), so per-address caps do not apply.
+        source = f"127.3.{i // 250}.{i % 250 + 1}" if args.spread else args.source
         try:
             _, w = await asyncio.wait_for(
-                asyncio.open_connection(host, port, local_addr=(args.source, 0)), 3
+                asyncio.open_connection(host, port, local_addr=(source, 0)), 3
             )
             socks.append(w)
         except (OSError, asyncio.TimeoutError):
@@ -127,6 +129,7 @@ def main():
     p.add_argument("--hold", type=float, default=6)
     p.add_argument("--duration", type=float, default=25)
     p.add_argument("--pid", type=int)
+    p.add_argument("--spread", action="store_true", help="idle: each socket from its own address")
     args = p.parse_args()
     asyncio.run(idle(args) if args.attack == "idle" else slots(args))
 

@@ -155,7 +155,7 @@ pub(crate) struct ServeArgs {
     /// Connections accepted but not yet upgraded, node-wide [default: 1024].
     #[arg(long, env = "SWITCHBOARD_MAX_PENDING_CONNECTIONS")]
     max_pending_connections: Option<usize>,
-    /// Connections not yet upgraded per address [default: 256].
+    /// Connections not yet upgraded per address (at most half the pending cap) [default: 512].
     #[arg(long, env = "SWITCHBOARD_MAX_PENDING_PER_IP")]
     max_pending_per_ip: Option<usize>,
     /// Listen backlog (capped by net.core.somaxconn) [default: 4096].

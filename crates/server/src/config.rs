@@ -198,7 +198,9 @@ pub struct LimitsConfig {
     /// open-file limit.
     pub max_pending_connections: usize,
     /// Of those, how many one address (as above; trusted proxies exempt) may hold; a
-    /// connection beyond it is closed right after accept. Default 256.
+    /// connection beyond it is closed right after accept. At most half of
+    /// `max_pending_connections` applies. Default 512: a reconnect storm of 500 clients behind
+    /// one NAT address still gets through at once.
     pub max_pending_per_ip: usize,
     /// Length of the kernel's queue of connections waiting for `accept` (`listen(2)`
     /// backlog). Sized for reconnect storms: when thousands of clients reconnect at once, a
@@ -227,7 +229,7 @@ impl Default for LimitsConfig {
             connection_burst_per_ip: 100,
             max_connections_per_ip: None,
             max_pending_connections: 1024,
-            max_pending_per_ip: 256,
+            max_pending_per_ip: 512,
             listen_backlog: 4096,
         }
     }

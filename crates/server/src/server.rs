@@ -158,7 +158,9 @@ impl Server {
                 connections: Arc::new(Semaphore::new(limits.max_connections)),
                 ip_connections: IpSlots::new(limits.connections_per_ip_cap()),
                 pending: Arc::new(Semaphore::new(pending)),
-                pending_per_ip: IpSlots::new(limits.max_pending_per_ip),
+                // At most half the pending slots for one address, whatever the setting, so
+                // one address never holds them all.
+                pending_per_ip: IpSlots::new(limits.max_pending_per_ip.min((pending / 2).max(1))),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 config,
