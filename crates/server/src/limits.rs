@@ -220,8 +220,8 @@ mod tests {
         let a = slots.try_acquire(ip("192.0.2.1")).unwrap();
         let b = slots.try_acquire(ip("192.0.2.1")).unwrap();
         assert!(slots.try_acquire(ip("192.0.2.1")).is_none());
-        assert!(slots.try_acquire(ip("2001:db8::1")).is_some());
         let c = slots.try_acquire(ip("2001:db8::1")).unwrap();
+        let e = slots.try_acquire(ip("2001:db8::2")).unwrap();
         assert!(
             slots.try_acquire(ip("2001:db8::ffff")).is_none(),
             "same /64"
@@ -229,7 +229,7 @@ mod tests {
         assert_eq!(slots.count(ip("192.0.2.1")), 2);
         drop(a);
         let d = slots.try_acquire(ip("192.0.2.1")).unwrap();
-        drop((b, c, d));
+        drop((b, c, d, e));
         assert_eq!(
             slots.addresses(),
             0,

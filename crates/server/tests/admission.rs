@@ -40,11 +40,25 @@ async fn send_upgrade(stream: &mut TcpStream, user: &str) {
     stream.write_all(request.as_bytes()).await.unwrap();
 }
 
-/// Opens `n` TCP connections that send nothing (the "idle sockets" attack).
+/// Opens `n` TCP connections that send nothing (the "idle sockets" attack) from 127.0.0.1.
 async fn idle_sockets(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut sockets = Vec::with_capacity(n);
     for _ in 0..n {
         sockets.push(TcpStream::connect(addr).await.unwrap());
+    }
+    sockets
+}
+
+/// Like [`idle_sockets`], each from its own loopback address (127.0.9.1, 127.0.9.2, …), as
+/// an attacker with many addresses would: per-address caps do not stop them.
+async fn idle_sockets_spread(addr: std::net::SocketAddr, n: u8) -> Vec<TcpStream> {
+    let mut sockets = Vec::with_capacity(n.into());
+    for i in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 9, i + 1], 0)))
+            .unwrap();
+        sockets.push(socket.connect(addr).await.unwrap());
     }
     sockets
 }
@@ -59,10 +73,11 @@ async fn f7_idle_sockets_are_capped_before_accept_and_established_clients_keep_w
     let mut established = Client::connect(&server, "established").await;
     established.join("room").await;
 
-    // Fill the pending cap with sockets that never send a byte, then one more that asks for
+    // Fill the pending cap with sockets that never send a byte (from 8 addresses: one address
+    // may hold at most half the cap), then one more that asks for
     // an upgrade: the kernel completes its TCP handshake (listen backlog), but the server does
     // not accept it while the cap is full, so it gets no answer...
-    let mut idle = idle_sockets(addr, 8).await;
+    let mut idle = idle_sockets_spread(addr, 8).await;
     let mut waiting = TcpStream::connect(addr).await.unwrap();
     send_upgrade(&mut waiting, "waiting").await;
     let mut byte = [0u8; 1];
