@@ -997,7 +997,7 @@ async fn past_max_connections_the_upgrade_is_503_with_retry_after_until_one_clos
     config.limits.max_connections = 3;
     // All from one address: lift the per-address cap (a quarter of max_connections by
     // default) to test the node-wide one.
-    config.limits.max_connections_per_ip = Some(3);
+    config.limits.max_connections_per_ip = Some(100);
     let server = TestServer::start(config).await;
     let addr = server.addr();
     let first = Client::connect(&server, "c1").await;
