@@ -347,12 +347,22 @@ fn pending_cap(limits: &crate::config::LimitsConfig) -> usize {
     let fits = if beside >= MIN_PENDING {
         beside
     } else {
-        warn!(
-            max_connections = limits.max_connections,
-            open_file_limit = nofile,
-            "max_connections does not fit the open-file limit (ulimit -n): connections beyond about {} will fail; raise the limit or lower max_connections",
-            nofile.saturating_sub(nofile / 4 + FD_RESERVE)
-        );
+        let reachable = nofile.saturating_sub(nofile / 4 + FD_RESERVE);
+        // A warning when the operator chose max_connections; for the built-in default (which
+        // most development machines' limits do not reach) a note, not noise at every start.
+        if limits.max_connections == crate::config::LimitsConfig::default().max_connections {
+            info!(
+                max_connections = limits.max_connections,
+                open_file_limit = nofile,
+                "the open-file limit allows about {reachable} WebSocket connections"
+            );
+        } else {
+            warn!(
+                max_connections = limits.max_connections,
+                open_file_limit = nofile,
+                "max_connections does not fit the open-file limit (ulimit -n): connections beyond about {reachable} will fail; raise the limit or lower max_connections"
+            );
+        }
         (nofile / 4).max(MIN_PENDING)
     };
     let cap = configured.min(usize::try_from(fits).unwrap_or(usize::MAX));

@@ -261,7 +261,7 @@ async fn f11_origin_scheme_and_host_dns_rebinding_are_refused() {
     assert_eq!(answer.status, 403, "{answer:?}");
     assert_eq!(
         answer.body,
-        "host not allowed: this server does not answer browser requests for that name\n"
+        "host not allowed: browser pages must reach this server by one of its names (setting server_names)\n"
     );
     // The scheme is part of the origin: an https page is not this plain-http server.
     let answer = upgrade(

@@ -21,7 +21,9 @@ pub(crate) enum Refused {
     #[error("origin not allowed")]
     Origin,
     /// `Host` is not one of the server's names.
-    #[error("host not allowed: this server does not answer browser requests for that name")]
+    #[error(
+        "host not allowed: browser pages must reach this server by one of its names (setting server_names)"
+    )]
     Host,
 }
 
