@@ -148,6 +148,35 @@ pub(crate) struct ServeArgs {
     /// [default: 2s].
     #[arg(help_heading = "Cluster", long, env = "SWITCHBOARD_REDIS_TIMEOUT", value_parser = humantime_duration)]
     redis_timeout: Option<Duration>,
+    // --- Admission and fail-closed settings (issue 11; docs/security.md "Admission").
+    /// Host name browser requests may address the server by (repeatable; `*.example.com`,
+    /// `*` for any) [default: loopback names and the listen address].
+    #[arg(
+        long = "server-name",
+        env = "SWITCHBOARD_SERVER_NAMES",
+        value_delimiter = ','
+    )]
+    server_names: Option<Vec<String>>,
+    /// Prefix of anonymous user names when anonymous access is on beside a key
+    /// [default: guest-].
+    #[arg(long, env = "SWITCHBOARD_ANONYMOUS_PREFIX")]
+    anonymous_prefix: Option<String>,
+    /// Longest accepted token lifetime (exp - now) [default: 30days].
+    #[arg(long, env = "SWITCHBOARD_MAX_TOKEN_LIFETIME", value_parser = humantime_duration)]
+    max_token_lifetime: Option<Duration>,
+    /// WebSocket connections one address (IPv4, or IPv6 /64) may hold open
+    /// [default: max-connections / 4, at most 1000].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Connections accepted but not yet upgraded, node-wide [default: 1024].
+    #[arg(long, env = "SWITCHBOARD_MAX_PENDING_CONNECTIONS")]
+    max_pending_connections: Option<usize>,
+    /// Connections not yet upgraded per address (at most half the pending cap) [default: 512].
+    #[arg(long, env = "SWITCHBOARD_MAX_PENDING_PER_IP")]
+    max_pending_per_ip: Option<usize>,
+    /// Listen backlog (capped by net.core.somaxconn) [default: 4096].
+    #[arg(long, env = "SWITCHBOARD_LISTEN_BACKLOG")]
+    listen_backlog: Option<u32>,
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {
@@ -208,6 +237,17 @@ impl ServeArgs {
             presence_interval => cluster.presence_interval,
             redis_timeout => cluster.redis_timeout,
         );
+        apply_to!(
+            server_names => server_names,
+            anonymous_prefix => auth.anonymous_prefix,
+            max_token_lifetime => auth.max_token_lifetime,
+            max_pending_connections => limits.max_pending_connections,
+            max_pending_per_ip => limits.max_pending_per_ip,
+            listen_backlog => limits.listen_backlog,
+        );
+        if self.max_connections_per_ip.is_some() {
+            config.limits.max_connections_per_ip = self.max_connections_per_ip;
+        }
         if self.auth_secret.is_some() {
             config.auth.hmac_secret = self.auth_secret;
         }

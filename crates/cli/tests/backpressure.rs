@@ -298,6 +298,9 @@ async fn a_stalled_reader_is_cut_off_while_1000_subscribers_get_all_5000_in_boun
         "100000",
         "--ip-connect-burst",
         "100000",
+        // ... held open at once (default per address: a quarter of max_connections, <= 1,000).
+        "--max-connections-per-ip",
+        "100000",
         // The publisher sends bursts of 100 (default: 30/s, burst 60).
         "--rate-limit",
         "100000",

@@ -63,6 +63,13 @@ pub struct Config {
     /// allows any. Default empty: same-origin pages only (the `Origin`'s host must equal the
     /// request's `Host`). Requests without `Origin` (non-browser clients) are not affected.
     pub allowed_origins: Vec<String>,
+    /// Host names browser requests (those with `Origin`) may address the server by: exact
+    /// (`chat.example.com`, `10.0.0.5`), wildcard subdomains (`*.example.com`), or `*` for any.
+    /// A browser request whose `Host` is not one of them gets 403, which stops DNS rebinding
+    /// (a page on `evil.example` whose name now points at your server). Default empty: the
+    /// loopback names (`localhost`, `*.localhost`, 127.0.0.0/8, `::1`) and the listen address
+    /// when it is a specific one. Set it when the server is reached under a public name.
+    pub server_names: Vec<String>,
     /// Reverse proxies (addresses or networks, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` is
     /// believed: behind them, the per-IP limit and the logs use the client's address. Default
     /// empty: the TCP peer is the client.
@@ -137,6 +144,16 @@ pub struct AuthConfig {
     /// Clock skew tolerated on `exp`. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// Prepended to every anonymous user name when anonymous access is on *beside* a key, so
+    /// that a guest can never take a token user's name (`?user=alice` becomes `guest-alice`),
+    /// and tokens whose `sub` starts with it are refused. Must not be empty in that setup.
+    /// Unused without a key (no token users). Default `guest-`.
+    pub anonymous_prefix: String,
+    /// Longest token lifetime accepted: a token whose `exp` is further than this from now is
+    /// refused (401), so a mistaken or stolen never-expiring token (`exp` = 2^64-1) is not
+    /// honoured. Default 30 days.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
 }
 
 impl Default for AuthConfig {
@@ -147,6 +164,8 @@ impl Default for AuthConfig {
             anonymous: None,
             cookie: "switchboard_token".to_owned(),
             leeway: Duration::from_secs(5),
+            anonymous_prefix: "guest-".to_owned(),
+            max_token_lifetime: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -169,6 +188,39 @@ pub struct LimitsConfig {
     pub connections_per_ip_per_second: u32,
     /// Burst of new connections from one IP address. Default 100.
     pub connection_burst_per_ip: u32,
+    /// WebSocket connections one address (an IPv4 address, or an IPv6 /64) may hold open at
+    /// once; beyond it upgrades get 429 with `Retry-After`. The rate above limits how fast an
+    /// address connects, this how much of `max_connections` it can take. Default: a quarter
+    /// of `max_connections`, at most 1,000 (many users behind one NAT share an address; raise
+    /// it for a known large NAT, or list your proxies in `trusted_proxies`).
+    pub max_connections_per_ip: Option<usize>,
+    /// Connections accepted but not yet upgraded (TCP accepted, TLS handshake or HTTP request
+    /// in progress, or an idle keep-alive HTTP connection), node-wide. At the cap the server
+    /// stops accepting — before any accept work is spent — and new connections wait in the
+    /// kernel's listen backlog, so idle or slow sockets cannot use up the file descriptors
+    /// open WebSockets need (F7). Each is closed after `handshake_timeout` at the latest.
+    /// Default 1,024; lowered at start so that `max_connections` + this + 64 fit the process's
+    /// open-file limit.
+    pub max_pending_connections: usize,
+    /// Of those, how many one address (as above; trusted proxies exempt) may hold; a
+    /// connection beyond it is closed right after accept. At most half of
+    /// `max_pending_connections` applies. Default 512: a reconnect storm of 500 clients behind
+    /// one NAT address still gets through at once.
+    pub max_pending_per_ip: usize,
+    /// Length of the kernel's queue of connections waiting for `accept` (`listen(2)`
+    /// backlog). Sized for reconnect storms: when thousands of clients reconnect at once, a
+    /// full queue drops SYNs and each drop costs the client a 1 s retransmit. Linux caps it at
+    /// `net.core.somaxconn` (4,096 on kernels since 5.4; the server warns when the cap is
+    /// lower). Default 4,096.
+    pub listen_backlog: u32,
+}
+
+impl LimitsConfig {
+    /// `max_connections_per_ip`, or its default.
+    pub fn connections_per_ip_cap(&self) -> usize {
+        self.max_connections_per_ip
+            .unwrap_or_else(|| (self.max_connections / 4).clamp(1, 1000))
+    }
 }
 
 impl Default for LimitsConfig {
@@ -180,6 +232,10 @@ impl Default for LimitsConfig {
             max_connections: 100_000,
             connections_per_ip_per_second: 50,
             connection_burst_per_ip: 100,
+            max_connections_per_ip: None,
+            max_pending_connections: 1024,
+            max_pending_per_ip: 512,
+            listen_backlog: 4096,
         }
     }
 }
@@ -265,6 +321,7 @@ impl Default for Config {
             idempotency_window: Duration::from_secs(120),
             auth: AuthConfig::default(),
             allowed_origins: Vec::new(),
+            server_names: Vec::new(),
             trusted_proxies: Vec::new(),
             limits: LimitsConfig::default(),
             tls_cert: None,
@@ -413,6 +470,16 @@ impl Config {
             || limits.max_connections == 0
         {
             return invalid("limits", "rates and max_connections must be at least 1");
+        }
+        if limits.max_connections_per_ip == Some(0)
+            || limits.max_pending_connections == 0
+            || limits.max_pending_per_ip == 0
+            || limits.listen_backlog == 0
+        {
+            return invalid(
+                "limits",
+                "max_connections_per_ip, max_pending_connections, max_pending_per_ip and listen_backlog must be at least 1",
+            );
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert/tls_key", "set both or neither");

@@ -1,8 +1,9 @@
 //! Rate limits: a token bucket (pure: time is passed in) and the per-IP limiter of new
-//! connections built on it.
+//! connections built on it; the per-IP cap on connections open at once.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -74,7 +75,7 @@ impl IpLimiter {
     pub(crate) fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         self.buckets
             .lock()
-            .entry(ip)
+            .entry(ip_key(ip))
             .or_insert_with(|| TokenBucket::new(self.rate, self.burst, now))
             .take(now)
     }
@@ -82,6 +83,83 @@ impl IpLimiter {
     /// Forgets addresses whose bucket has refilled.
     pub(crate) fn sweep(&self, now: Instant) {
         self.buckets.lock().retain(|_, bucket| !bucket.is_full(now));
+    }
+}
+
+/// The address a per-IP limit counts: an IPv4 address (an IPv4-mapped IPv6 one counted as
+/// its IPv4 form), or an IPv6 address's /64. One IPv6 subscriber usually gets a whole /64 (at
+/// least), so counting each /128 would let one client be 2^64 clients (F8).
+pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+/// How many connections each address (see [`ip_key`]) holds open at once, capped: the
+/// concurrent counterpart of [`IpLimiter`]'s rate (F8). Only addresses with an open
+/// connection are in the map; the last guard to go removes its entry.
+#[derive(Debug)]
+pub(crate) struct IpSlots {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in [`IpSlots`]; dropping it frees the place.
+#[derive(Debug)]
+pub(crate) struct IpSlot {
+    slots: Arc<IpSlots>,
+    key: IpAddr,
+}
+
+impl IpSlots {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes a place for `ip`, or `None` when its address already holds `max`.
+    pub(crate) fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let key = ip_key(ip);
+        let mut open = self.open.lock();
+        let count = open.entry(key).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            slots: self.clone(),
+            key,
+        })
+    }
+
+    /// Connections `ip`'s address holds now.
+    #[cfg(test)]
+    pub(crate) fn count(&self, ip: IpAddr) -> usize {
+        self.open.lock().get(&ip_key(ip)).copied().unwrap_or(0)
+    }
+
+    /// Addresses holding at least one connection.
+    #[cfg(test)]
+    pub(crate) fn addresses(&self) -> usize {
+        self.open.lock().len()
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock();
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -113,5 +191,49 @@ mod tests {
         limiter.admit(b, start).unwrap();
         limiter.sweep(start + Duration::from_secs(5));
         assert!(limiter.buckets.lock().is_empty());
+    }
+
+    #[test]
+    fn f8_ipv6_is_counted_per_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(ip_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            ip_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            ip_key(ip("2001:db8:1:2::7"))
+        );
+        assert_ne!(ip_key(ip("2001:db8:1:3::1")), ip_key(ip("2001:db8:1:2::1")));
+        assert_eq!(ip_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(ip_key(ip("10.0.0.1")), ip("10.0.0.1"));
+        // The rate limit shares the bucket across the /64.
+        let start = Instant::now();
+        let limiter = IpLimiter::new(1, 2);
+        limiter.admit(ip("2001:db8::1"), start).unwrap();
+        limiter.admit(ip("2001:db8::2"), start).unwrap();
+        assert!(limiter.admit(ip("2001:db8::3"), start).is_err());
+        limiter.admit(ip("2001:db8:0:1::1"), start).unwrap();
+    }
+
+    #[test]
+    fn f8_one_address_holds_at_most_max_connections() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let slots = IpSlots::new(2);
+        let a = slots.try_acquire(ip("192.0.2.1")).unwrap();
+        let b = slots.try_acquire(ip("192.0.2.1")).unwrap();
+        assert!(slots.try_acquire(ip("192.0.2.1")).is_none());
+        let c = slots.try_acquire(ip("2001:db8::1")).unwrap();
+        let e = slots.try_acquire(ip("2001:db8::2")).unwrap();
+        assert!(
+            slots.try_acquire(ip("2001:db8::ffff")).is_none(),
+            "same /64"
+        );
+        assert_eq!(slots.count(ip("192.0.2.1")), 2);
+        drop(a);
+        let d = slots.try_acquire(ip("192.0.2.1")).unwrap();
+        drop((b, c, d, e));
+        assert_eq!(
+            slots.addresses(),
+            0,
+            "entries go with their last connection"
+        );
     }
 }

@@ -10,7 +10,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use switchboard_broker_redis::{RedisBroker, RedisBrokerError, RedisConfig};
 use switchboard_hub::{Broker, Hub, HubConfig};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
 use crate::http::routes;
-use crate::limits::IpLimiter;
+use crate::limits::{IpLimiter, IpSlots};
 use crate::state::{AppState, PeerAddr};
 
 /// How often expired history, abandoned rooms and quiet per-IP buckets are swept.
@@ -116,14 +116,21 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         config.validate()?;
         let auth = Authenticator::from_config(&config.auth)?;
+        if auth.allows_anonymous() && auth.verifies_tokens() {
+            warn!(
+                prefix = auth.anonymous_prefix(),
+                "anonymous access is on beside a token key: anyone can connect, with every right, \
+                 under a name starting with the anonymous prefix"
+            );
+        }
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
             _ => None,
         };
         let addr = config.listen;
-        let listener = TcpListener::bind(addr)
-            .await
+        let listener = listen(addr, config.limits.listen_backlog)
             .map_err(|source| ServerError::Bind { addr, source })?;
+        let pending = pending_cap(&config.limits);
         let broker = broker_for(&config)?;
         let trusted_proxies =
             config
@@ -139,12 +146,21 @@ impl Server {
             state: Arc::new(AppState {
                 broker,
                 trusted_proxies,
+                server_names: crate::http::origin::ServerNames::new(
+                    &config.server_names,
+                    addr.ip(),
+                ),
                 auth,
                 ip_limiter: IpLimiter::new(
                     limits.connections_per_ip_per_second,
                     limits.connection_burst_per_ip,
                 ),
                 connections: Arc::new(Semaphore::new(limits.max_connections)),
+                ip_connections: IpSlots::new(limits.connections_per_ip_cap()),
+                pending: Arc::new(Semaphore::new(pending)),
+                // At most half the pending slots for one address, whatever the setting, so
+                // one address never holds them all.
+                pending_per_ip: IpSlots::new(limits.max_pending_per_ip.min((pending / 2).max(1))),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 config,
@@ -182,6 +198,16 @@ impl Server {
             .header_read_timeout(state.config.handshake_timeout)
             .keep_alive(true);
         loop {
+            // Admission before accept (F7): a permit for a connection that is not yet
+            // upgraded is taken first, so at the cap the server spends nothing — no file
+            // descriptor, no task — and new connections wait in the listen backlog.
+            let admission = tokio::select! {
+                () = shutdown.cancelled() => break,
+                permit = state.pending.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 accepted = listener.accept() => {
@@ -194,6 +220,19 @@ impl Server {
                             continue;
                         }
                     };
+                    // One address may hold only part of the pending slots; proxies, which
+                    // carry many clients, are exempt.
+                    let per_ip = if state.trusted_proxies.iter().any(|net| net.contains(peer.ip())) {
+                        None
+                    } else {
+                        match state.pending_per_ip.try_acquire(peer.ip()) {
+                            Some(slot) => Some(slot),
+                            None => {
+                                debug!(%peer, reason = "pending_per_ip", max = state.config.limits.max_pending_per_ip, "connection refused at accept");
+                                continue;
+                            }
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     let router = router.clone();
                     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
@@ -203,6 +242,10 @@ impl Server {
                     let (http, stop, tls) = (http.clone(), state.shutdown.clone(), tls.clone());
                     let handshake_timeout = state.config.handshake_timeout;
                     state.tracker.spawn(async move {
+                        // Held until the HTTP connection ends — for a WebSocket, when hyper
+                        // hands the upgraded socket over; the session then holds a
+                        // `connections` permit instead.
+                        let _admission = (admission, per_ip);
                         let result = match tls {
                             None => serve_http(&http, stream, service, &stop).await,
                             Some(tls) => match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
@@ -246,6 +289,92 @@ impl Server {
         }
         state.broker.shutdown().await;
     }
+}
+
+/// Binds `addr` with a listen backlog of `backlog` (std's `TcpListener::bind` uses 128, which
+/// a reconnect storm overflows: each dropped SYN costs the client a 1 s retransmit).
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As std does on Unix: a restarted server can bind while old connections sit in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    if let Some(cap) = somaxconn().filter(|cap| *cap < backlog) {
+        warn!(
+            listen_backlog = backlog,
+            somaxconn = cap,
+            "the kernel caps the listen backlog at net.core.somaxconn; raise it (sysctl -w net.core.somaxconn={backlog}) for reconnect storms"
+        );
+    }
+    socket.listen(backlog)
+}
+
+/// `net.core.somaxconn` (Linux), the kernel's cap on listen backlogs.
+fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// File descriptors kept free beyond open and pending connections: log files, the Redis
+/// connection, key files read on reload, the listener itself.
+const FD_RESERVE: u64 = 64;
+
+/// The cap on connections not yet upgraded: `max_pending_connections`, lowered if needed so
+/// that slow or idle sockets never take the descriptors open WebSockets need. The open-file
+/// limit is first raised to its hard maximum (as Go's runtime does). When `max_connections`
+/// fits the limit, pending connections get at most what is left beside it (minus a reserve);
+/// when it does not (the default 100,000 above a 20,000 limit), at most a quarter of the
+/// limit, and the server warns that `max_connections` cannot be reached.
+fn pending_cap(limits: &crate::config::LimitsConfig) -> usize {
+    /// Never below this, so a tight configuration still accepts.
+    const MIN_PENDING: u64 = 16;
+    let configured = limits.max_pending_connections;
+    let nofile = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(err) => {
+            debug!(error = %err, "cannot read or raise RLIMIT_NOFILE");
+            return configured;
+        }
+    };
+    let established = u64::try_from(limits.max_connections).unwrap_or(u64::MAX);
+    let beside = nofile.saturating_sub(established.saturating_add(FD_RESERVE));
+    let fits = if beside >= MIN_PENDING {
+        beside
+    } else {
+        let reachable = nofile.saturating_sub(nofile / 4 + FD_RESERVE);
+        // A warning when the operator chose max_connections; for the built-in default (which
+        // most development machines' limits do not reach) a note, not noise at every start.
+        if limits.max_connections == crate::config::LimitsConfig::default().max_connections {
+            info!(
+                max_connections = limits.max_connections,
+                open_file_limit = nofile,
+                "the open-file limit allows about {reachable} WebSocket connections"
+            );
+        } else {
+            warn!(
+                max_connections = limits.max_connections,
+                open_file_limit = nofile,
+                "max_connections does not fit the open-file limit (ulimit -n): connections beyond about {reachable} will fail; raise the limit or lower max_connections"
+            );
+        }
+        (nofile / 4).max(MIN_PENDING)
+    };
+    let cap = configured.min(usize::try_from(fits).unwrap_or(usize::MAX));
+    if cap < configured {
+        info!(
+            max_pending_connections = cap,
+            configured,
+            open_file_limit = nofile,
+            "pending-connection cap lowered to leave file descriptors for open connections"
+        );
+    }
+    cap
 }
 
 /// The broker the configuration names: this process's hub, or Redis.

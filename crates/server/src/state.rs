@@ -24,8 +24,17 @@ pub(crate) struct AppState {
     pub(crate) ip_limiter: IpLimiter,
     /// Proxies whose `X-Forwarded-For` names the client (`Config::trusted_proxies`).
     pub(crate) trusted_proxies: Vec<crate::http::client_ip::Network>,
+    /// The names browser requests may use in `Host` (`Config::server_names`).
+    pub(crate) server_names: crate::http::origin::ServerNames,
     /// One permit per open WebSocket (`limits.max_connections`).
     pub(crate) connections: Arc<Semaphore>,
+    /// Open WebSockets per address (`limits.max_connections_per_ip`).
+    pub(crate) ip_connections: Arc<crate::limits::IpSlots>,
+    /// One permit per accepted connection not yet upgraded (`limits.max_pending_connections`),
+    /// taken before `accept`.
+    pub(crate) pending: Arc<Semaphore>,
+    /// Pending connections per peer address (`limits.max_pending_per_ip`).
+    pub(crate) pending_per_ip: Arc<crate::limits::IpSlots>,
     /// Every connection task, so shutdown can wait for them.
     pub(crate) tracker: TaskTracker,
     /// Cancelled when the server starts shutting down; connections then close with 1001.
@@ -35,3 +44,10 @@ pub(crate) struct AppState {
 /// The TCP peer of a request, put into its extensions by the accept loop.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerAddr(pub(crate) SocketAddr);
+
+impl AppState {
+    /// The per-address cap on open WebSockets, for logs.
+    pub(crate) fn ip_connections_cap(&self) -> usize {
+        self.config.limits.connections_per_ip_cap()
+    }
+}

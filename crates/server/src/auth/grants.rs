@@ -68,6 +68,37 @@ impl Grants {
             .map(Self::Rules)
     }
 
+    /// From a verified token's raw `rooms` claim: absent means every right; a map is parsed
+    /// as a [`RoomsClaim`]; anything else (`null`, a list, a string, a number) is refused, so
+    /// an issuer that means "no rooms" but writes `null` does not grant everything (F4).
+    pub fn from_json(claim: Option<&serde_json::Value>) -> Result<Self, String> {
+        let Some(value) = claim else {
+            return Ok(Self::All);
+        };
+        let serde_json::Value::Object(map) = value else {
+            return Err(
+                "rooms must be a map of room pattern to a list of rights (or left out)".into(),
+            );
+        };
+        let mut rules = Vec::with_capacity(map.len());
+        for (pattern, names) in map {
+            let names = names
+                .as_array()
+                .and_then(|list| {
+                    list.iter()
+                        .map(|name| name.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "rooms[{pattern:?}] must be a list of right names (join, publish, presence)"
+                    )
+                })?;
+            rules.push((pattern.clone(), Rights::parse(&names)?));
+        }
+        Ok(Self::Rules(rules))
+    }
+
     /// The rights in `room`.
     pub fn rights(&self, room: &str) -> Rights {
         match self {
@@ -122,6 +153,30 @@ mod tests {
         );
         assert_eq!(grants.rights("news:1"), Rights::default());
         assert_eq!(Grants::from_claim(None).unwrap().rights("x"), Rights::ALL);
+    }
+
+    #[test]
+    fn f4_rooms_null_is_refused() {
+        use serde_json::json;
+        for bad in [
+            json!(null),
+            json!([]),
+            json!(["chat:*"]),
+            json!("chat:*"),
+            json!(1),
+            json!(true),
+            json!({"chat:*": null}),
+            json!({"chat:*": "join"}),
+            json!({"chat:*": [1]}),
+        ] {
+            assert!(Grants::from_json(Some(&bad)).is_err(), "{bad}");
+        }
+        assert_eq!(Grants::from_json(None).unwrap(), Grants::All);
+        // An empty map is a token with no rights at all, not every right.
+        let none = Grants::from_json(Some(&json!({}))).unwrap();
+        assert_eq!(none.rights("chat:1"), Rights::default());
+        let some = Grants::from_json(Some(&json!({"chat:*": ["join"]}))).unwrap();
+        assert!(some.rights("chat:1").join && !some.rights("chat:1").publish);
     }
 
     #[test]

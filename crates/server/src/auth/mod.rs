@@ -36,6 +36,9 @@ pub enum AuthError {
     /// The token has expired.
     #[error("token expired")]
     Expired,
+    /// An `Authorization` header with a scheme other than `Bearer`.
+    #[error("unsupported authorization scheme: send Authorization: Bearer TOKEN")]
+    BadScheme,
     /// The token is malformed, badly signed, or its claims are unusable.
     #[error("invalid token: {0}")]
     Invalid(String),
@@ -44,7 +47,7 @@ pub enum AuthError {
     BadUser(String),
 }
 
-/// The claims Switchboard reads; others are ignored.
+/// The claims Switchboard writes when it mints a token (`switchboard token`, tests).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     /// The user name.
@@ -56,11 +59,37 @@ pub struct Claims {
     pub rooms: Option<RoomsClaim>,
 }
 
+/// The claims Switchboard reads when it verifies a token; others are ignored. `rooms` is kept
+/// as raw JSON so that a present-but-unusable value (`null`, a list, a string) is told apart
+/// from an absent one: only an absent claim means "every right" (F4: Go serialises an empty
+/// map as `null`, and that must not grant everything).
+#[derive(Debug, Deserialize)]
+struct ReadClaims {
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    exp: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    rooms: Option<serde_json::Value>,
+}
+
+/// `Some(value)` for any present value, `null` included (plain `Option` maps `null` to `None`).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
+}
+
 /// Checks tokens with the configured key.
 pub struct Authenticator {
     key: Option<(DecodingKey, Validation)>,
     anonymous: bool,
     cookie: String,
+    /// Longest accepted `exp - now`, in seconds.
+    max_lifetime: u64,
+    /// Prepended to every anonymous name when tokens are verified too (F9); empty without a
+    /// key (no token names to collide with).
+    anonymous_prefix: String,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -69,6 +98,8 @@ impl std::fmt::Debug for Authenticator {
             .field("verifies_tokens", &self.key.is_some())
             .field("anonymous", &self.anonymous)
             .field("cookie", &self.cookie)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("anonymous_prefix", &self.anonymous_prefix)
             .finish()
     }
 }
@@ -120,16 +151,48 @@ impl Authenticator {
             validation.set_required_spec_claims(&["exp", "sub"]);
             (key, validation)
         });
+        let anonymous = config.anonymous.unwrap_or(key.is_none());
+        // Beside a key, anonymous names live in their own namespace so that a guest cannot
+        // act as a token's user (F9). Without a key there are no token users.
+        let anonymous_prefix = if anonymous && key.is_some() {
+            if config.anonymous_prefix.is_empty() {
+                return Err(invalid(
+                    "anonymous_prefix must not be empty when anonymous access is on beside a key \
+                     (guests could otherwise take the names of token users)"
+                        .into(),
+                ));
+            }
+            validate_user(&config.anonymous_prefix)
+                .map_err(|e| invalid(format!("anonymous_prefix {e}")))?;
+            config.anonymous_prefix.clone()
+        } else {
+            String::new()
+        };
+        if config.max_token_lifetime.is_zero() {
+            return Err(invalid("max_token_lifetime must be above zero".into()));
+        }
         Ok(Self {
-            anonymous: config.anonymous.unwrap_or(key.is_none()),
+            anonymous,
             key,
             cookie: config.cookie.clone(),
+            max_lifetime: config.max_token_lifetime.as_secs().max(1),
+            anonymous_prefix,
         })
     }
 
     /// Whether connections without a token are accepted.
     pub fn allows_anonymous(&self) -> bool {
         self.anonymous
+    }
+
+    /// Whether tokens are verified (a secret or public key is configured).
+    pub fn verifies_tokens(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// The prefix of anonymous names: non-empty only when anonymous access is on beside a key.
+    pub fn anonymous_prefix(&self) -> &str {
+        &self.anonymous_prefix
     }
 
     /// Authenticates an upgrade request: a token from `Authorization: Bearer`, the `token`
@@ -141,15 +204,29 @@ impl Authenticator {
         query_token: Option<&str>,
         query_user: Option<&str>,
     ) -> Result<Identity, AuthError> {
-        match self.token_in(headers, query_token) {
-            Some(token) => self.verify(&token),
+        match self.token_in(headers, query_token)? {
+            Some(token) => self.verify(token),
             None if self.anonymous => {
                 let user: Arc<str> = match query_user {
                     Some(user) => {
                         validate_user(user).map_err(|e| AuthError::BadUser(e.to_string()))?;
-                        user.into()
+                        let name = format!("{}{user}", self.anonymous_prefix);
+                        validate_user(&name).map_err(|e| {
+                            AuthError::BadUser(format!(
+                                "with the anonymous prefix {:?} the name {e}",
+                                self.anonymous_prefix
+                            ))
+                        })?;
+                        name.into()
                     }
-                    None => format!("anon-{:08x}", fastrand::u32(..)).into(),
+                    None => {
+                        let prefix = if self.anonymous_prefix.is_empty() {
+                            "anon-"
+                        } else {
+                            &self.anonymous_prefix
+                        };
+                        format!("{prefix}{:08x}", fastrand::u32(..)).into()
+                    }
                 };
                 Ok(Identity {
                     user,
@@ -161,43 +238,93 @@ impl Authenticator {
         }
     }
 
-    /// Verifies a token (signature, `exp`, `sub`, `rooms`).
+    /// Verifies a token (header, signature, `exp`, `sub`, `rooms`). Every refusal says in
+    /// words what is wrong, never the parser's internals.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let invalid = |why: &str| AuthError::Invalid(why.to_owned());
         let Some((key, validation)) = &self.key else {
-            return Err(AuthError::Invalid(
-                "this server is not configured to verify tokens".into(),
-            ));
+            return Err(invalid("this server is not configured to verify tokens"));
         };
-        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed"))?;
+        // RFC 7515 4.1.11: a recipient that does not understand every extension listed in
+        // `crit` must reject the token. This server understands none.
+        if header.crit.is_some() {
+            return Err(invalid("unsupported critical header extension (crit)"));
+        }
+        let claims = jsonwebtoken::decode::<ReadClaims>(token, key, validation)
             .map_err(|err| match err.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
-                ErrorKind::InvalidAlgorithm => AuthError::Invalid("unexpected algorithm".into()),
-                ErrorKind::MissingRequiredClaim(claim) => {
-                    AuthError::Invalid(format!("missing claim {claim}"))
+                ErrorKind::InvalidSignature => invalid("bad signature"),
+                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+                    invalid("wrong algorithm")
                 }
-                _ => AuthError::Invalid(err.to_string()),
+                ErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
+                    "exp" => invalid("missing claim exp"),
+                    "sub" => invalid("missing claim sub"),
+                    _ => invalid("missing a required claim"),
+                },
+                ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) => invalid(
+                    "malformed claims (sub must be a string, exp a whole number of seconds)",
+                ),
+                _ => invalid("malformed"),
             })?
             .claims;
-        validate_user(&claims.sub)
-            .map_err(|e| AuthError::Invalid(format!("`sub` is not a usable user name: {e}")))?;
-        let grants = Grants::from_claim(claims.rooms.as_ref()).map_err(AuthError::Invalid)?;
+        let Some(exp) = claims.exp else {
+            return Err(invalid("missing claim exp"));
+        };
+        let Some(sub) = claims.sub else {
+            return Err(invalid("missing claim sub"));
+        };
+        let now = unix_now();
+        if exp > now.saturating_add(self.max_lifetime) {
+            return Err(AuthError::Invalid(format!(
+                "exp is more than {} away (this server's limit on token lifetime)",
+                humantime_serde::re::humantime::format_duration(Duration::from_secs(
+                    self.max_lifetime
+                ))
+            )));
+        }
+        validate_user(&sub)
+            .map_err(|e| AuthError::Invalid(format!("sub is not a usable user name: it {e}")))?;
+        if !self.anonymous_prefix.is_empty() && sub.starts_with(&self.anonymous_prefix) {
+            return Err(AuthError::Invalid(format!(
+                "sub starts with {:?}, the prefix reserved for anonymous users",
+                self.anonymous_prefix
+            )));
+        }
+        let grants = Grants::from_json(claims.rooms.as_ref()).map_err(AuthError::Invalid)?;
         Ok(Identity {
-            user: claims.sub.into(),
-            expires_at: Some(claims.exp),
+            user: sub.into(),
+            expires_at: Some(exp),
             grants,
         })
     }
 
-    fn token_in(&self, headers: &HeaderMap, query_token: Option<&str>) -> Option<String> {
-        let bearer = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
+    /// The token this request carries, from the first place that has one: `Authorization`,
+    /// the `token` query parameter, the cookie. An `Authorization` header that is not a usable
+    /// `Bearer` (another scheme, no token, not text) is refused rather than skipped: falling
+    /// through to a weaker source would make the header's meaning depend on what else is sent.
+    fn token_in<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        query_token: Option<&'a str>,
+    ) -> Result<Option<&'a str>, AuthError> {
+        if let Some(value) = headers.get(AUTHORIZATION) {
+            let value = value
+                .to_str()
+                .map_err(|_| AuthError::Invalid("malformed Authorization header".into()))?;
+            let (scheme, credentials) = value.trim().split_once([' ', '\t']).unwrap_or((value, ""));
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(AuthError::BadScheme);
+            }
+            let token = credentials.trim();
+            if token.is_empty() {
+                return Err(AuthError::Invalid(
+                    "malformed Authorization header: no token after Bearer".into(),
+                ));
+            }
+            return Ok(Some(token));
+        }
         let cookie = || {
             headers
                 .get_all(COOKIE)
@@ -208,11 +335,7 @@ impl Authenticator {
                 .find(|(name, _)| *name == self.cookie)
                 .map(|(_, value)| value)
         };
-        bearer
-            .or(query_token)
-            .or_else(cookie)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
+        Ok(query_token.or_else(cookie).filter(|t| !t.is_empty()))
     }
 }
 
@@ -349,5 +472,229 @@ mod tests {
         assert!(identity.grants.rights("chat:1").join);
         assert!(!identity.grants.rights("chat:1").publish);
         assert!(!identity.grants.rights("news").join);
+    }
+
+    fn sign(claims: &serde_json::Value, header: &Header) -> String {
+        jsonwebtoken::encode(header, claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    }
+
+    fn bearer(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn f4_rooms_null_is_refused() {
+        let a = auth(None);
+        let exp = unix_now() + 60;
+        let header = Header::new(Algorithm::HS256);
+        for rooms in [
+            serde_json::json!(null),
+            serde_json::json!([]),
+            serde_json::json!("*"),
+        ] {
+            let token = sign(
+                &serde_json::json!({"sub": "alice", "exp": exp, "rooms": rooms}),
+                &header,
+            );
+            let err = a.verify(&token).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "invalid token: rooms must be a map of room pattern to a list of rights (or left out)",
+                "{rooms}"
+            );
+        }
+        // Absent: every right; an empty map: none.
+        let token = sign(&serde_json::json!({"sub": "alice", "exp": exp}), &header);
+        assert_eq!(a.verify(&token).unwrap().grants, Grants::All);
+        let token = sign(
+            &serde_json::json!({"sub": "alice", "exp": exp, "rooms": {}}),
+            &header,
+        );
+        assert!(!a.verify(&token).unwrap().grants.rights("any").join);
+    }
+
+    #[test]
+    fn f15_crit_with_unknown_extensions_is_refused() {
+        let a = auth(None);
+        let claims = serde_json::json!({"sub": "alice", "exp": unix_now() + 60});
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["exp-v2".to_owned()]);
+        assert_eq!(
+            a.verify(&sign(&claims, &header)).unwrap_err().to_string(),
+            "invalid token: unsupported critical header extension (crit)"
+        );
+        header.crit = Some(Vec::new());
+        assert!(a.verify(&sign(&claims, &header)).is_err());
+        assert!(
+            a.verify(&sign(&claims, &Header::new(Algorithm::HS256)))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn f15_exp_is_bounded_by_the_max_lifetime() {
+        let a = auth(None);
+        let header = Header::new(Algorithm::HS256);
+        for exp in [u64::MAX, unix_now() + 31 * 24 * 3600] {
+            let token = sign(&serde_json::json!({"sub": "alice", "exp": exp}), &header);
+            assert_eq!(
+                a.verify(&token).unwrap_err().to_string(),
+                "invalid token: exp is more than 30days away (this server's limit on token lifetime)",
+                "{exp}"
+            );
+        }
+        let token = sign(
+            &serde_json::json!({"sub": "alice", "exp": unix_now() + 29 * 24 * 3600}),
+            &header,
+        );
+        assert!(a.verify(&token).is_ok());
+    }
+
+    #[test]
+    fn f15_auth_schemes_are_case_insensitive_and_unknown_ones_refused() {
+        let a = auth(None);
+        let token = mint_hs256(SECRET.as_bytes(), "alice", None, Duration::from_secs(60)).unwrap();
+        for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+            let headers = bearer(&format!("{scheme} {token}"));
+            assert_eq!(
+                &*a.authenticate(&headers, None, None).unwrap().user,
+                "alice"
+            );
+        }
+        let headers = bearer(&format!("Bearer   {token}  "));
+        assert_eq!(
+            &*a.authenticate(&headers, None, None).unwrap().user,
+            "alice"
+        );
+        // Another scheme is refused, not skipped in favour of the query token or the cookie.
+        for value in [
+            "Basic YWxpY2U6cHc=",
+            "Token abc",
+            "Bearer",
+            "Bearer  ",
+            token.as_str(),
+        ] {
+            let mut headers = bearer(value);
+            headers.insert(
+                COOKIE,
+                HeaderValue::from_str(&format!("switchboard_token={token}")).unwrap(),
+            );
+            let err = a.authenticate(&headers, Some(&token), None).unwrap_err();
+            assert!(
+                matches!(err, AuthError::BadScheme | AuthError::Invalid(_)),
+                "{value}: {err:?}"
+            );
+        }
+        assert_eq!(
+            a.authenticate(&bearer("Basic YWxpY2U6cHc="), None, None)
+                .unwrap_err()
+                .to_string(),
+            "unsupported authorization scheme: send Authorization: Bearer TOKEN"
+        );
+    }
+
+    #[test]
+    fn f15_refusals_say_what_is_wrong_without_parser_internals() {
+        let a = auth(None);
+        let exp = unix_now() + 60;
+        let header = Header::new(Algorithm::HS256);
+        let cases = [
+            ("not.a.jwt".to_owned(), "invalid token: malformed"),
+            ("garbage".to_owned(), "invalid token: malformed"),
+            (
+                sign(&serde_json::json!({"sub": 7, "exp": exp}), &header),
+                "invalid token: malformed claims (sub must be a string, exp a whole number of seconds)",
+            ),
+            (
+                sign(&serde_json::json!({"sub": "a", "exp": "soon"}), &header),
+                "invalid token: malformed claims (sub must be a string, exp a whole number of seconds)",
+            ),
+            (
+                sign(&serde_json::json!({"exp": exp}), &header),
+                "invalid token: missing claim sub",
+            ),
+            (
+                sign(&serde_json::json!({"sub": "a"}), &header),
+                "invalid token: missing claim exp",
+            ),
+            (
+                jsonwebtoken::encode(
+                    &Header::new(Algorithm::HS384),
+                    &serde_json::json!({"sub": "a", "exp": exp}),
+                    &EncodingKey::from_secret(SECRET.as_bytes()),
+                )
+                .unwrap(),
+                "invalid token: wrong algorithm",
+            ),
+        ];
+        for (token, expected) in cases {
+            let text = a.verify(&token).unwrap_err().to_string();
+            assert_eq!(text, expected, "{token}");
+            for internal in ["Error", "Kind", "Json", "Base64", "line", "column", "("] {
+                if expected.contains(internal) {
+                    continue;
+                }
+                assert!(!text.contains(internal), "{text}");
+            }
+        }
+    }
+
+    fn anonymous_beside_a_key(prefix: &str) -> Result<Authenticator, ConfigError> {
+        Authenticator::from_config(&AuthConfig {
+            hmac_secret: Some(SECRET.into()),
+            anonymous: Some(true),
+            anonymous_prefix: prefix.into(),
+            ..AuthConfig::default()
+        })
+    }
+
+    #[test]
+    fn f9_anonymous_names_beside_a_key_carry_the_prefix() {
+        let a = anonymous_beside_a_key("guest-").unwrap();
+        let headers = HeaderMap::new();
+        let user = a.authenticate(&headers, None, Some("alice")).unwrap().user;
+        assert_eq!(&*user, "guest-alice");
+        let generated = a.authenticate(&headers, None, None).unwrap().user;
+        assert!(
+            generated.starts_with("guest-") && generated.len() == 14,
+            "{generated}"
+        );
+        // A token user keeps its name; a token may not use the guests' namespace.
+        let alice = mint_hs256(SECRET.as_bytes(), "alice", None, Duration::from_secs(60)).unwrap();
+        assert_eq!(&*a.verify(&alice).unwrap().user, "alice");
+        let guest = mint_hs256(
+            SECRET.as_bytes(),
+            "guest-bob",
+            None,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert!(matches!(a.verify(&guest), Err(AuthError::Invalid(_))));
+        // The prefixed name must still fit the user-name rules.
+        let long = "x".repeat(60);
+        assert!(matches!(
+            a.authenticate(&headers, None, Some(&long)),
+            Err(AuthError::BadUser(_))
+        ));
+        // An empty prefix beside a key would let guests take token names: refused at start.
+        assert!(anonymous_beside_a_key("").is_err());
+        assert!(anonymous_beside_a_key("bad\n").is_err());
+        // Without a key there are no token users: names are taken as given.
+        let dev = Authenticator::from_config(&AuthConfig::default()).unwrap();
+        assert_eq!(
+            &*dev
+                .authenticate(&headers, None, Some("alice"))
+                .unwrap()
+                .user,
+            "alice"
+        );
+        assert!(
+            dev.authenticate(&headers, None, None)
+                .unwrap()
+                .user
+                .starts_with("anon-")
+        );
     }
 }

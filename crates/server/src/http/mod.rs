@@ -2,5 +2,6 @@
 
 pub(crate) mod assets;
 pub(crate) mod client_ip;
+pub(crate) mod headers;
 pub(crate) mod origin;
 pub(crate) mod routes;

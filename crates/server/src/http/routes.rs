@@ -29,7 +29,11 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     if state.config.echo_endpoint {
         router = router.route("/echo", get(endpoints::echo));
     }
-    router.with_state(state)
+    router
+        .layer(axum::middleware::map_response(
+            super::headers::security_headers,
+        ))
+        .with_state(state)
 }
 
 /// 200 while the server is serving.

@@ -25,6 +25,7 @@ use super::upgrade;
 use crate::auth::{AuthError, Identity};
 use crate::http::client_ip::client_ip;
 use crate::http::origin;
+use crate::limits::IpSlot;
 use crate::state::{AppState, PeerAddr};
 
 #[derive(Debug, Deserialize)]
@@ -44,15 +45,23 @@ fn admit(
     peer: SocketAddr,
     request: &Request,
     query: &WsQuery,
-) -> Result<(String, Identity, OwnedSemaphorePermit), Response> {
+) -> Result<(String, Identity, Slots), Response> {
     let headers = request.headers();
     let accept = upgrade::check(headers)?;
-    if !origin::allowed(&state.config.allowed_origins, headers) {
+    if let Err(refused) = origin::check(
+        &state.config.allowed_origins,
+        &state.server_names,
+        scheme(state, peer, headers),
+        headers,
+    ) {
         let origin = headers
             .get(header::ORIGIN)
             .and_then(|value| value.to_str().ok());
-        info!(%peer, origin, reason = "origin", "upgrade refused");
-        return Err(refusal(StatusCode::FORBIDDEN, "origin not allowed", None));
+        let host = headers
+            .get(header::HOST)
+            .and_then(|value| value.to_str().ok());
+        info!(%peer, origin, host, reason = "origin", error = %refused, "upgrade refused");
+        return Err(refusal(StatusCode::FORBIDDEN, &refused.to_string(), None));
     }
     let client = client_ip(peer.ip(), headers, &state.trusted_proxies);
     if let Err(wait) = state.ip_limiter.admit(client, Instant::now()) {
@@ -63,6 +72,14 @@ fn admit(
             Some(wait),
         ));
     }
+    let ip_slot = state.ip_connections.try_acquire(client).ok_or_else(|| {
+        info!(%peer, %client, reason = "ip_connections", max = state.ip_connections_cap(), "upgrade refused");
+        refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many open connections from this address",
+            Some(Duration::from_secs(5)),
+        )
+    })?;
     let identity = state
         .auth
         .authenticate(headers, query.token.as_deref(), query.user.as_deref())
@@ -86,7 +103,32 @@ fn admit(
         warn!(%peer, reason = "capacity", max = state.config.limits.max_connections, "upgrade refused");
         refusal(StatusCode::SERVICE_UNAVAILABLE, "server at its connection limit", Some(Duration::from_secs(5)))
     })?;
-    Ok((accept, identity, permit))
+    Ok((accept, identity, (permit, ip_slot)))
+}
+
+/// What an open `/ws` connection holds: its node-wide slot and its address's.
+type Slots = (OwnedSemaphorePermit, IpSlot);
+
+/// How the client reached the server: `https` with TLS; behind a trusted proxy, what its
+/// `X-Forwarded-Proto` says (the proxy may terminate TLS); else `http`.
+fn scheme(state: &AppState, peer: SocketAddr, headers: &http::HeaderMap) -> &'static str {
+    if state.config.tls_cert.is_some() {
+        return "https";
+    }
+    let behind_proxy = state
+        .trusted_proxies
+        .iter()
+        .any(|net| net.contains(peer.ip()));
+    let forwarded_https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+    if behind_proxy && forwarded_https {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// A refusal with a reason and, for limits, `Retry-After` (whole seconds, at least 1).
@@ -167,7 +209,7 @@ fn session_task(
     state: Arc<AppState>,
     on_upgrade: OnUpgrade,
     identity: Identity,
-    permit: OwnedSemaphorePermit,
+    permit: Slots,
     peer: SocketAddr,
 ) -> impl Future<Output = ()> + Send {
     async move {
