@@ -66,6 +66,9 @@ pub struct RedisConfig {
     /// Publishes that may wait for the publish task at once: a connection has at most a
     /// fixed number on their way, so this is that number times the connection limit.
     pub publish_queue: usize,
+    /// Bytes of publishes (frames and keys) waiting for Redis or on their way, node-wide;
+    /// past it publishes are answered `unavailable` at once (not published).
+    pub publish_queue_bytes: usize,
 }
 
 /// Why the broker could not start.
@@ -99,6 +102,8 @@ pub(crate) struct Shared {
     pub(crate) client: redis::Client,
     pub(crate) scripts: Scripts,
     pub(crate) link: Mutex<Link>,
+    /// Bytes of publishes queued or on their way (bounded by `publish_queue_bytes`).
+    pub(crate) publish_budget: Arc<publisher::Budget>,
     /// Resyncs to perform, newest per room.
     resyncs: Mutex<Vec<ResyncRequest>>,
     resync_ready: Notify,
@@ -149,6 +154,7 @@ impl RedisBroker {
             client,
             scripts: Scripts::new(),
             link: Mutex::new(Link::Down("connecting".to_owned())),
+            publish_budget: Arc::new(publisher::Budget::new(config.publish_queue_bytes)),
             resyncs: Mutex::new(Vec::new()),
             resync_ready: Notify::new(),
             config,
@@ -176,6 +182,12 @@ impl RedisBroker {
     /// This node's id in Redis.
     pub fn node(&self) -> &str {
         &self.shared.node
+    }
+
+    /// Bytes of publishes waiting for Redis or on their way now (at most
+    /// [`RedisConfig::publish_queue_bytes`]).
+    pub fn publish_bytes_waiting(&self) -> usize {
+        self.shared.publish_budget.used()
     }
 
     /// Makes sure this node receives the room's channel; bounded by twice the command
@@ -221,7 +233,8 @@ impl RedisBroker {
             request.presence,
         )?;
         let room = ticket.room().clone();
-        let snapshot = async {
+        // `redis_timeout` bounds the whole join: subscription and snapshot.
+        let snapshot = bounded(self.shared.config.timeout, async {
             self.subscribe(&room).await?;
             let user = ticket.first_of_user.then(|| session.user().as_ref());
             let skip = wire::skip_tag(&self.shared.node, session.id());
@@ -230,12 +243,13 @@ impl RedisBroker {
                     &room,
                     request.since,
                     user,
+                    &[],
                     &skip,
                     request.now_ms,
                     session.outbox().budget() / 2,
                 )
                 .await
-        }
+        })
         .await;
         match snapshot {
             Ok(snapshot) => {
@@ -302,18 +316,45 @@ impl RedisBroker {
             .arg(millis(policy.ttl).max(1))
             .arg(millis(self.shared.config.idempotency_window).max(1))
             .arg(new_epoch());
+        // What the publish holds until answered: its frame (in the command, and once more
+        // while the pipeline is written) and the keys.
+        let bytes = head.len() + tail.len() + room.len() * 4 + 256;
+        let Some(reservation) = self.shared.publish_budget.reserve(bytes) else {
+            let limit = self.shared.config.publish_queue_bytes;
+            return Box::pin(std::future::ready(Err(publisher::not_published(&format!(
+                "this node's publishes waiting for Redis fill its budget ({limit} bytes)"
+            )))));
+        };
+        let timeout = self.shared.config.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let fate = Arc::new(publisher::Fate::default());
         let (reply, outcome) = oneshot::channel();
-        if let Err(err) = self.publishes.try_send(publisher::Job { command, reply }) {
+        let job = publisher::Job {
+            command,
+            reply,
+            deadline,
+            fate: fate.clone(),
+            _bytes: reservation,
+        };
+        if let Err(err) = self.publishes.try_send(job) {
             let reason = match err {
-                mpsc::error::TrySendError::Full(_) => "too many publishes waiting",
+                mpsc::error::TrySendError::Full(_) => "too many publishes waiting for Redis",
                 mpsc::error::TrySendError::Closed(_) => "the broker is shutting down",
             };
-            return Box::pin(std::future::ready(Err(unavailable(reason))));
+            return Box::pin(std::future::ready(Err(publisher::not_published(reason))));
         }
         Box::pin(async move {
-            outcome
-                .await
-                .unwrap_or_else(|_| Err(unavailable("the broker is shutting down")))
+            match tokio::time::timeout_at(deadline, outcome).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(publisher::not_published("the broker is shutting down")),
+                // `redis_timeout` is the bound on the answer. Still queued: it never will be
+                // sent. Sent: Redis may yet run it.
+                Err(_) if fate.abandon() => Err(publisher::not_published(&format!(
+                    "Redis did not answer within {} ms",
+                    timeout.as_millis()
+                ))),
+                Err(_) => Err(publisher::maybe_published(timeout)),
+            }
         })
     }
 
@@ -389,6 +430,7 @@ impl Shared {
         room: &str,
         since: Option<Position<'_>>,
         user: Option<&str>,
+        restore: &[Arc<str>],
         skip: &str,
         now_ms: u64,
         budget: usize,
@@ -423,6 +465,7 @@ impl Shared {
             .arg(skip)
             .arg(new_epoch())
             .arg(self.keep_ms(policy.ttl))
+            .arg(restore.iter().map(AsRef::as_ref).collect::<Vec<&str>>())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|err| self.failed("join", &err))?;
@@ -600,7 +643,7 @@ impl Broker for RedisBroker {
     }
 
     fn typing<'a>(&'a self, session: &'a Arc<Session>, room: &'a str) -> BrokerFuture<'a, ()> {
-        Box::pin(async move {
+        Box::pin(bounded(self.shared.config.timeout, async move {
             let room = self.shared.relay.member_room(session, room)?;
             let frame = ServerMessage::Typing {
                 room: &room,
@@ -616,7 +659,7 @@ impl Broker for RedisBroker {
                 .await
                 .map_err(|err| self.shared.failed("typing", &err))?;
             Ok(())
-        })
+        }))
     }
 
     fn history<'a>(
@@ -627,7 +670,10 @@ impl Broker for RedisBroker {
         limit: Option<u64>,
         now_ms: u64,
     ) -> BrokerFuture<'a, ()> {
-        Box::pin(self.history_inner(session, room, id, limit, now_ms))
+        Box::pin(bounded(
+            self.shared.config.timeout,
+            self.history_inner(session, room, id, limit, now_ms),
+        ))
     }
 
     fn sweep(&self, _now_ms: u64) -> usize {
@@ -675,10 +721,19 @@ async fn resync_worker(shared: Arc<Shared>, stop: CancellationToken) {
                 epoch: &request.epoch,
             };
             let budget = shared.config.outbox_bytes / 2;
-            match shared
-                .snapshot(&request.room, Some(since), None, "-", now_millis(), budget)
-                .await
-            {
+            // This node's users of the room are listed again in the snapshot's members (and
+            // their presence restored) even when Redis lost its data (F17).
+            let local = shared.relay.users_of(&request.room).unwrap_or_default();
+            let snapshot = shared.snapshot(
+                &request.room,
+                Some(since),
+                None,
+                &local,
+                "-",
+                now_millis(),
+                budget,
+            );
+            match bounded(shared.config.timeout, snapshot).await {
                 Ok(snapshot) => {
                     debug!(room = %request.room, since = request.since, seq = snapshot.seq, recovered = snapshot.replay.is_some(), "room resynced");
                     shared.relay.finish_resync(&request, &snapshot);
@@ -760,6 +815,22 @@ fn frame_of(kind: &[u8], frame: Bytes) -> Outbound {
     } else {
         Outbound::Text(frame)
     }
+}
+
+/// `redis_timeout` as a bound on a request's answer, whatever Redis or the node's queues do:
+/// past it the request is answered `unavailable`.
+async fn bounded<T>(
+    timeout: Duration,
+    request: impl Future<Output = Result<T, HubError>>,
+) -> Result<T, HubError> {
+    tokio::time::timeout(timeout, request)
+        .await
+        .unwrap_or_else(|_| {
+            Err(unavailable(format!(
+                "Redis did not answer within {} ms",
+                timeout.as_millis()
+            )))
+        })
 }
 
 fn unavailable(reason: impl Into<String>) -> HubError {

@@ -132,6 +132,10 @@ pub(crate) struct ServeArgs {
     /// [default: 2s].
     #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT", value_parser = humantime_duration)]
     redis_timeout: Option<Duration>,
+    /// Bytes of publishes waiting for Redis, node-wide; past it publishes are refused
+    /// (`unavailable`) [default: 33554432].
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_QUEUE_BYTES")]
+    publish_queue_bytes: Option<usize>,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -182,6 +186,7 @@ impl ServeArgs {
             presence_ttl => cluster.presence_ttl,
             presence_interval => cluster.presence_interval,
             redis_timeout => cluster.redis_timeout,
+            publish_queue_bytes => cluster.publish_queue_bytes,
         );
         if self.auth_secret.is_some() {
             config.auth.hmac_secret = self.auth_secret;
