@@ -22,6 +22,7 @@ mod wire;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -104,6 +105,11 @@ pub(crate) struct Shared {
     pub(crate) link: Mutex<Link>,
     /// Bytes of publishes queued or on their way (bounded by `publish_queue_bytes`).
     pub(crate) publish_budget: Arc<publisher::Budget>,
+    /// Whether Redis is known not to answer (a request timed out and no PING has been
+    /// answered since): requests are refused at once meanwhile.
+    stalled: AtomicBool,
+    /// Wakes the publish task to probe Redis after a request timed out.
+    pub(crate) probe: Notify,
     /// Resyncs to perform, newest per room.
     resyncs: Mutex<Vec<ResyncRequest>>,
     resync_ready: Notify,
@@ -155,6 +161,8 @@ impl RedisBroker {
             scripts: Scripts::new(),
             link: Mutex::new(Link::Down("connecting".to_owned())),
             publish_budget: Arc::new(publisher::Budget::new(config.publish_queue_bytes)),
+            stalled: AtomicBool::new(false),
+            probe: Notify::new(),
             resyncs: Mutex::new(Vec::new()),
             resync_ready: Notify::new(),
             config,
@@ -234,23 +242,25 @@ impl RedisBroker {
         )?;
         let room = ticket.room().clone();
         // `redis_timeout` bounds the whole join: subscription and snapshot.
-        let snapshot = bounded(self.shared.config.timeout, async {
-            self.subscribe(&room).await?;
-            let user = ticket.first_of_user.then(|| session.user().as_ref());
-            let skip = wire::skip_tag(&self.shared.node, session.id());
-            self.shared
-                .snapshot(
-                    &room,
-                    request.since,
-                    user,
-                    &[],
-                    &skip,
-                    request.now_ms,
-                    session.outbox().budget() / 2,
-                )
-                .await
-        })
-        .await;
+        let snapshot = self
+            .shared
+            .bounded(async {
+                self.subscribe(&room).await?;
+                let user = ticket.first_of_user.then(|| session.user().as_ref());
+                let skip = wire::skip_tag(&self.shared.node, session.id());
+                self.shared
+                    .snapshot(
+                        &room,
+                        request.since,
+                        user,
+                        &[],
+                        &skip,
+                        request.now_ms,
+                        session.outbox().budget() / 2,
+                    )
+                    .await
+            })
+            .await;
         match snapshot {
             Ok(snapshot) => {
                 if let Some(request) = self.shared.relay.finish_join(&ticket, session, &snapshot) {
@@ -288,6 +298,9 @@ impl RedisBroker {
             Ok(room) => room,
             Err(err) => return Box::pin(std::future::ready(Err(err))),
         };
+        if self.shared.stalled.load(Ordering::Acquire) {
+            return Box::pin(std::future::ready(Err(publisher::not_published(STALLED))));
+        }
         let keys = RoomKeys::new(&self.shared.config.prefix, &room);
         let policy = self.shared.config.history.policy_for(&room);
         let skip = if echo {
@@ -326,7 +339,7 @@ impl RedisBroker {
             )))));
         };
         let timeout = self.shared.config.timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = switchboard_hub::deadline::due(timeout);
         let fate = Arc::new(publisher::Fate::default());
         let (reply, outcome) = oneshot::channel();
         let job = publisher::Job {
@@ -502,6 +515,41 @@ impl Shared {
             .saturating_add(millis(self.config.presence_interval))
     }
 
+    pub(crate) fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Release);
+    }
+
+    /// `Err` while Redis is known not to answer: a request refused at once rather than
+    /// after `redis_timeout` (and, for a publish, never sent to run when Redis wakes).
+    fn check_stalled(&self) -> Result<(), HubError> {
+        if self.stalled.load(Ordering::Acquire) {
+            Err(unavailable(STALLED))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `redis_timeout` (or the caller's earlier deadline, [`switchboard_hub::deadline`]) as
+    /// a bound on a request's answer, whatever Redis or the node's queues do: past it the
+    /// request is answered `unavailable`, and the publish task probes Redis.
+    async fn bounded<T>(
+        &self,
+        request: impl Future<Output = Result<T, HubError>>,
+    ) -> Result<T, HubError> {
+        self.check_stalled()?;
+        let timeout = self.config.timeout;
+        match tokio::time::timeout_at(switchboard_hub::deadline::due(timeout), request).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.probe.notify_one();
+                Err(unavailable(format!(
+                    "Redis did not answer within {} ms",
+                    timeout.as_millis()
+                )))
+            }
+        }
+    }
+
     /// Logs a failed Redis command and turns it into `unavailable`.
     pub(crate) fn failed(&self, what: &str, err: &redis::RedisError) -> HubError {
         warn!(op = what, error = %err, "redis command failed");
@@ -643,7 +691,7 @@ impl Broker for RedisBroker {
     }
 
     fn typing<'a>(&'a self, session: &'a Arc<Session>, room: &'a str) -> BrokerFuture<'a, ()> {
-        Box::pin(bounded(self.shared.config.timeout, async move {
+        Box::pin(self.shared.bounded(async move {
             let room = self.shared.relay.member_room(session, room)?;
             let frame = ServerMessage::Typing {
                 room: &room,
@@ -670,10 +718,10 @@ impl Broker for RedisBroker {
         limit: Option<u64>,
         now_ms: u64,
     ) -> BrokerFuture<'a, ()> {
-        Box::pin(bounded(
-            self.shared.config.timeout,
-            self.history_inner(session, room, id, limit, now_ms),
-        ))
+        Box::pin(
+            self.shared
+                .bounded(self.history_inner(session, room, id, limit, now_ms)),
+        )
     }
 
     fn sweep(&self, _now_ms: u64) -> usize {
@@ -733,7 +781,7 @@ async fn resync_worker(shared: Arc<Shared>, stop: CancellationToken) {
                 now_millis(),
                 budget,
             );
-            match bounded(shared.config.timeout, snapshot).await {
+            match shared.bounded(snapshot).await {
                 Ok(snapshot) => {
                     debug!(room = %request.room, since = request.since, seq = snapshot.seq, recovered = snapshot.replay.is_some(), "room resynced");
                     shared.relay.finish_resync(&request, &snapshot);
@@ -817,21 +865,9 @@ fn frame_of(kind: &[u8], frame: Bytes) -> Outbound {
     }
 }
 
-/// `redis_timeout` as a bound on a request's answer, whatever Redis or the node's queues do:
-/// past it the request is answered `unavailable`.
-async fn bounded<T>(
-    timeout: Duration,
-    request: impl Future<Output = Result<T, HubError>>,
-) -> Result<T, HubError> {
-    tokio::time::timeout(timeout, request)
-        .await
-        .unwrap_or_else(|_| {
-            Err(unavailable(format!(
-                "Redis did not answer within {} ms",
-                timeout.as_millis()
-            )))
-        })
-}
+/// Why requests are refused at once during a hang.
+const STALLED: &str =
+    "Redis is not answering (it hung: requests are refused until it answers again)";
 
 fn unavailable(reason: impl Into<String>) -> HubError {
     HubError::Unavailable(reason.into())

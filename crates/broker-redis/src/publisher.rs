@@ -118,26 +118,32 @@ pub(crate) async fn run(
     let mut conn = shared.conn.clone();
     let mut queued = Vec::with_capacity(BATCH);
     let mut batch = Vec::with_capacity(BATCH);
-    // Set when a pipeline got no answer in time: Redis may be hung, and whatever is written
-    // to it now would run when it wakes up, long after its sender was answered. Publishes
-    // then wait for Redis to answer a PING (behind the hung pipeline) before they are sent;
-    // those whose deadline passes meanwhile are answered "not published", truthfully.
+    // Set when a pipeline (or another request: `Shared::stalled`) got no answer in time:
+    // Redis may be hung, and whatever is written to it now would run when it wakes up, long
+    // after its sender was answered. Until Redis answers a PING (behind what hung), nothing
+    // more is sent and new requests are refused at once ("not published"): the breaker.
     let mut suspect = false;
     loop {
+        if suspect {
+            shared.set_stalled(true);
+            warn!("redis is not answering; refusing publishes until it answers a PING");
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = responds(&mut conn) => {}
+            }
+            shared.set_stalled(false);
+            suspect = false;
+        }
         let received = tokio::select! {
             () = stop.cancelled() => 0,
+            () = shared.probe.notified() => {
+                suspect = true;
+                continue;
+            }
             received = jobs.recv_many(&mut queued, BATCH) => received,
         };
         if received == 0 {
             break;
-        }
-        if suspect {
-            let latest = queued.iter().map(|job| job.deadline).max();
-            let alive = tokio::select! {
-                () = stop.cancelled() => false,
-                alive = tokio::time::timeout_at(latest.unwrap_or_else(Instant::now), responds(&mut conn)) => alive.is_ok(),
-            };
-            suspect = !alive;
         }
         // Publishes whose deadline passed while they were queued (behind a hung pipeline)
         // are not sent: they are answered `unavailable`, not published. Those whose waiter
@@ -145,7 +151,9 @@ pub(crate) async fn run(
         let now = Instant::now();
         for job in queued.drain(..) {
             if job.deadline <= now && job.fate.abandon() {
-                let _ = job.reply.send(Err(not_published("Redis did not take it in time")));
+                let _ = job
+                    .reply
+                    .send(Err(not_published("Redis did not take it in time")));
             } else if job.fate.send() {
                 batch.push(job);
             }
@@ -161,14 +169,14 @@ pub(crate) async fn run(
             .min()
             .unwrap_or(now)
             .max(now + shared.config.timeout / 4);
-        let outcomes =
-            match tokio::time::timeout_at(until, send(&shared, &mut conn, &batch)).await {
-                Ok(outcomes) => outcomes,
-                Err(_) => batch
-                    .iter()
-                    .map(|_| Err(maybe_published(shared.config.timeout)))
-                    .collect(),
-            };
+        let outcomes = match tokio::time::timeout_at(until, send(&shared, &mut conn, &batch)).await
+        {
+            Ok(outcomes) => outcomes,
+            Err(_) => batch
+                .iter()
+                .map(|_| Err(maybe_published(shared.config.timeout)))
+                .collect(),
+        };
         suspect = outcomes.iter().any(|outcome| {
             matches!(outcome, Err(HubError::Unavailable(reason)) if reason.contains(MAYBE))
         });
@@ -265,9 +273,7 @@ async fn send(
         if overtaken || attempt == 1 {
             for index in again {
                 if let Some(slot) = outcomes.get_mut(index) {
-                    *slot = Err(HubError::Unavailable(
-                        "Redis lost its scripts (restart?); not published, retry".to_owned(),
-                    ));
+                    *slot = Err(not_published("Redis lost its scripts (restart?)"));
                 }
             }
             break;

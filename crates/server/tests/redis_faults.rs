@@ -60,7 +60,11 @@ async fn wait_ready(node: &TestServer, ready: bool) {
         if (response.status == 200) == ready {
             return;
         }
-        assert!(Instant::now() < deadline, "readyz still {}", response.status);
+        assert!(
+            Instant::now() < deadline,
+            "readyz still {}",
+            response.status
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -231,7 +235,9 @@ async fn f6_redis_hang_answers_within_redis_timeout_and_not_published_stays_unpu
             let frame = match n {
                 8 => json!({"type": "history", "room": room, "id": n}),
                 16 => json!({"type": "join", "room": "faults:f6:other", "id": n}),
-                _ => json!({"type": "publish", "room": room, "data": n, "id": n, "msg_id": format!("m{n}")}),
+                _ => {
+                    json!({"type": "publish", "room": room, "data": n, "id": n, "msg_id": format!("m{n}")})
+                }
             };
             sink.send(Message::text(frame.to_string())).await.unwrap();
             sent.insert(n, Instant::now());

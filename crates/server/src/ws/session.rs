@@ -13,6 +13,7 @@ use futures_util::stream::FuturesOrdered;
 
 use switchboard_hub::{
     CloseFrame, HubError, JoinRequest, Outbound, Position, PublishRequest, Published, Session,
+    deadline,
 };
 use switchboard_protocol::binary;
 use switchboard_protocol::client::{self, ClientMessage, RequestId};
@@ -99,8 +100,7 @@ impl Pipeline {
     /// publish may always be on its way).
     fn is_full(&self, bytes: usize) -> bool {
         !self.is_empty()
-            && (self.len() >= MAX_PIPELINED
-                || self.1.saturating_add(bytes) > MAX_PIPELINED_BYTES)
+            && (self.len() >= MAX_PIPELINED || self.1.saturating_add(bytes) > MAX_PIPELINED_BYTES)
     }
 
     fn push_back(&mut self, publishing: InFlight, bytes: usize) {
@@ -165,6 +165,12 @@ impl SessionHandler {
         }
     }
 
+    /// When the answer to a request read at `now` is due: `redis_timeout` later (a broker
+    /// that does not wait on the network answers at once anyway).
+    fn deadline(&self, now: Instant) -> Instant {
+        now + self.state.config.cluster.redis_timeout
+    }
+
     /// Validates the room name, then checks the right.
     fn check(&self, id: Option<RequestId>, room: &str, need: Need) -> Result<Rights, Rejection> {
         validate_room(room).map_err(|err| Rejection::hub(id, &err.into()))?;
@@ -200,6 +206,7 @@ impl SessionHandler {
             if let Some(close) = self.make_room(bytes).await {
                 return Ok(Some(close));
             }
+            let due = self.deadline(now);
             let request = PublishRequest {
                 room: &room,
                 data,
@@ -207,8 +214,9 @@ impl SessionHandler {
                 ts: now_millis(),
                 msg_id: msg_id.as_deref(),
             };
-            // Ordered now; answered later.
-            let published = self.state.broker.publish(&self.session, request);
+            // Ordered now; answered later (by `deadline` at the latest).
+            let published =
+                deadline::within_sync(due, || self.state.broker.publish(&self.session, request));
             let publishing = async move {
                 Completion {
                     id,
@@ -226,6 +234,8 @@ impl SessionHandler {
         let hub_err = |err: HubError| Rejection::hub(id, &err);
         let state = self.state.clone();
         let broker = &*state.broker;
+        // Due `redis_timeout` after it was read, the wait for the publishes before it included.
+        let due = self.deadline(now);
         match message {
             ClientMessage::Join { room, id, since } => {
                 let rights = self.check(id, &room, Need::Join)?;
@@ -248,23 +258,26 @@ impl SessionHandler {
                     presence: rights.presence,
                     now_ms: now_millis(),
                 };
-                broker.join(&self.session, request).await.map_err(hub_err)?;
-            }
-            ClientMessage::Leave { room, id } => broker
-                .leave(&self.session, &room, id)
-                .await
-                .map_err(hub_err)?,
-            ClientMessage::Publish { .. } => {} // pipelined above
-            ClientMessage::History { room, limit, id } => {
-                self.check(id, &room, Need::Join)?;
-                broker
-                    .history(&self.session, &room, id, limit, now_millis())
+                deadline::within(due, broker.join(&self.session, request))
                     .await
                     .map_err(hub_err)?;
             }
+            ClientMessage::Leave { room, id } => {
+                deadline::within(due, broker.leave(&self.session, &room, id))
+                    .await
+                    .map_err(hub_err)?;
+            }
+            ClientMessage::Publish { .. } => {} // pipelined above
+            ClientMessage::History { room, limit, id } => {
+                self.check(id, &room, Need::Join)?;
+                let history = broker.history(&self.session, &room, id, limit, now_millis());
+                deadline::within(due, history).await.map_err(hub_err)?;
+            }
             ClientMessage::Typing { room } => {
                 self.check(None, &room, Need::Publish)?;
-                broker.typing(&self.session, &room).await.map_err(hub_err)?;
+                deadline::within(due, broker.typing(&self.session, &room))
+                    .await
+                    .map_err(hub_err)?;
             }
             ClientMessage::Refresh { token, id } => return self.refresh(&token, id),
             ClientMessage::Ping { id } => self.reply(&ServerMessage::Pong { id }),
@@ -319,12 +332,15 @@ impl SessionHandler {
         if let Some(close) = self.make_room(bytes).await {
             return Ok(Some(close));
         }
-        let published = self.state.broker.publish_binary(
-            &self.session,
-            envelope.room,
-            envelope.payload,
-            now_millis(),
-        );
+        let due = self.deadline(now);
+        let published = deadline::within_sync(due, || {
+            self.state.broker.publish_binary(
+                &self.session,
+                envelope.room,
+                envelope.payload,
+                now_millis(),
+            )
+        });
         let publishing = async move {
             let result = published.await.map(|seq| Published {
                 seq,
