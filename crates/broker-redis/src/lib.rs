@@ -438,6 +438,10 @@ impl Shared {
     /// A room's snapshot: seq, epoch, members, presence version, and the replay after `since`
     /// (if history covers it and its frames fit in `budget` bytes). With `user`, adds that
     /// user's presence on this node.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the inputs of one script call, passed through"
+    )]
     pub(crate) async fn snapshot(
         &self,
         room: &str,
