@@ -738,6 +738,9 @@ impl Broker for RedisBroker {
     }
 
     fn health(&self) -> BrokerHealth {
+        if self.shared.stalled.load(Ordering::Acquire) {
+            return BrokerHealth::Unavailable("redis is not answering".to_owned());
+        }
         match &*self.shared.link.lock() {
             Link::Up => BrokerHealth::Ready,
             Link::Down(reason) => BrokerHealth::Unavailable(reason.clone()),

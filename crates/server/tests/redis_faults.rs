@@ -368,7 +368,10 @@ async fn f6_redis_hang_holds_publishes_within_the_publish_budget() {
                 }
                 answered += 1;
                 assert_eq!(value["code"], "unavailable", "{value}");
-                if value["message"].as_str().unwrap().contains("budget") {
+                // Refused at once: over the budget, or by the breaker once the first ones
+                // timed out. The others waited for Redis, holding their bytes.
+                let message = value["message"].as_str().unwrap();
+                if message.contains("budget") || message.contains("not answering") {
                     refused += 1;
                 }
             }
@@ -383,8 +386,16 @@ async fn f6_redis_hang_holds_publishes_within_the_publish_budget() {
         clients.push(client);
     }
     let took = started.elapsed();
-    // At most 1 MiB of them (≈ 17) waited for Redis at once; the rest were refused.
-    assert!(refused >= 160 - 2 * 17, "refused {refused} of 160");
+    println!(
+        "{} of 160 waited for Redis, {refused} refused at once; all answered in {took:?}",
+        160 - refused
+    );
+    // At most 1 MiB of them (≈ 17 of 60 KB) waited for Redis; the rest were refused.
+    assert!(
+        160 - refused <= 20,
+        "{} of 160 waited for Redis",
+        160 - refused
+    );
     assert!(took <= 3 * (REDIS_TIMEOUT + SLACK), "took {took:?}");
     redis = blocking(move || {
         redis.resume();
