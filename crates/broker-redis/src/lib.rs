@@ -22,6 +22,7 @@ mod wire;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,6 +67,9 @@ pub struct RedisConfig {
     /// Publishes that may wait for the publish task at once: a connection has at most a
     /// fixed number on their way, so this is that number times the connection limit.
     pub publish_queue: usize,
+    /// Bytes of publishes (frames and keys) waiting for Redis or on their way, node-wide;
+    /// past it publishes are answered `unavailable` at once (not published).
+    pub publish_queue_bytes: usize,
 }
 
 /// Why the broker could not start.
@@ -99,6 +103,13 @@ pub(crate) struct Shared {
     pub(crate) client: redis::Client,
     pub(crate) scripts: Scripts,
     pub(crate) link: Mutex<Link>,
+    /// Bytes of publishes queued or on their way (bounded by `publish_queue_bytes`).
+    pub(crate) publish_budget: Arc<publisher::Budget>,
+    /// Whether Redis is known not to answer (a request timed out and no PING has been
+    /// answered since): requests are refused at once meanwhile.
+    stalled: AtomicBool,
+    /// Wakes the publish task to probe Redis after a request timed out.
+    pub(crate) probe: Notify,
     /// Resyncs to perform, newest per room.
     resyncs: Mutex<Vec<ResyncRequest>>,
     resync_ready: Notify,
@@ -149,6 +160,9 @@ impl RedisBroker {
             client,
             scripts: Scripts::new(),
             link: Mutex::new(Link::Down("connecting".to_owned())),
+            publish_budget: Arc::new(publisher::Budget::new(config.publish_queue_bytes)),
+            stalled: AtomicBool::new(false),
+            probe: Notify::new(),
             resyncs: Mutex::new(Vec::new()),
             resync_ready: Notify::new(),
             config,
@@ -176,6 +190,12 @@ impl RedisBroker {
     /// This node's id in Redis.
     pub fn node(&self) -> &str {
         &self.shared.node
+    }
+
+    /// Bytes of publishes waiting for Redis or on their way now (at most
+    /// [`RedisConfig::publish_queue_bytes`]).
+    pub fn publish_bytes_waiting(&self) -> usize {
+        self.shared.publish_budget.used()
     }
 
     /// Makes sure this node receives the room's channel; bounded by twice the command
@@ -221,22 +241,26 @@ impl RedisBroker {
             request.presence,
         )?;
         let room = ticket.room().clone();
-        let snapshot = async {
-            self.subscribe(&room).await?;
-            let user = ticket.first_of_user.then(|| session.user().as_ref());
-            let skip = wire::skip_tag(&self.shared.node, session.id());
-            self.shared
-                .snapshot(
-                    &room,
-                    request.since,
-                    user,
-                    &skip,
-                    request.now_ms,
-                    session.outbox().budget() / 2,
-                )
-                .await
-        }
-        .await;
+        // `redis_timeout` bounds the whole join: subscription and snapshot.
+        let snapshot = self
+            .shared
+            .bounded(async {
+                self.subscribe(&room).await?;
+                let user = ticket.first_of_user.then(|| session.user().as_ref());
+                let skip = wire::skip_tag(&self.shared.node, session.id());
+                self.shared
+                    .snapshot(
+                        &room,
+                        request.since,
+                        user,
+                        &[],
+                        &skip,
+                        request.now_ms,
+                        session.outbox().budget() / 2,
+                    )
+                    .await
+            })
+            .await;
         match snapshot {
             Ok(snapshot) => {
                 if let Some(request) = self.shared.relay.finish_join(&ticket, session, &snapshot) {
@@ -274,6 +298,9 @@ impl RedisBroker {
             Ok(room) => room,
             Err(err) => return Box::pin(std::future::ready(Err(err))),
         };
+        if self.shared.stalled.load(Ordering::Acquire) {
+            return Box::pin(std::future::ready(Err(publisher::not_published(STALLED))));
+        }
         let keys = RoomKeys::new(&self.shared.config.prefix, &room);
         let policy = self.shared.config.history.policy_for(&room);
         let skip = if echo {
@@ -302,18 +329,45 @@ impl RedisBroker {
             .arg(millis(policy.ttl).max(1))
             .arg(millis(self.shared.config.idempotency_window).max(1))
             .arg(new_epoch());
+        // What the publish holds until answered: its frame (in the command, and once more
+        // while the pipeline is written) and the keys.
+        let bytes = head.len() + tail.len() + room.len() * 4 + 256;
+        let Some(reservation) = self.shared.publish_budget.reserve(bytes) else {
+            let limit = self.shared.config.publish_queue_bytes;
+            return Box::pin(std::future::ready(Err(publisher::not_published(&format!(
+                "this node's publishes waiting for Redis fill its budget ({limit} bytes)"
+            )))));
+        };
+        let timeout = self.shared.config.timeout;
+        let deadline = switchboard_hub::deadline::due(timeout);
+        let fate = Arc::new(publisher::Fate::default());
         let (reply, outcome) = oneshot::channel();
-        if let Err(err) = self.publishes.try_send(publisher::Job { command, reply }) {
+        let job = publisher::Job {
+            command,
+            reply,
+            deadline,
+            fate: fate.clone(),
+            _bytes: reservation,
+        };
+        if let Err(err) = self.publishes.try_send(job) {
             let reason = match err {
-                mpsc::error::TrySendError::Full(_) => "too many publishes waiting",
+                mpsc::error::TrySendError::Full(_) => "too many publishes waiting for Redis",
                 mpsc::error::TrySendError::Closed(_) => "the broker is shutting down",
             };
-            return Box::pin(std::future::ready(Err(unavailable(reason))));
+            return Box::pin(std::future::ready(Err(publisher::not_published(reason))));
         }
         Box::pin(async move {
-            outcome
-                .await
-                .unwrap_or_else(|_| Err(unavailable("the broker is shutting down")))
+            match tokio::time::timeout_at(deadline, outcome).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(publisher::not_published("the broker is shutting down")),
+                // `redis_timeout` is the bound on the answer. Still queued: it never will be
+                // sent. Sent: Redis may yet run it.
+                Err(_) if fate.abandon() => Err(publisher::not_published(&format!(
+                    "Redis did not answer within {} ms",
+                    timeout.as_millis()
+                ))),
+                Err(_) => Err(publisher::maybe_published(timeout)),
+            }
         })
     }
 
@@ -384,11 +438,16 @@ impl Shared {
     /// A room's snapshot: seq, epoch, members, presence version, and the replay after `since`
     /// (if history covers it and its frames fit in `budget` bytes). With `user`, adds that
     /// user's presence on this node.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the inputs of one script call, passed through"
+    )]
     pub(crate) async fn snapshot(
         &self,
         room: &str,
         since: Option<Position<'_>>,
         user: Option<&str>,
+        restore: &[Arc<str>],
         skip: &str,
         now_ms: u64,
         budget: usize,
@@ -423,6 +482,7 @@ impl Shared {
             .arg(skip)
             .arg(new_epoch())
             .arg(self.keep_ms(policy.ttl))
+            .arg(restore.iter().map(AsRef::as_ref).collect::<Vec<&str>>())
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|err| self.failed("join", &err))?;
@@ -457,6 +517,41 @@ impl Shared {
             .max(millis(self.config.presence_ttl))
             .max(1)
             .saturating_add(millis(self.config.presence_interval))
+    }
+
+    pub(crate) fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Release);
+    }
+
+    /// `Err` while Redis is known not to answer: a request refused at once rather than
+    /// after `redis_timeout` (and, for a publish, never sent to run when Redis wakes).
+    fn check_stalled(&self) -> Result<(), HubError> {
+        if self.stalled.load(Ordering::Acquire) {
+            Err(unavailable(STALLED))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `redis_timeout` (or the caller's earlier deadline, [`switchboard_hub::deadline`]) as
+    /// a bound on a request's answer, whatever Redis or the node's queues do: past it the
+    /// request is answered `unavailable`, and the publish task probes Redis.
+    async fn bounded<T>(
+        &self,
+        request: impl Future<Output = Result<T, HubError>>,
+    ) -> Result<T, HubError> {
+        self.check_stalled()?;
+        let timeout = self.config.timeout;
+        match tokio::time::timeout_at(switchboard_hub::deadline::due(timeout), request).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.probe.notify_one();
+                Err(unavailable(format!(
+                    "Redis did not answer within {} ms",
+                    timeout.as_millis()
+                )))
+            }
+        }
     }
 
     /// Logs a failed Redis command and turns it into `unavailable`.
@@ -600,7 +695,7 @@ impl Broker for RedisBroker {
     }
 
     fn typing<'a>(&'a self, session: &'a Arc<Session>, room: &'a str) -> BrokerFuture<'a, ()> {
-        Box::pin(async move {
+        Box::pin(self.shared.bounded(async move {
             let room = self.shared.relay.member_room(session, room)?;
             let frame = ServerMessage::Typing {
                 room: &room,
@@ -616,7 +711,7 @@ impl Broker for RedisBroker {
                 .await
                 .map_err(|err| self.shared.failed("typing", &err))?;
             Ok(())
-        })
+        }))
     }
 
     fn history<'a>(
@@ -627,7 +722,10 @@ impl Broker for RedisBroker {
         limit: Option<u64>,
         now_ms: u64,
     ) -> BrokerFuture<'a, ()> {
-        Box::pin(self.history_inner(session, room, id, limit, now_ms))
+        Box::pin(
+            self.shared
+                .bounded(self.history_inner(session, room, id, limit, now_ms)),
+        )
     }
 
     fn sweep(&self, _now_ms: u64) -> usize {
@@ -640,6 +738,9 @@ impl Broker for RedisBroker {
     }
 
     fn health(&self) -> BrokerHealth {
+        if self.shared.stalled.load(Ordering::Acquire) {
+            return BrokerHealth::Unavailable("redis is not answering".to_owned());
+        }
         match &*self.shared.link.lock() {
             Link::Up => BrokerHealth::Ready,
             Link::Down(reason) => BrokerHealth::Unavailable(reason.clone()),
@@ -675,10 +776,19 @@ async fn resync_worker(shared: Arc<Shared>, stop: CancellationToken) {
                 epoch: &request.epoch,
             };
             let budget = shared.config.outbox_bytes / 2;
-            match shared
-                .snapshot(&request.room, Some(since), None, "-", now_millis(), budget)
-                .await
-            {
+            // This node's users of the room are listed again in the snapshot's members (and
+            // their presence restored) even when Redis lost its data (F17).
+            let local = shared.relay.users_of(&request.room).unwrap_or_default();
+            let snapshot = shared.snapshot(
+                &request.room,
+                Some(since),
+                None,
+                &local,
+                "-",
+                now_millis(),
+                budget,
+            );
+            match shared.bounded(snapshot).await {
                 Ok(snapshot) => {
                     debug!(room = %request.room, since = request.since, seq = snapshot.seq, recovered = snapshot.replay.is_some(), "room resynced");
                     shared.relay.finish_resync(&request, &snapshot);
@@ -761,6 +871,10 @@ fn frame_of(kind: &[u8], frame: Bytes) -> Outbound {
         Outbound::Text(frame)
     }
 }
+
+/// Why requests are refused at once during a hang.
+const STALLED: &str =
+    "Redis is not answering (it hung: requests are refused until it answers again)";
 
 fn unavailable(reason: impl Into<String>) -> HubError {
     HubError::Unavailable(reason.into())

@@ -113,10 +113,12 @@ redis.call('PUBLISH', ARGV[1], 'm ' .. epoch .. ' ' .. string.format('%d', seq) 
 return {epoch, seq, 0}
 ";
 
-/// A joiner's snapshot, adding the user's presence on this node when asked.
+/// A joiner's snapshot, adding the user's presence on this node when asked; a resync's
+/// snapshot, restoring the presence of this node's users of the room first (after Redis lost
+/// its data they are listed again at once, not only at the next heartbeat).
 /// KEYS: meta, hist, pres, users. ARGV: channel, node, user ('' = no presence change), now,
 /// expiry, since seq ('' = none), since epoch, history ttl ms, join head, leave head, skip,
-/// new epoch, keep ms.
+/// new epoch, keep ms, users to restore...
 /// Returns {epoch, seq, pv, members, recovered (0/1), replay {seq, kind, frame, ...}}.
 const JOIN: &str = r"
 local meta, hist, pres, users = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -126,6 +128,13 @@ redis.call('PEXPIRE', meta, ARGV[13])
 reap(meta, pres, users, channel, ARGV[10], now)
 if user ~= '' then
   present(meta, pres, users, channel, ARGV[9], node, user, ARGV[5], ARGV[11])
+  redis.call('PEXPIRE', pres, ARGV[13])
+  redis.call('PEXPIRE', users, ARGV[13])
+end
+for i = 14, #ARGV do
+  present(meta, pres, users, channel, ARGV[9], node, ARGV[i], ARGV[5], '-')
+end
+if #ARGV >= 14 then
   redis.call('PEXPIRE', pres, ARGV[13])
   redis.call('PEXPIRE', users, ARGV[13])
 end

@@ -177,6 +177,10 @@ pub(crate) struct ServeArgs {
     /// Listen backlog (capped by net.core.somaxconn) [default: 4096].
     #[arg(long, env = "SWITCHBOARD_LISTEN_BACKLOG")]
     listen_backlog: Option<u32>,
+    /// Bytes of publishes waiting for Redis, node-wide; past it publishes are refused
+    /// (`unavailable`) [default: 33554432].
+    #[arg(long, env = "SWITCHBOARD_PUBLISH_QUEUE_BYTES")]
+    publish_queue_bytes: Option<usize>,
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {
@@ -236,6 +240,7 @@ impl ServeArgs {
             presence_ttl => cluster.presence_ttl,
             presence_interval => cluster.presence_interval,
             redis_timeout => cluster.redis_timeout,
+            publish_queue_bytes => cluster.publish_queue_bytes,
         );
         apply_to!(
             server_names => server_names,

@@ -10,8 +10,9 @@ pub enum HubError {
     /// The session is not a member of the room.
     #[error("not a member of room {0:?}; join it first")]
     NotJoined(String),
-    /// The broker that shares rooms between nodes cannot be reached; nothing was done.
-    #[error("the cluster broker is unavailable ({0}); nothing was done, retry later")]
+    /// The broker that shares rooms between nodes cannot be reached (or did not answer in
+    /// time); the reason says whether anything may have been done.
+    #[error("the cluster broker is unavailable: {0}; retry later")]
     Unavailable(String),
 }
 

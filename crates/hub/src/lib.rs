@@ -16,6 +16,7 @@
 //! gets exactly what it missed, queued atomically ahead of the live stream.
 
 mod broker;
+pub mod deadline;
 mod error;
 mod history;
 mod hub;

@@ -105,6 +105,10 @@ pub struct ClusterConfig {
     /// Default 2 s.
     #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
+    /// Bytes of publishes waiting for Redis or on their way, node-wide (frames plus keys);
+    /// past it publishes are answered `unavailable` at once, not published. Bounds the node's
+    /// memory while Redis hangs. Default 32 MiB.
+    pub publish_queue_bytes: usize,
 }
 
 impl Default for ClusterConfig {
@@ -115,6 +119,9 @@ impl Default for ClusterConfig {
             presence_ttl: Duration::from_secs(15),
             presence_interval: Duration::from_secs(5),
             redis_timeout: Duration::from_secs(2),
+            // 512 maximum-size (64 KiB) messages, or ~100,000 small (~300 B) ones, waiting
+            // at once; a node's memory for publishes stays under it however long Redis hangs.
+            publish_queue_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -508,6 +515,12 @@ impl Config {
             return invalid(
                 "cluster.redis_timeout/redis_prefix",
                 "must not be zero or empty",
+            );
+        }
+        if cluster.publish_queue_bytes < self.max_message_size.saturating_mul(2) {
+            return invalid(
+                "cluster.publish_queue_bytes",
+                "must be at least twice max_message_size (a largest message with its keys)",
             );
         }
         Ok(())

@@ -10,12 +10,19 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 /// `rate` tokens per second, holding at most `burst`; each event takes one.
+///
+/// Time the server spent not reading the connection ([`TokenBucket::paused`]) is credited
+/// beyond `burst`: what the client sent meanwhile waited in the socket and is read in one
+/// go afterwards, so it is charged as if read when it was sent.
 #[derive(Debug, Clone)]
 pub(crate) struct TokenBucket {
     tokens: f64,
     last: Instant,
     rate: f64,
     burst: f64,
+    /// While a pause's credit lasts: the most the bucket may hold (above `burst`), and until
+    /// when.
+    surplus: Option<(f64, Instant)>,
 }
 
 impl TokenBucket {
@@ -26,6 +33,7 @@ impl TokenBucket {
             last: now,
             rate: f64::from(rate.max(1)),
             burst,
+            surplus: None,
         }
     }
 
@@ -40,9 +48,40 @@ impl TokenBucket {
         }
     }
 
+    /// The server did not read this connection from `from` to `to` (it waited for the
+    /// broker on the connection's behalf, e.g. through a Redis stall): the client may have
+    /// sent `rate` messages a second meanwhile, which are read back to back once reading
+    /// resumes. They get the tokens that accrued during the pause even past `burst`, for as
+    /// long again as the pause lasted (long enough to read what queued up, not long enough to
+    /// hoard). Over any interval that contains the pause the client is still held to `rate`
+    /// on average plus one `burst`: the credit is only the time the server took.
+    pub(crate) fn paused(&mut self, from: Instant, to: Instant) {
+        let pause = to.saturating_duration_since(from);
+        if pause.is_zero() {
+            return;
+        }
+        self.refill(from);
+        self.tokens += pause.as_secs_f64() * self.rate;
+        self.last = self.last.max(to);
+        let ceiling = self.tokens.max(self.burst);
+        self.surplus = Some((ceiling, to + pause));
+    }
+
     fn refill(&mut self, now: Instant) {
+        if now <= self.last {
+            return;
+        }
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        let cap = match self.surplus {
+            Some((ceiling, until)) if now < until => ceiling,
+            Some(_) => {
+                self.surplus = None;
+                self.burst
+            }
+            None => self.burst,
+        };
+        // Tokens above the cap (an expired credit) are dropped; below it they accrue.
+        self.tokens = (self.tokens + elapsed * self.rate).min(cap);
         self.last = now;
     }
 
@@ -178,6 +217,38 @@ mod tests {
         assert_eq!(wait, Duration::from_millis(100));
         bucket.take(start + Duration::from_millis(100)).unwrap();
         assert!(bucket.take(start + Duration::from_millis(150)).is_err());
+    }
+
+    #[test]
+    fn a_pause_credits_what_the_client_sent_meanwhile_beyond_the_burst() {
+        // 20 msg/s against a limit of 30/s with a burst of 5: a 4 s pause queues 80 messages,
+        // all read at once afterwards. Without the credit 75 of them would be refused.
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(30, 5, start);
+        let resumed = start + Duration::from_secs(4);
+        bucket.paused(start, resumed);
+        for n in 0..80 {
+            assert!(bucket.take(resumed).is_ok(), "message {n} of the queued 80");
+        }
+        // The credit is the pause's time only: 5 + 120 tokens, no more.
+        let mut granted = 80;
+        while bucket.take(resumed).is_ok() {
+            granted += 1;
+        }
+        assert_eq!(granted, 125);
+    }
+
+    #[test]
+    fn an_unused_pause_credit_expires_back_to_the_burst() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(10, 3, start);
+        bucket.paused(start, start + Duration::from_secs(2));
+        // Four seconds after the pause began (two after it ended) the credit is gone.
+        let later = start + Duration::from_secs(4) + Duration::from_millis(1);
+        for _ in 0..3 {
+            bucket.take(later).unwrap();
+        }
+        assert!(bucket.take(later).is_err());
     }
 
     #[test]

@@ -399,6 +399,7 @@ fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, ServerError> {
                 timeout: cluster.redis_timeout,
                 publish_queue: crate::ws::session::MAX_PIPELINED
                     .saturating_mul(config.limits.max_connections),
+                publish_queue_bytes: cluster.publish_queue_bytes,
             })?)
         }
     })

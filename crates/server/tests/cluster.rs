@@ -57,6 +57,7 @@ fn node_config(url: &str, prefix: &str) -> Config {
             presence_ttl: Duration::from_secs(30),
             presence_interval: Duration::from_secs(1),
             redis_timeout: Duration::from_millis(500),
+            ..ClusterConfig::default()
         },
         ..Config::default()
     })

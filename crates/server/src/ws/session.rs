@@ -13,6 +13,7 @@ use futures_util::stream::FuturesOrdered;
 
 use switchboard_hub::{
     CloseFrame, HubError, JoinRequest, Outbound, Position, PublishRequest, Published, Session,
+    deadline,
 };
 use switchboard_protocol::binary;
 use switchboard_protocol::client::{self, ClientMessage, RequestId};
@@ -64,18 +65,27 @@ enum Need {
 /// than one message per round trip.
 pub(crate) const MAX_PIPELINED: usize = 64;
 
-/// A publish on its way: its request id and the broker's answer.
+/// Bytes of publishes (as received) of one connection on their way through the broker at
+/// once, at most: while Redis hangs, each waits up to `redis_timeout` holding its payload
+/// (and its copy in the node's publish queue). 1 MiB is 16 maximum-size (64 KiB) messages or
+/// all 64 pipelined ones up to 16 KiB each: a client within the rate limit (30/s) keeps
+/// flowing during a 2 s hang with messages up to ~17 KiB; larger ones wait for earlier
+/// answers (the reader pauses, which the rate limit credits: `TokenBucket::paused`).
+pub(crate) const MAX_PIPELINED_BYTES: usize = 1024 * 1024;
+
+/// A publish on its way: its request id, its size and the broker's answer.
 struct Completion {
     id: Option<RequestId>,
+    bytes: usize,
     result: Result<Published, HubError>,
 }
 
 type InFlight = Pin<Box<dyn Future<Output = Completion> + Send>>;
 
-/// Publishes on their way, answered in order; allocated by the first publish, so that an idle
-/// connection pays nothing for it.
+/// Publishes on their way, answered in order, and their bytes; allocated by the first
+/// publish, so that an idle connection pays nothing for it.
 #[derive(Default)]
-struct Pipeline(Option<FuturesOrdered<InFlight>>);
+struct Pipeline(Option<FuturesOrdered<InFlight>>, usize);
 
 impl Pipeline {
     fn len(&self) -> usize {
@@ -86,7 +96,15 @@ impl Pipeline {
         self.len() == 0
     }
 
-    fn push_back(&mut self, publishing: InFlight) {
+    /// Whether one more publish of `bytes` must wait for earlier ones (never the first: one
+    /// publish may always be on its way).
+    fn is_full(&self, bytes: usize) -> bool {
+        !self.is_empty()
+            && (self.len() >= MAX_PIPELINED || self.1.saturating_add(bytes) > MAX_PIPELINED_BYTES)
+    }
+
+    fn push_back(&mut self, publishing: InFlight, bytes: usize) {
+        self.1 = self.1.saturating_add(bytes);
         self.0
             .get_or_insert_with(FuturesOrdered::new)
             .push_back(publishing);
@@ -94,10 +112,12 @@ impl Pipeline {
 
     /// The next answer in order; `None` when nothing is on its way.
     async fn next(&mut self) -> Option<Completion> {
-        match &mut self.0 {
+        let done = match &mut self.0 {
             Some(in_flight) => in_flight.next().await,
             None => None,
-        }
+        }?;
+        self.1 = self.1.saturating_sub(done.bytes);
+        Some(done)
     }
 }
 
@@ -145,6 +165,12 @@ impl SessionHandler {
         }
     }
 
+    /// When the answer to a request read at `now` is due: `redis_timeout` later (a broker
+    /// that does not wait on the network answers at once anyway).
+    fn deadline(&self, now: Instant) -> Instant {
+        now + self.state.config.cluster.redis_timeout
+    }
+
     /// Validates the room name, then checks the right.
     fn check(&self, id: Option<RequestId>, room: &str, need: Need) -> Result<Rights, Rejection> {
         validate_room(room).map_err(|err| Rejection::hub(id, &err.into()))?;
@@ -176,9 +202,11 @@ impl SessionHandler {
         } = message
         {
             self.check(id, &room, Need::Publish)?;
-            if let Some(close) = self.make_room().await {
+            let bytes = text.len();
+            if let Some(close) = self.make_room(bytes).await {
                 return Ok(Some(close));
             }
+            let due = self.deadline(now);
             let request = PublishRequest {
                 room: &room,
                 data,
@@ -186,15 +214,17 @@ impl SessionHandler {
                 ts: now_millis(),
                 msg_id: msg_id.as_deref(),
             };
-            // Ordered now; answered later.
-            let published = self.state.broker.publish(&self.session, request);
+            // Ordered now; answered later (by `deadline` at the latest).
+            let published =
+                deadline::within_sync(due, || self.state.broker.publish(&self.session, request));
             let publishing = async move {
                 Completion {
                     id,
+                    bytes,
                     result: published.await,
                 }
             };
-            return Ok(self.pipeline(Box::pin(publishing), now));
+            return Ok(self.pipeline(Box::pin(publishing), bytes, now));
         }
         // Any other request: first answer the publishes before it.
         if let Some(close) = self.drain(now).await {
@@ -204,6 +234,8 @@ impl SessionHandler {
         let hub_err = |err: HubError| Rejection::hub(id, &err);
         let state = self.state.clone();
         let broker = &*state.broker;
+        // Due `redis_timeout` after it was read, the wait for the publishes before it included.
+        let due = self.deadline(now);
         match message {
             ClientMessage::Join { room, id, since } => {
                 let rights = self.check(id, &room, Need::Join)?;
@@ -226,23 +258,26 @@ impl SessionHandler {
                     presence: rights.presence,
                     now_ms: now_millis(),
                 };
-                broker.join(&self.session, request).await.map_err(hub_err)?;
-            }
-            ClientMessage::Leave { room, id } => broker
-                .leave(&self.session, &room, id)
-                .await
-                .map_err(hub_err)?,
-            ClientMessage::Publish { .. } => {} // pipelined above
-            ClientMessage::History { room, limit, id } => {
-                self.check(id, &room, Need::Join)?;
-                broker
-                    .history(&self.session, &room, id, limit, now_millis())
+                deadline::within(due, broker.join(&self.session, request))
                     .await
                     .map_err(hub_err)?;
             }
+            ClientMessage::Leave { room, id } => {
+                deadline::within(due, broker.leave(&self.session, &room, id))
+                    .await
+                    .map_err(hub_err)?;
+            }
+            ClientMessage::Publish { .. } => {} // pipelined above
+            ClientMessage::History { room, limit, id } => {
+                self.check(id, &room, Need::Join)?;
+                let history = broker.history(&self.session, &room, id, limit, now_millis());
+                deadline::within(due, history).await.map_err(hub_err)?;
+            }
             ClientMessage::Typing { room } => {
                 self.check(None, &room, Need::Publish)?;
-                broker.typing(&self.session, &room).await.map_err(hub_err)?;
+                deadline::within(due, broker.typing(&self.session, &room))
+                    .await
+                    .map_err(hub_err)?;
             }
             ClientMessage::Refresh { token, id } => return self.refresh(&token, id),
             ClientMessage::Ping { id } => self.reply(&ServerMessage::Pong { id }),
@@ -293,48 +328,65 @@ impl SessionHandler {
         let envelope = binary::decode_client(frame)
             .map_err(|err| Rejection::new(None, ErrorCode::InvalidMessage, err.to_string()))?;
         self.check(None, envelope.room, Need::Publish)?;
-        if let Some(close) = self.make_room().await {
+        let bytes = frame.len();
+        if let Some(close) = self.make_room(bytes).await {
             return Ok(Some(close));
         }
-        let published = self.state.broker.publish_binary(
-            &self.session,
-            envelope.room,
-            envelope.payload,
-            now_millis(),
-        );
+        let due = self.deadline(now);
+        let published = deadline::within_sync(due, || {
+            self.state.broker.publish_binary(
+                &self.session,
+                envelope.room,
+                envelope.payload,
+                now_millis(),
+            )
+        });
         let publishing = async move {
             let result = published.await.map(|seq| Published {
                 seq,
                 duplicate: false,
             });
-            Completion { id: None, result }
+            Completion {
+                id: None,
+                bytes,
+                result,
+            }
         };
-        Ok(self.pipeline(Box::pin(publishing), now))
+        Ok(self.pipeline(Box::pin(publishing), bytes, now))
     }
 
-    /// Waits for the oldest publish when this connection has as many on their way as it may.
-    async fn make_room(&mut self) -> Option<CloseFrame> {
-        if self.in_flight.len() < MAX_PIPELINED {
-            return None;
+    /// Waits for the oldest publishes while this connection has as many (or as many bytes)
+    /// on their way as it may.
+    async fn make_room(&mut self, bytes: usize) -> Option<CloseFrame> {
+        while self.in_flight.is_full(bytes) {
+            let done = self.in_flight.next().await?;
+            if let Some(close) = self.finish(done, Instant::now()) {
+                return Some(close);
+            }
         }
-        let done = self.in_flight.next().await?;
-        self.finish(done, Instant::now())
+        None
     }
 
     /// Keeps a publish's outcome for answering in order. An in-process broker has answered
     /// already: then, with nothing before it, the reply goes out at once.
-    fn pipeline(&mut self, mut publishing: InFlight, now: Instant) -> Option<CloseFrame> {
+    fn pipeline(
+        &mut self,
+        mut publishing: InFlight,
+        bytes: usize,
+        now: Instant,
+    ) -> Option<CloseFrame> {
         match publishing
             .as_mut()
             .poll(&mut Context::from_waker(Waker::noop()))
         {
             Poll::Ready(done) if self.in_flight.is_empty() => self.finish(done, now),
             Poll::Ready(done) => {
-                self.in_flight.push_back(Box::pin(std::future::ready(done)));
+                self.in_flight
+                    .push_back(Box::pin(std::future::ready(done)), bytes);
                 None
             }
             Poll::Pending => {
-                self.in_flight.push_back(publishing);
+                self.in_flight.push_back(publishing, bytes);
                 None
             }
         }
@@ -415,13 +467,18 @@ impl Handler for SessionHandler {
                 Incoming::Close(..) | Incoming::Control => Ok(None),
             }
         };
-        match result {
+        let close = match result {
             Ok(close) => close,
             Err(rejection) => match self.drain(now).await {
                 Some(close) => Some(close),
                 None => self.reject(rejection, now),
             },
-        }
+        };
+        // The reader waits for this call: while it waited for the broker (a Redis round trip,
+        // a stall up to `redis_timeout`), the client's next messages queued in the socket.
+        // They are charged as sent then, not as one burst when read (F5).
+        self.rate.paused(now, Instant::now());
+        close
     }
 
     fn has_pending(&self) -> bool {

@@ -81,6 +81,27 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server with SIGSTOP: a hang. Its connections stay open and what the nodes
+    /// send waits in its socket, to be run when it is resumed.
+    pub fn pause(&mut self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes a paused server (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&mut self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server is not running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("kill -{signal}: {e}"));
+        assert!(status.success(), "kill -{signal} failed: {status}");
+    }
+
     /// Whether the server process is running (not killed, not exited).
     pub fn is_running(&mut self) -> bool {
         self.child
