@@ -24,16 +24,22 @@ pub(crate) struct Entry {
 pub struct HistoryBudget {
     limit: usize,
     used: AtomicUsize,
+    /// Idempotency ids remembered across rooms, and their cap (see `RecentIds`).
+    ids: AtomicUsize,
+    max_ids: usize,
     /// One eviction pass at a time; publishers that find one running go on.
     evicting: AtomicBool,
 }
 
 impl HistoryBudget {
-    /// A budget of `limit` bytes (payloads plus per-entry overhead).
-    pub fn new(limit: usize) -> Arc<Self> {
+    /// A budget of `limit` bytes (payloads plus per-entry overhead) and `max_ids`
+    /// idempotency ids.
+    pub fn new(limit: usize, max_ids: usize) -> Arc<Self> {
         Arc::new(Self {
             limit,
             used: AtomicUsize::new(0),
+            ids: AtomicUsize::new(0),
+            max_ids,
             evicting: AtomicBool::new(false),
         })
     }
@@ -46,6 +52,23 @@ impl HistoryBudget {
     /// The budget.
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// Idempotency ids currently remembered, across rooms.
+    pub fn ids(&self) -> usize {
+        self.ids.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn take_id(&self) -> bool {
+        self.ids
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max_ids).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn release_id(&self) {
+        self.ids.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn over(&self) -> bool {
@@ -192,7 +215,7 @@ mod tests {
                 size,
                 ttl: Duration::from_millis(ttl_ms),
             },
-            HistoryBudget::new(usize::MAX),
+            HistoryBudget::new(usize::MAX, 0),
         );
         for seq in seqs {
             h.push(Entry {
@@ -239,7 +262,7 @@ mod tests {
 
     #[test]
     fn the_budget_counts_what_is_kept() {
-        let budget = HistoryBudget::new(usize::MAX);
+        let budget = HistoryBudget::new(usize::MAX, 0);
         let cost = |seq: u64| Outbound::Text(Bytes::from(seq.to_string())).cost();
         {
             let mut h = History::new(

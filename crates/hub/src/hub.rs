@@ -32,6 +32,8 @@ pub struct HubConfig {
     pub outbox_pool_bytes: Option<usize>,
     /// Server-wide bytes of history, across rooms (see [`HistoryBudget`]).
     pub history_bytes: usize,
+    /// Server-wide number of idempotency ids remembered, across rooms.
+    pub max_idempotency_ids: usize,
 }
 
 impl Default for HubConfig {
@@ -42,6 +44,7 @@ impl Default for HubConfig {
             idempotency_window: Duration::from_secs(120),
             outbox_pool_bytes: Some(128 * 1024 * 1024),
             history_bytes: 64 * 1024 * 1024,
+            max_idempotency_ids: 100_000,
         }
     }
 }
@@ -57,6 +60,8 @@ pub struct HubStats {
     pub outbox_pool_bytes: usize,
     /// Bytes of history kept on this node.
     pub history_bytes: usize,
+    /// Idempotency ids remembered on this node.
+    pub idempotency_ids: usize,
 }
 
 /// The room registry. Cheap to share (`Arc<Hub>`); several hubs can live in one process.
@@ -84,7 +89,7 @@ impl Hub {
             next_session: AtomicU64::new(1),
             sessions: AtomicUsize::new(0),
             outbox_pool: config.outbox_pool_bytes.map(OutboxPool::new),
-            history_budget: HistoryBudget::new(config.history_bytes),
+            history_budget: HistoryBudget::new(config.history_bytes, config.max_idempotency_ids),
             config,
         }
     }
@@ -270,6 +275,7 @@ impl Hub {
             sessions: self.sessions.load(Ordering::Relaxed),
             outbox_pool_bytes: self.outbox_pool.as_ref().map_or(0, |p| p.used()),
             history_bytes: self.history_budget.used(),
+            idempotency_ids: self.history_budget.ids(),
         }
     }
 

@@ -481,4 +481,50 @@ mod tests {
         outbox.push(text(3)).unwrap();
         assert_eq!(writer.await.unwrap(), vec![text(3)]);
     }
+
+    #[tokio::test]
+    async fn a_waiting_pong_takes_the_latest_payload() {
+        let outbox = Outbox::new(10_000);
+        for i in 0..1_000u32 {
+            outbox.pong(Bytes::from(i.to_string())).unwrap();
+        }
+        assert_eq!(outbox.queued_bytes(), FRAME_OVERHEAD + 3);
+        let mut out = VecDeque::new();
+        outbox.next_batch(&mut out).await;
+        assert_eq!(out, [Outbound::Pong(Bytes::from("999"))]);
+        // Once taken, the next ping gets a pong of its own, after what is queued.
+        outbox.push(text(1)).unwrap();
+        outbox.pong(Bytes::from("a")).unwrap();
+        outbox.pong(Bytes::from("b")).unwrap();
+        out.clear();
+        outbox.next_batch(&mut out).await;
+        assert_eq!(out, [text(1), Outbound::Pong(Bytes::from("b"))]);
+    }
+
+    #[tokio::test]
+    async fn the_pool_is_drawn_beyond_the_allowance_and_returned() {
+        let pool = OutboxPool::new(3 * POOL_GRANULE);
+        let a = Outbox::pooled(1 << 30, Some(pool.clone()));
+        let b = Outbox::pooled(1 << 30, Some(pool.clone()));
+        // Within the allowance: the pool is not touched.
+        a.push(text(POOL_ALLOWANCE / 2)).unwrap();
+        assert_eq!(pool.used(), 0);
+        // Beyond it: credit in granules.
+        a.push(text(POOL_ALLOWANCE)).unwrap();
+        assert_eq!(pool.used(), POOL_GRANULE);
+        // The batch being written still counts; once written the credit goes back.
+        let mut out = VecDeque::new();
+        a.next_batch(&mut out).await;
+        assert_eq!(pool.used(), POOL_GRANULE);
+        assert!(a.batch_written());
+        assert_eq!(pool.used(), 0);
+        // A connection that needs more than the pool has is closed as a slow consumer.
+        b.push(text(2 * POOL_GRANULE)).unwrap();
+        assert_eq!(pool.used(), 2 * POOL_GRANULE);
+        assert_eq!(a.push(text(2 * POOL_GRANULE)), Err(PushError::Overflow));
+        assert!(a.is_aborted());
+        assert_eq!(pool.used(), 2 * POOL_GRANULE);
+        drop(b);
+        assert_eq!(pool.used(), 0, "a dropped outbox returns its credit");
+    }
 }

@@ -782,6 +782,7 @@ impl Relay {
             outbox_pool_bytes: self.outbox_pool.as_ref().map_or(0, |p| p.used()),
             // History lives in Redis, not on this node.
             history_bytes: 0,
+            idempotency_ids: 0,
         }
     }
 

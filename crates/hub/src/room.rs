@@ -74,8 +74,8 @@ impl Room {
             state: Mutex::new(RoomState {
                 seq: 0,
                 epoch: format!("{:016x}", fastrand::u64(..)).into(),
+                recent_ids: RecentIds::new(budget.clone()),
                 history: History::new(policy, budget),
-                recent_ids: RecentIds::default(),
                 members: HashMap::new(),
                 users: HashMap::new(),
                 closed: false,

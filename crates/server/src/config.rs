@@ -510,6 +510,10 @@ pub struct MemoryConfig {
     /// 20 s: a 64 KiB message at 4 KB/s.
     #[serde(with = "humantime_serde")]
     pub fragment_timeout: Duration,
+    /// Publish `msg_id`s remembered for deduplication across rooms (at most 10,000 per room
+    /// as well). At the cap a room forgets its own oldest id early. Default 100,000 (about
+    /// 25 MB at the 64-byte maximum id).
+    pub max_idempotency_ids: usize,
 }
 
 impl Default for MemoryConfig {
@@ -519,6 +523,7 @@ impl Default for MemoryConfig {
             history_bytes: 64 * 1024 * 1024,
             write_timeout: Duration::from_secs(50),
             fragment_timeout: Duration::from_secs(20),
+            max_idempotency_ids: 100_000,
         }
     }
 }
@@ -533,9 +538,11 @@ impl MemoryConfig {
         if self.write_timeout.is_zero() || self.fragment_timeout.is_zero() {
             return Err("write_timeout and fragment_timeout must be greater than zero".to_owned());
         }
-        if self.outbox_pool_bytes > 0 && self.outbox_pool_bytes < config.outbox_bytes {
+        if self.outbox_pool_bytes > 0
+            && self.outbox_pool_bytes < config.max_message_size.saturating_add(1024)
+        {
             return Err(
-                "outbox_pool_bytes must hold at least one connection's outbox_bytes (or be 0)"
+                "outbox_pool_bytes must hold at least one maximal message (or be 0: unbounded)"
                     .to_owned(),
             );
         }

@@ -258,6 +258,7 @@ fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, ServerError> {
             idempotency_window: config.idempotency_window,
             outbox_pool_bytes: config.memory.outbox_pool(),
             history_bytes: config.memory.history_bytes,
+            max_idempotency_ids: config.memory.max_idempotency_ids,
         })),
         Some(url) => {
             let cluster = &config.cluster;
