@@ -21,11 +21,30 @@ use support::{
     parse_frames, raw_upgrade, read_to_end_within, unthrottled,
 };
 use switchboard_server::Config;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 const MASK: [u8; 4] = [1, 2, 3, 4];
+
+/// Reads raw frames until the server's close frame (bounded by [`RECV_TIMEOUT`]).
+async fn read_until_close(raw: &mut TcpStream) -> Vec<support::RawFrame> {
+    let deadline = Instant::now() + RECV_TIMEOUT;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0; 64 * 1024];
+    loop {
+        let (frames, _) = parse_frames(&buf);
+        if frames.iter().any(|f| f.close().is_some()) {
+            return frames;
+        }
+        let n = tokio::time::timeout_at(deadline, raw.read(&mut chunk))
+            .await
+            .expect("no close frame in time")
+            .expect("read");
+        assert!(n > 0, "connection ended without a close frame");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
 
 /// Waits (bounded) for a server-side effect no frame reports, checking `ok` on the counters.
 async fn wait_for(
@@ -151,7 +170,7 @@ async fn f2_non_readers_are_bounded_by_the_server_wide_outbox_pool() {
     config.outbox_bytes = 16 * 1024 * 1024;
     config.memory.outbox_pool_bytes = POOL;
     let server = TestServer::start(config).await;
-    let _publisher = filled_room(&server, "big", 8, 50_000).await;
+    let publisher = filled_room(&server, "big", 8, 50_000).await;
     let request = masked_frame(
         opcode::TEXT,
         json!({"type": "history", "room": "big"})
@@ -192,6 +211,8 @@ async fn f2_non_readers_are_bounded_by_the_server_wide_outbox_pool() {
         s.outbox_pool_bytes == 0
     })
     .await;
+    reader.close().await;
+    publisher.close().await;
     server.shutdown().await;
 }
 
@@ -204,7 +225,7 @@ async fn f2_write_timeout_closes_a_non_reader_that_keeps_sending() {
     config.pong_timeout = Duration::from_secs(120);
     config.memory.write_timeout = Duration::from_secs(1);
     let server = TestServer::start(config).await;
-    let _publisher = filled_room(&server, "big", 8, 50_000).await;
+    let publisher = filled_room(&server, "big", 8, 50_000).await;
     let mut raw = raw_upgrade(connect_small_window(server.addr()).await, "/ws").await;
     let history = masked_frame(
         opcode::TEXT,
@@ -234,6 +255,7 @@ async fn f2_write_timeout_closes_a_non_reader_that_keeps_sending() {
         }
     }
     assert_eq!(server.stats().outbox_pool_bytes, 0);
+    publisher.close().await;
     server.shutdown().await;
 }
 
@@ -287,6 +309,8 @@ async fn f3_history_is_bounded_server_wide_oldest_first() {
     )
     .await;
     assert_eq!(back.expect("joined").await["recovered"], true);
+    back.close().await;
+    filler.close().await;
     server.shutdown().await;
 }
 
@@ -303,11 +327,12 @@ async fn f10_an_unfinished_fragmented_message_is_closed_in_time() {
     bytes.extend(masked_frame(opcode::PING, b"alive", MASK));
     raw.write_all(&bytes).await.unwrap();
     let started = Instant::now();
-    let drained = read_to_end_within(&mut raw, RECV_TIMEOUT).await;
-    let (frames, _) = parse_frames(&drained.bytes);
+    let frames = read_until_close(&mut raw).await;
     assert!(frames.iter().any(|f| f.opcode == opcode::PONG));
     let close = frames.iter().find_map(|f| f.close());
     assert_eq!(close.map(|c| c.0), Some(1008), "{frames:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
+    drop(raw);
+    server.wait_for_sessions(0).await;
     server.shutdown().await;
 }
