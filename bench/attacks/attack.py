@@ -8,8 +8,9 @@ well-behaved client that sends a JSON `ping` every 200 ms and times its `pong`.
 
 Scenarios:
   ping-flood      one connection writes 125-byte pings as fast as it can and never reads
-  non-readers     N clients (default 300) each send 5 `history` requests for a room holding
-                  100 messages of 64 KB and never read; each sends a ping frame every 10 s
+  non-readers     N clients (default 300) each send 5 `history` requests (12 messages each,
+                  --history-limit) for a room holding 100 messages of 64 KB and never read;
+                  each sends a ping frame every 10 s
   history-fillers N clients (default 20) each publish 64 KB messages at 28/s, round-robin
                   over 100 rooms of their own (reading their replies)
 
@@ -24,6 +25,7 @@ Example:
 import argparse
 import base64
 import json
+import multiprocessing
 import os
 import socket
 import statistics
@@ -151,17 +153,28 @@ class Rss(threading.Thread):
             time.sleep(0.1)
 
 
-class Probe(threading.Thread):
-    """A well-behaved client: a JSON ping every 200 ms, RTT of each pong."""
+class Probe(multiprocessing.Process):
+    """A well-behaved client: a JSON ping every 200 ms, RTT of each pong. A process of its
+    own, so that the attackers' threads do not hold it up (the GIL)."""
 
     def __init__(self, addr):
         super().__init__(daemon=True)
         self.addr = addr
+        self.stop = multiprocessing.Event()
+        self.results = multiprocessing.Queue()
         self.rtts = []
         self.failures = []
-        self.stop = threading.Event()
+
+    def collect(self):
+        self.rtts, self.failures = self.results.get(timeout=10)
 
     def run(self):
+        try:
+            self._pings()
+        finally:
+            self.results.put((self.rtts, self.failures))
+
+    def _pings(self):
         try:
             sock = connect(self.addr, "probe")
             reader = Reader(sock)
@@ -229,10 +242,12 @@ def fill_room(addr, room, count, size):
 def non_readers(args, result):
     keep = fill_room(args.addr, "big", 100, 64_000)
     socks, refused = [], 0
-    request = text({"type": "history", "room": "big"}) * 5
+    # 12 messages of 64 KB per reply (770 KB): five of them (3.85 MB) fit the default 4 MiB
+    # outbox even before the kernel's socket buffers take their share.
+    request = text({"type": "history", "room": "big", "limit": args.history_limit}) * args.requests
     for i in range(args.clients):
         try:
-            sock = connect(args.addr, f"nr{i}", rcvbuf=4096)
+            sock = connect(args.addr, f"nr{i}", rcvbuf=args.rcvbuf)
             sock.sendall(request)
             socks.append(sock)
         except OSError:
@@ -303,6 +318,9 @@ def main():
     parser.add_argument("--pid", type=int, required=True, help="the server's process id (for RSS)")
     parser.add_argument("-d", "--duration", type=float, default=20)
     parser.add_argument("-c", "--clients", type=int, help="attacking clients (scenario default)")
+    parser.add_argument("--history-limit", type=int, default=12, help="non-readers: messages per reply")
+    parser.add_argument("--requests", type=int, default=5, help="non-readers: history requests each")
+    parser.add_argument("--rcvbuf", type=int, default=4096, help="non-readers: SO_RCVBUF (small: less in the kernel, more in the server)")
     parser.add_argument("--settle", type=float, default=3, help="seconds sampled after the attack")
     args = parser.parse_args()
     run, clients = SCENARIOS[args.scenario]
@@ -316,6 +334,7 @@ def main():
     time.sleep(args.settle)
     probe.stop.set()
     rss.stop.set()
+    probe.collect()
     probe.join(timeout=5)
     rss.join(timeout=1)
     peak = max(v for _, v in rss.samples)
