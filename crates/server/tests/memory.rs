@@ -111,6 +111,36 @@ async fn f1_ping_flood_is_bounded_and_closed_as_a_violation() {
     server.shutdown().await;
 }
 
+/// F1, the attack as found: the flood does not stop when the server starts closing. The
+/// close must not wait for a lull (the reader is always busy, the close's grace period must
+/// still run out): the server ends the connection while the pings keep coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f1_an_endless_ping_flood_is_cut_off() {
+    let server = TestServer::default_config().await;
+    let raw = raw_upgrade(connect_small_window(server.addr()).await, "/ws?user=flood").await;
+    let (_read, mut write) = raw.into_split();
+    let ping = masked_frame(opcode::PING, &[b'p'; 125], MASK);
+    let burst: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 1_000)
+        .collect();
+    let started = Instant::now();
+    loop {
+        if write.write_all(&burst).await.is_err() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server still reads an endless ping flood after 30 s"
+        );
+    }
+    server.wait_for_sessions(0).await;
+    assert_eq!(server.stats().outbox_pool_bytes, 0);
+    server.shutdown().await;
+}
+
 /// F1 on `/echo` (no rate limit there, for conformance suites): pongs are coalesced, so a
 /// peer that pings and does not read holds one pong in the outbox, not one per ping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -204,6 +204,19 @@ fn read_loop<'a, H: Handler>(
                 frame = stream.next() => {
                     let now = Instant::now();
                     heartbeat.on_activity(now);
+                    // A peer that floods keeps this branch (polled first) always ready, which
+                    // starves the timer branch: the deadlines it watches are checked here too.
+                    if let Some((give_up, frame)) = &closing
+                        && now >= *give_up
+                    {
+                        return Ending::ServerClosed(frame.clone());
+                    }
+                    if closing.is_none() && fragment_due.is_some_and(|at| at <= now) {
+                        fragment_due = None;
+                        let frame = CloseFrame::new(close::POLICY_VIOLATION, "fragmented message not completed in time");
+                        outbox.close(frame.clone());
+                        closing = Some((now + CLOSE_GRACE, frame));
+                    }
                     match frame {
                         None => {
                             return match (closing, peer_close, error) {

@@ -442,7 +442,7 @@ impl Handler for SessionHandler {
             None,
             ErrorCode::RateLimited,
             format!(
-                "rate limit of {limit} messages/s exceeded (control frames count); ping dropped"
+                "rate limit of {limit} messages/s exceeded (pings and pongs count); frame dropped"
             ),
         );
         Err(self.reject(rejection, now))
