@@ -61,7 +61,8 @@ impl RecentIds {
         if self.order.len() >= MAX_IDS {
             self.forget_oldest();
         }
-        if !self.budget.take_id() && !(self.forget_oldest() && self.budget.take_id()) {
+        let counted = self.budget.take_id() || (self.forget_oldest() && self.budget.take_id());
+        if !counted {
             return;
         }
         let key: Key = (user.clone(), Box::from(msg_id));

@@ -250,9 +250,11 @@ async fn f2_non_readers_are_bounded_by_the_server_wide_outbox_pool() {
 /// by the write timeout once its socket accepts no more bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f2_write_timeout_closes_a_non_reader_that_keeps_sending() {
-    let mut config = Config::default();
-    config.ping_interval = Duration::from_secs(120);
-    config.pong_timeout = Duration::from_secs(120);
+    let mut config = Config {
+        ping_interval: Duration::from_secs(120),
+        pong_timeout: Duration::from_secs(120),
+        ..Config::default()
+    };
     config.memory.write_timeout = Duration::from_secs(1);
     let server = TestServer::start(config).await;
     let publisher = filled_room(&server, "big", 8, 50_000).await;
