@@ -250,8 +250,9 @@ def non_readers(args, result):
             sock = connect(args.addr, f"nr{i}", rcvbuf=args.rcvbuf)
             sock.sendall(request)
             socks.append(sock)
-        except OSError:
+        except OSError as err:
             refused += 1
+            result.setdefault("refused_first_error", str(err))
     result["non_readers"] = len(socks)
     result["refused"] = refused
     started, alive = time.monotonic(), len(socks)
