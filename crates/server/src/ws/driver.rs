@@ -3,10 +3,11 @@
 //! outbox in batches (one flush per batch). Both run in the connection's one task.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use std::sync::atomic::Ordering;
 use switchboard_hub::{Batch, CloseFrame, Outbound, Outbox};
 use switchboard_protocol::codes::close;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -390,6 +391,13 @@ async fn write_watched(
     write_timeout: Duration,
 ) -> Written {
     let mut write = std::pin::pin!(write_batch(sink, batch));
+    // Most batches go straight into the socket buffer: no timer for them (a timer per batch
+    // would be a timer-wheel entry per delivery for a reader that keeps up).
+    if let Poll::Ready(result) =
+        std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await
+    {
+        return Written::Done(result);
+    }
     let step = (write_timeout / 4).max(Duration::from_millis(1));
     let mut seen = progress.load(Ordering::Relaxed);
     let mut stalled_since = Instant::now();
