@@ -13,6 +13,12 @@ use tokio::sync::Notify;
 /// bounded too (roughly the frame header, the queue slot and the shared buffer's bookkeeping).
 const FRAME_OVERHEAD: usize = 64;
 
+/// Pongs that may wait in an outbox before a newer ping's payload replaces the newest one's
+/// instead of adding another: a burst of pings from a live peer is answered ping for ping
+/// (Autobahn|Testsuite 2.10 sends ten at once), one that pings and never reads holds 16 pongs
+/// (3 KiB), not one per ping.
+const MAX_WAITING_PONGS: usize = 16;
+
 /// What an outbox may hold (queued plus the batch being written) before it draws on the
 /// server-wide [`OutboxPool`]. A reader that keeps up never holds more (a burst of a hundred
 /// 100-byte frames is 16 KiB with overhead), so fan-out to healthy connections never touches
@@ -149,8 +155,10 @@ struct State {
     in_flight: usize,
     /// Credit drawn from the pool (a multiple of the granule).
     reserved: usize,
-    /// Where the queued, not yet taken pong is: a newer ping replaces its payload.
+    /// Where the newest queued, not yet taken pong is, and how many are queued: past
+    /// [`MAX_WAITING_PONGS`] a newer ping replaces the newest one's payload.
     pong: Option<usize>,
+    pongs: usize,
     /// A graceful close has been queued; later pushes are refused.
     closing: bool,
     /// The close frame to send when aborted (if any).
@@ -197,16 +205,16 @@ impl Outbox {
         self.push_locked(state, frame, false)
     }
 
-    /// Queues a pong answering the peer's latest ping. A pong still waiting in the queue
-    /// takes the newer payload instead of a second pong being queued (RFC 6455 §5.5.3 allows
-    /// answering only the most recent ping): a peer that pings and never reads holds one
-    /// pong here, not one per ping.
+    /// Queues a pong answering the peer's latest ping. With [`MAX_WAITING_PONGS`] already
+    /// waiting, the newest of them takes the newer payload instead (RFC 6455 §5.5.3 allows
+    /// answering only the most recent ping): a peer that pings and never reads holds a few
+    /// pongs here, not one per ping.
     pub fn pong(&self, payload: Bytes) -> Result<(), PushError> {
         let mut state = self.state.lock();
         if state.closing || state.abort.is_some() {
             return Err(PushError::Closed);
         }
-        let at = state.pong;
+        let at = state.pong.filter(|_| state.pongs >= MAX_WAITING_PONGS);
         if let Some(Outbound::Pong(queued)) = at.and_then(|i| state.queue.get_mut(i)) {
             let old = queued.len();
             *queued = payload;
@@ -233,6 +241,7 @@ impl Outbox {
             state.queue = VecDeque::new();
             state.bytes = 0;
             state.pong = None;
+            state.pongs = 0;
             self.return_all(&mut state);
             state.abort = Some(Some(CloseFrame::new(
                 switchboard_protocol::codes::close::TRY_AGAIN_LATER,
@@ -252,6 +261,7 @@ impl Outbox {
         state.bytes += cost;
         if is_pong {
             state.pong = Some(state.queue.len());
+            state.pongs += 1;
         }
         state.queue.push_back(frame);
         drop(state);
@@ -314,6 +324,7 @@ impl Outbox {
             state.queue = VecDeque::new();
             state.bytes = 0;
             state.pong = None;
+            state.pongs = 0;
             self.return_all(&mut state);
             state.abort = Some(frame);
         }
@@ -377,6 +388,7 @@ impl Outbox {
         state.in_flight = state.bytes;
         state.bytes = 0;
         state.pong = None;
+        state.pongs = 0;
         self.settle(&mut state);
         // A burst may have grown the buffer it got back; an idle connection should not keep it.
         if state.queue.capacity() > 64 {
@@ -486,19 +498,25 @@ mod tests {
     async fn a_waiting_pong_takes_the_latest_payload() {
         let outbox = Outbox::new(10_000);
         for i in 0..1_000u32 {
-            outbox.pong(Bytes::from(i.to_string())).unwrap();
+            outbox.pong(Bytes::from(format!("{i:03}"))).unwrap();
         }
-        assert_eq!(outbox.queued_bytes(), FRAME_OVERHEAD + 3);
+        assert_eq!(
+            outbox.queued_bytes(),
+            MAX_WAITING_PONGS * (FRAME_OVERHEAD + 3)
+        );
         let mut out = VecDeque::new();
         outbox.next_batch(&mut out).await;
-        assert_eq!(out, [Outbound::Pong(Bytes::from("999"))]);
+        let mut expected: Vec<Outbound> = (0..MAX_WAITING_PONGS - 1)
+            .map(|i| Outbound::Pong(Bytes::from(format!("{i:03}"))))
+            .collect();
+        expected.push(Outbound::Pong(Bytes::from("999")));
+        assert_eq!(out, expected);
         // Once taken, the next ping gets a pong of its own, after what is queued.
         outbox.push(text(1)).unwrap();
         outbox.pong(Bytes::from("a")).unwrap();
-        outbox.pong(Bytes::from("b")).unwrap();
         out.clear();
         outbox.next_batch(&mut out).await;
-        assert_eq!(out, [text(1), Outbound::Pong(Bytes::from("b"))]);
+        assert_eq!(out, [text(1), Outbound::Pong(Bytes::from("a"))]);
     }
 
     #[tokio::test]

@@ -64,7 +64,7 @@ async fn wait_for(
 }
 
 /// F1: one connection writes pings and never reads. Before: every ping queued a pong in the
-/// codec (953 MB in 4.6 s). Now at most one pong waits, pings count toward the rate limit,
+/// codec (953 MB in 4.6 s). Now at most 16 pongs wait, pings count toward the rate limit,
 /// and a flood is a violation: the connection is closed with 1008.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f1_ping_flood_is_bounded_and_closed_as_a_violation() {
@@ -142,7 +142,7 @@ async fn f1_an_endless_ping_flood_is_cut_off() {
 }
 
 /// F1 on `/echo` (no rate limit there, for conformance suites): pongs are coalesced, so a
-/// peer that pings and does not read holds one pong in the outbox, not one per ping.
+/// peer that pings and does not read holds at most 16 pongs in the outbox, not one per ping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f1_ping_flood_on_echo_gets_coalesced_pongs() {
     let server = TestServer::start(Config {

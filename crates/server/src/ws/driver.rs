@@ -246,7 +246,7 @@ fn read_loop<'a, H: Handler>(
                             Incoming::Ping(_) | Incoming::Control if closing.is_some() => {}
                             control @ (Incoming::Ping(_) | Incoming::Control) => {
                                 match handler.on_control(now) {
-                                    // One pong at most waits in the outbox (the latest ping's).
+                                    // At most 16 pongs wait (then the newest takes the latest payload).
                                     Ok(()) => if let Incoming::Ping(payload) = control {
                                         let _ = outbox.pong(payload);
                                     },
