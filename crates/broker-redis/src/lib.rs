@@ -30,7 +30,8 @@ use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use switchboard_hub::{
     Broker, BrokerFuture, BrokerHealth, Departure, HistoryRules, HubError, HubStats, JoinRequest,
-    Outbound, Position, PublishRequest, Published, Relay, ResyncRequest, Session, Snapshot,
+    Outbound, OutboxPool, Position, PublishRequest, Published, Relay, ResyncRequest, Session,
+    Snapshot,
 };
 use switchboard_protocol::binary::encode_server_parts;
 use switchboard_protocol::client::RequestId;
@@ -62,6 +63,8 @@ pub struct RedisConfig {
     pub idempotency_window: Duration,
     /// Byte budget of each session's outbox.
     pub outbox_bytes: usize,
+    /// Server-wide bytes outboxes may hold beyond their allowance (`None`: unbounded).
+    pub outbox_pool_bytes: Option<usize>,
     /// How long a Redis command may take before the request fails with `unavailable`.
     pub timeout: Duration,
     /// Publishes that may wait for the publish task at once: a connection has at most a
@@ -154,7 +157,10 @@ impl RedisBroker {
                 }
             })?;
         let shared = Arc::new(Shared {
-            relay: Relay::new(config.outbox_bytes),
+            relay: Relay::with_pool(
+                config.outbox_bytes,
+                config.outbox_pool_bytes.map(OutboxPool::new),
+            ),
             node: format!("{:016x}", fastrand::u64(..)),
             conn,
             client,

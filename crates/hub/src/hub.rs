@@ -1,5 +1,7 @@
 //! The room registry and the operations a connection performs on it.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -9,6 +11,8 @@ use switchboard_protocol::client::RequestId;
 use switchboard_protocol::names::validate_room;
 
 use crate::error::HubError;
+use crate::history::HistoryBudget;
+use crate::outbox::OutboxPool;
 use crate::policy::HistoryRules;
 use crate::registry::Registry;
 use crate::room::{Position, Published, Room};
@@ -23,6 +27,13 @@ pub struct HubConfig {
     pub history: HistoryRules,
     /// How long a publish's `msg_id` is remembered for deduplication.
     pub idempotency_window: Duration,
+    /// Server-wide bytes outboxes may hold beyond their small allowance (see
+    /// [`crate::OutboxPool`]); `None`: no server-wide bound.
+    pub outbox_pool_bytes: Option<usize>,
+    /// Server-wide bytes of history, across rooms (see [`HistoryBudget`]).
+    pub history_bytes: usize,
+    /// Server-wide number of idempotency ids remembered, across rooms.
+    pub max_idempotency_ids: usize,
 }
 
 impl Default for HubConfig {
@@ -31,6 +42,9 @@ impl Default for HubConfig {
             outbox_bytes: 4 * 1024 * 1024,
             history: HistoryRules::default(),
             idempotency_window: Duration::from_secs(120),
+            outbox_pool_bytes: Some(128 * 1024 * 1024),
+            history_bytes: 64 * 1024 * 1024,
+            max_idempotency_ids: 100_000,
         }
     }
 }
@@ -42,6 +56,12 @@ pub struct HubStats {
     pub rooms: usize,
     /// Sessions registered.
     pub sessions: usize,
+    /// Bytes outboxes hold beyond their allowance (drawn from the server-wide pool).
+    pub outbox_pool_bytes: usize,
+    /// Bytes of history kept on this node.
+    pub history_bytes: usize,
+    /// Idempotency ids remembered on this node.
+    pub idempotency_ids: usize,
 }
 
 /// The room registry. Cheap to share (`Arc<Hub>`); several hubs can live in one process.
@@ -51,6 +71,8 @@ pub struct Hub {
     next_session: AtomicU64,
     sessions: AtomicUsize,
     config: HubConfig,
+    outbox_pool: Option<Arc<OutboxPool>>,
+    history_budget: Arc<HistoryBudget>,
 }
 
 impl Default for Hub {
@@ -66,6 +88,8 @@ impl Hub {
             rooms: Registry::new(),
             next_session: AtomicU64::new(1),
             sessions: AtomicUsize::new(0),
+            outbox_pool: config.outbox_pool_bytes.map(OutboxPool::new),
+            history_budget: HistoryBudget::new(config.history_bytes, config.max_idempotency_ids),
             config,
         }
     }
@@ -74,7 +98,12 @@ impl Hub {
     pub fn connect(&self, user: Arc<str>) -> Arc<Session> {
         let id = SessionId(self.next_session.fetch_add(1, Ordering::Relaxed));
         self.sessions.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Session::new(id, user, self.config.outbox_bytes))
+        Arc::new(Session::new(
+            id,
+            user,
+            self.config.outbox_bytes,
+            self.outbox_pool.clone(),
+        ))
     }
 
     /// Joins `room`, queuing `joined` (with `id`) on the session's outbox and a presence `join`
@@ -170,6 +199,7 @@ impl Hub {
             msg_id,
             self.config.idempotency_window,
         );
+        self.enforce_history_budget();
         Ok(published)
     }
 
@@ -186,6 +216,7 @@ impl Hub {
             .state
             .lock()
             .publish_binary(&entry.name, session, payload, ts);
+        self.enforce_history_budget();
         Ok(seq)
     }
 
@@ -242,7 +273,57 @@ impl Hub {
         HubStats {
             rooms: self.rooms.len(),
             sessions: self.sessions.load(Ordering::Relaxed),
+            outbox_pool_bytes: self.outbox_pool.as_ref().map_or(0, |p| p.used()),
+            history_bytes: self.history_budget.used(),
+            idempotency_ids: self.history_budget.ids(),
         }
+    }
+
+    /// Past the server-wide history budget, evicts the oldest entries of any room (empty
+    /// rooms included) down to the low-water mark: a k-way merge over the rooms' oldest
+    /// entries, one scan of the registry per pass. Runs outside every room lock.
+    fn enforce_history_budget(&self) {
+        let budget = &self.history_budget;
+        if !budget.over() {
+            return;
+        }
+        let Some(_pass) = budget.start_eviction() else {
+            return;
+        };
+        let mut rooms: Vec<Arc<Room>> = Vec::new();
+        for shard in self.rooms.shards() {
+            rooms.extend(shard.read().values().cloned());
+        }
+        let mut oldest: BinaryHeap<Reverse<(u64, usize)>> = rooms
+            .iter()
+            .enumerate()
+            .filter_map(|(i, room)| {
+                let ts = room.state.lock().oldest_history_ts()?;
+                Some(Reverse((ts, i)))
+            })
+            .collect();
+        let mut evicted = 0usize;
+        while budget.used() > budget.low_water() {
+            let Some(Reverse((_, i))) = oldest.pop() else {
+                break;
+            };
+            let Some(room) = rooms.get(i) else {
+                continue;
+            };
+            let mut state = room.state.lock();
+            if state.evict_oldest_history() > 0 {
+                evicted += 1;
+            }
+            if let Some(ts) = state.oldest_history_ts() {
+                oldest.push(Reverse((ts, i)));
+            }
+        }
+        tracing::debug!(
+            evicted,
+            kept = budget.used(),
+            budget = budget.limit(),
+            "history over its server-wide budget: oldest entries evicted"
+        );
     }
 
     /// The room, from the session's own map: no registry lock on the publish path.
@@ -256,7 +337,11 @@ impl Hub {
 
     fn get_or_create(&self, room: &str) -> Arc<Room> {
         self.rooms.get_or_create(room, |name| {
-            Room::new(name.clone(), self.config.history.policy_for(name))
+            Room::new(
+                name.clone(),
+                self.config.history.policy_for(name),
+                self.history_budget.clone(),
+            )
         })
     }
 

@@ -30,8 +30,9 @@ mod session;
 
 pub use broker::{Broker, BrokerFuture, BrokerHealth, JoinRequest, PublishRequest};
 pub use error::HubError;
+pub use history::HistoryBudget;
 pub use hub::{Hub, HubConfig, HubStats};
-pub use outbox::{Batch, CloseFrame, Outbound, Outbox, PushError};
+pub use outbox::{Batch, CloseFrame, Outbound, Outbox, OutboxPool, POOL_ALLOWANCE, PushError};
 pub use policy::{HistoryPolicy, HistoryRule, HistoryRules, matches_pattern};
 pub use relay::{
     Departure, Inbound, InboundKind, JoinTicket, Relay, RelayRoom, ResyncRequest, Snapshot,

@@ -2,7 +2,8 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -11,6 +12,73 @@ use tokio::sync::Notify;
 /// Bytes charged per queued frame on top of its payload, so that a flood of tiny frames is
 /// bounded too (roughly the frame header, the queue slot and the shared buffer's bookkeeping).
 const FRAME_OVERHEAD: usize = 64;
+
+/// Pongs that may wait in an outbox before a newer ping's payload replaces the newest one's
+/// instead of adding another: a burst of pings from a live peer is answered ping for ping
+/// (Autobahn|Testsuite 2.10 sends ten at once), one that pings and never reads holds 16 pongs
+/// (3 KiB), not one per ping.
+const MAX_WAITING_PONGS: usize = 16;
+
+/// What an outbox may hold (queued plus the batch being written) before it draws on the
+/// server-wide [`OutboxPool`]. A reader that keeps up never holds more (a burst of a hundred
+/// 100-byte frames is 16 KiB with overhead), so fan-out to healthy connections never touches
+/// the shared counter; 16 KiB × the connection count is part of each connection's baseline.
+pub const POOL_ALLOWANCE: usize = 16 * 1024;
+
+/// Beyond the allowance, pool credit is drawn and returned in steps of this size: one
+/// atomic operation per 64 KiB of backlog, not one per frame.
+const POOL_GRANULE: usize = 64 * 1024;
+
+/// The server-wide budget of bytes waiting in outboxes (queued or being written) beyond each
+/// outbox's [`POOL_ALLOWANCE`]. An outbox that needs credit the pool does not have is closed
+/// as a slow consumer (1013): the connections that fall behind pay, not the ones that read.
+#[derive(Debug)]
+pub struct OutboxPool {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl OutboxPool {
+    /// A pool of `limit` bytes.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes of credit currently drawn by outboxes.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The pool's size.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn reserve(&self, bytes: usize) -> bool {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let Some(next) = used.checked_add(bytes).filter(|n| *n <= self.limit) else {
+                return false;
+            };
+            match self
+                .used
+                .compare_exchange_weak(used, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(actual) => used = actual,
+            }
+        }
+    }
+
+    fn release(&self, bytes: usize) {
+        if bytes > 0 {
+            self.used.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+}
 
 /// A close frame to send: code and reason (at most 123 bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +108,8 @@ pub enum Outbound {
     Binary(Bytes),
     /// A WebSocket ping (liveness check).
     Ping,
+    /// A WebSocket pong answering the peer's ping (at most one waits: see [`Outbox::pong`]).
+    Pong(Bytes),
     /// The last frame: a graceful close. Nothing is queued after it.
     Close(CloseFrame),
 }
@@ -49,7 +119,7 @@ impl Outbound {
     pub fn cost(&self) -> usize {
         FRAME_OVERHEAD
             + match self {
-                Self::Text(b) | Self::Binary(b) => b.len(),
+                Self::Text(b) | Self::Binary(b) | Self::Pong(b) => b.len(),
                 Self::Ping => 0,
                 Self::Close(c) => c.reason.len(),
             }
@@ -62,7 +132,8 @@ pub enum PushError {
     /// The outbox is closing or aborted; the frame is dropped with the connection.
     #[error("outbox closed")]
     Closed,
-    /// The frame would exceed the byte budget: the outbox has been aborted (slow consumer).
+    /// The frame would exceed the byte budget (the outbox's own, or the server-wide pool):
+    /// the outbox has been aborted (slow consumer).
     #[error("outbox over its byte budget; connection aborted as a slow consumer")]
     Overflow,
 }
@@ -80,6 +151,14 @@ pub enum Batch {
 struct State {
     queue: VecDeque<Outbound>,
     bytes: usize,
+    /// Bytes of the batch the writer took and has not finished writing.
+    in_flight: usize,
+    /// Credit drawn from the pool (a multiple of the granule).
+    reserved: usize,
+    /// Where the newest queued, not yet taken pong is, and how many are queued: past
+    /// [`MAX_WAITING_PONGS`] a newer ping replaces the newest one's payload.
+    pong: Option<usize>,
+    pongs: usize,
     /// A graceful close has been queued; later pushes are refused.
     closing: bool,
     /// The close frame to send when aborted (if any).
@@ -98,31 +177,72 @@ pub struct Outbox {
     aborted: AtomicBool,
     abort_wake: Notify,
     budget: usize,
+    pool: Option<Arc<OutboxPool>>,
 }
 
 impl Outbox {
     /// An empty outbox that holds at most `budget` bytes (payloads plus per-frame overhead).
     pub fn new(budget: usize) -> Self {
+        Self::pooled(budget, None)
+    }
+
+    /// Like [`Outbox::new`], and what it holds beyond [`POOL_ALLOWANCE`] is drawn from `pool`.
+    pub fn pooled(budget: usize, pool: Option<Arc<OutboxPool>>) -> Self {
         Self {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             aborted: AtomicBool::new(false),
             abort_wake: Notify::new(),
             budget,
+            pool,
         }
     }
 
     /// Queues a frame. Never blocks. Over budget, the outbox aborts itself with close 1013
     /// ("slow consumer") and the frame is refused.
     pub fn push(&self, frame: Outbound) -> Result<(), PushError> {
+        let state = self.state.lock();
+        self.push_locked(state, frame, false)
+    }
+
+    /// Queues a pong answering the peer's latest ping. With [`MAX_WAITING_PONGS`] already
+    /// waiting, the newest of them takes the newer payload instead (RFC 6455 §5.5.3 allows
+    /// answering only the most recent ping): a peer that pings and never reads holds a few
+    /// pongs here, not one per ping.
+    pub fn pong(&self, payload: Bytes) -> Result<(), PushError> {
         let mut state = self.state.lock();
         if state.closing || state.abort.is_some() {
             return Err(PushError::Closed);
         }
+        let at = state.pong.filter(|_| state.pongs >= MAX_WAITING_PONGS);
+        if let Some(Outbound::Pong(queued)) = at.and_then(|i| state.queue.get_mut(i)) {
+            let old = queued.len();
+            *queued = payload;
+            let new = queued.len();
+            // A pong payload is at most 125 bytes: the change stays within the slack every
+            // budget check leaves, so it is accounted without a new check.
+            state.bytes = (state.bytes + new).saturating_sub(old);
+            return Ok(());
+        }
+        self.push_locked(state, Outbound::Pong(payload), true)
+    }
+
+    fn push_locked(
+        &self,
+        mut state: parking_lot::MutexGuard<'_, State>,
+        frame: Outbound,
+        is_pong: bool,
+    ) -> Result<(), PushError> {
+        if state.closing || state.abort.is_some() {
+            return Err(PushError::Closed);
+        }
         let cost = frame.cost();
-        if state.bytes + cost > self.budget {
+        if state.bytes + cost > self.budget || !self.draw(&mut state, cost) {
             state.queue = VecDeque::new();
             state.bytes = 0;
+            state.pong = None;
+            state.pongs = 0;
+            self.return_all(&mut state);
             state.abort = Some(Some(CloseFrame::new(
                 switchboard_protocol::codes::close::TRY_AGAIN_LATER,
                 "slow consumer",
@@ -139,12 +259,56 @@ impl Outbox {
         // to wake it (a busy fan-out then costs one wake-up per batch, not one per frame).
         let wake = state.queue.is_empty();
         state.bytes += cost;
+        if is_pong {
+            state.pong = Some(state.queue.len());
+            state.pongs += 1;
+        }
         state.queue.push_back(frame);
         drop(state);
         if wake {
             self.ready.notify_one();
         }
         Ok(())
+    }
+
+    /// Draws pool credit so that `extra` more bytes are covered; false when the pool is spent.
+    fn draw(&self, state: &mut State, extra: usize) -> bool {
+        let Some(pool) = &self.pool else {
+            return true;
+        };
+        let need = state.bytes + state.in_flight + extra;
+        let covered = POOL_ALLOWANCE + state.reserved;
+        if need <= covered {
+            return true;
+        }
+        let more = (need - covered).next_multiple_of(POOL_GRANULE);
+        if !pool.reserve(more) {
+            return false;
+        }
+        state.reserved += more;
+        true
+    }
+
+    /// Returns the credit no longer needed (after a batch was taken or written).
+    fn settle(&self, state: &mut State) {
+        let Some(pool) = &self.pool else {
+            return;
+        };
+        let keep = (state.bytes + state.in_flight)
+            .saturating_sub(POOL_ALLOWANCE)
+            .next_multiple_of(POOL_GRANULE);
+        if state.reserved > keep {
+            pool.release(state.reserved - keep);
+            state.reserved = keep;
+        }
+    }
+
+    fn return_all(&self, state: &mut State) {
+        if let Some(pool) = &self.pool {
+            pool.release(state.reserved);
+        }
+        state.reserved = 0;
+        state.in_flight = 0;
     }
 
     /// Queues a graceful close after everything already queued. Later pushes are refused.
@@ -159,6 +323,9 @@ impl Outbox {
         if state.abort.is_none() {
             state.queue = VecDeque::new();
             state.bytes = 0;
+            state.pong = None;
+            state.pongs = 0;
+            self.return_all(&mut state);
             state.abort = Some(frame);
         }
         drop(state);
@@ -217,12 +384,26 @@ impl Outbox {
         } else {
             out.append(&mut state.queue);
         }
+        // Taking a batch means the previous one was written: its bytes leave, these arrive.
+        state.in_flight = state.bytes;
         state.bytes = 0;
+        state.pong = None;
+        state.pongs = 0;
+        self.settle(&mut state);
         // A burst may have grown the buffer it got back; an idle connection should not keep it.
         if state.queue.capacity() > 64 {
             state.queue = VecDeque::new();
         }
         Some(Batch::Frames)
+    }
+
+    /// The writer has written the batch it took: its bytes no longer count. Returns whether
+    /// nothing is queued.
+    pub fn batch_written(&self) -> bool {
+        let mut state = self.state.lock();
+        state.in_flight = 0;
+        self.settle(&mut state);
+        state.queue.is_empty()
     }
 
     /// Whether nothing is queued.
@@ -238,6 +419,15 @@ impl Outbox {
     /// Bytes currently queued (payloads plus per-frame overhead).
     pub fn queued_bytes(&self) -> usize {
         self.state.lock().bytes
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let state = self.state.get_mut();
+        if let Some(pool) = &self.pool {
+            pool.release(state.reserved);
+        }
     }
 }
 
@@ -302,5 +492,57 @@ mod tests {
         };
         outbox.push(text(3)).unwrap();
         assert_eq!(writer.await.unwrap(), vec![text(3)]);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_pong_takes_the_latest_payload() {
+        let outbox = Outbox::new(10_000);
+        for i in 0..1_000u32 {
+            outbox.pong(Bytes::from(format!("{i:03}"))).unwrap();
+        }
+        assert_eq!(
+            outbox.queued_bytes(),
+            MAX_WAITING_PONGS * (FRAME_OVERHEAD + 3)
+        );
+        let mut out = VecDeque::new();
+        outbox.next_batch(&mut out).await;
+        let mut expected: Vec<Outbound> = (0..MAX_WAITING_PONGS - 1)
+            .map(|i| Outbound::Pong(Bytes::from(format!("{i:03}"))))
+            .collect();
+        expected.push(Outbound::Pong(Bytes::from("999")));
+        assert_eq!(out, expected);
+        // Once taken, the next ping gets a pong of its own, after what is queued.
+        outbox.push(text(1)).unwrap();
+        outbox.pong(Bytes::from("a")).unwrap();
+        out.clear();
+        outbox.next_batch(&mut out).await;
+        assert_eq!(out, [text(1), Outbound::Pong(Bytes::from("a"))]);
+    }
+
+    #[tokio::test]
+    async fn the_pool_is_drawn_beyond_the_allowance_and_returned() {
+        let pool = OutboxPool::new(3 * POOL_GRANULE);
+        let a = Outbox::pooled(1 << 30, Some(pool.clone()));
+        let b = Outbox::pooled(1 << 30, Some(pool.clone()));
+        // Within the allowance: the pool is not touched.
+        a.push(text(POOL_ALLOWANCE / 2)).unwrap();
+        assert_eq!(pool.used(), 0);
+        // Beyond it: credit in granules.
+        a.push(text(POOL_ALLOWANCE)).unwrap();
+        assert_eq!(pool.used(), POOL_GRANULE);
+        // The batch being written still counts; once written the credit goes back.
+        let mut out = VecDeque::new();
+        a.next_batch(&mut out).await;
+        assert_eq!(pool.used(), POOL_GRANULE);
+        assert!(a.batch_written());
+        assert_eq!(pool.used(), 0);
+        // A connection that needs more than the pool has is closed as a slow consumer.
+        b.push(text(2 * POOL_GRANULE)).unwrap();
+        assert_eq!(pool.used(), 2 * POOL_GRANULE);
+        assert_eq!(a.push(text(2 * POOL_GRANULE)), Err(PushError::Overflow));
+        assert!(a.is_aborted());
+        assert_eq!(pool.used(), 2 * POOL_GRANULE);
+        drop(b);
+        assert_eq!(pool.used(), 0, "a dropped outbox returns its credit");
     }
 }

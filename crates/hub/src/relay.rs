@@ -30,7 +30,7 @@ use switchboard_protocol::server::{HistoryItem, encode_history};
 
 use crate::error::HubError;
 use crate::hub::HubStats;
-use crate::outbox::{CloseFrame, Outbound};
+use crate::outbox::{CloseFrame, Outbound, OutboxPool};
 use crate::registry::Registry;
 use crate::room::Position;
 use crate::session::{Membership, Session, SessionId};
@@ -139,6 +139,7 @@ pub struct Relay {
     generation: AtomicU64,
     sessions: AtomicUsize,
     outbox_bytes: usize,
+    outbox_pool: Option<Arc<OutboxPool>>,
 }
 
 /// One room's members on this node.
@@ -219,6 +220,11 @@ struct Buffered {
 impl Relay {
     /// An empty relay; each session's outbox holds `outbox_bytes`.
     pub fn new(outbox_bytes: usize) -> Self {
+        Self::with_pool(outbox_bytes, None)
+    }
+
+    /// An empty relay whose sessions' outboxes also draw on the server-wide `pool`.
+    pub fn with_pool(outbox_bytes: usize, outbox_pool: Option<Arc<OutboxPool>>) -> Self {
         Self {
             rooms: Registry::new(),
             next_session: AtomicU64::new(1),
@@ -226,6 +232,7 @@ impl Relay {
             generation: AtomicU64::new(0),
             sessions: AtomicUsize::new(0),
             outbox_bytes,
+            outbox_pool,
         }
     }
 
@@ -233,7 +240,12 @@ impl Relay {
     pub fn connect(&self, user: Arc<str>) -> Arc<Session> {
         let id = SessionId(self.next_session.fetch_add(1, Ordering::Relaxed));
         self.sessions.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Session::new(id, user, self.outbox_bytes))
+        Arc::new(Session::new(
+            id,
+            user,
+            self.outbox_bytes,
+            self.outbox_pool.clone(),
+        ))
     }
 
     /// Adds `session` to `room` as a pending member. The broker then fetches a [`Snapshot`]
@@ -682,7 +694,7 @@ impl Relay {
             .filter_map(|(_, frame)| match frame {
                 Outbound::Text(json) => Some(HistoryItem::Json(json)),
                 Outbound::Binary(frame) => Some(HistoryItem::Binary(frame)),
-                Outbound::Ping | Outbound::Close(_) => None,
+                Outbound::Ping | Outbound::Pong(_) | Outbound::Close(_) => None,
             });
         let reply = encode_history(room, id, upto, epoch, items);
         // Queued while the room's lock is held: no frame of the room slips in between.
@@ -767,6 +779,10 @@ impl Relay {
         HubStats {
             rooms: self.rooms.len(),
             sessions: self.sessions.load(Ordering::Relaxed),
+            outbox_pool_bytes: self.outbox_pool.as_ref().map_or(0, |p| p.used()),
+            // History lives in Redis, not on this node.
+            history_bytes: 0,
+            idempotency_ids: 0,
         }
     }
 

@@ -13,7 +13,7 @@ use switchboard_protocol::binary::ServerBinary;
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::server::{HistoryItem, PresenceEvent, ServerMessage, encode_history};
 
-use crate::history::{self, History};
+use crate::history::{self, History, HistoryBudget};
 use crate::idempotency::RecentIds;
 use crate::outbox::Outbound;
 use crate::policy::HistoryPolicy;
@@ -68,14 +68,14 @@ pub(crate) struct RoomState {
 }
 
 impl Room {
-    pub(crate) fn new(name: Arc<str>, policy: HistoryPolicy) -> Self {
+    pub(crate) fn new(name: Arc<str>, policy: HistoryPolicy, budget: Arc<HistoryBudget>) -> Self {
         Self {
             name,
             state: Mutex::new(RoomState {
                 seq: 0,
                 epoch: format!("{:016x}", fastrand::u64(..)).into(),
-                history: History::new(policy),
-                recent_ids: RecentIds::default(),
+                recent_ids: RecentIds::new(budget.clone()),
+                history: History::new(policy, budget),
                 members: HashMap::new(),
                 users: HashMap::new(),
                 closed: false,
@@ -93,6 +93,16 @@ impl RoomState {
     pub(crate) fn is_disposable(&mut self, now_ms: u64) -> bool {
         self.history.expire(now_ms);
         self.members.is_empty() && self.history.is_empty()
+    }
+
+    /// The time of the oldest history entry (for the server-wide eviction).
+    pub(crate) fn oldest_history_ts(&self) -> Option<u64> {
+        self.history.oldest_ts()
+    }
+
+    /// Evicts the room's oldest history entry; returns the bytes freed.
+    pub(crate) fn evict_oldest_history(&mut self) -> usize {
+        self.history.evict_oldest()
     }
 
     pub(crate) fn is_member(&self, session: SessionId) -> bool {
@@ -282,7 +292,7 @@ impl RoomState {
             .filter_map(|entry| match &entry.frame {
                 Outbound::Binary(frame) => Some(HistoryItem::Binary(frame)),
                 Outbound::Text(json) => Some(HistoryItem::Json(json)),
-                Outbound::Ping | Outbound::Close(_) => None,
+                Outbound::Ping | Outbound::Pong(_) | Outbound::Close(_) => None,
             });
         // Queued under the room lock: the reply has a definite place in the live stream.
         let reply = encode_history(room, id, self.seq, &self.epoch, items);

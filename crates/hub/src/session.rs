@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, OutboxPool};
 use crate::relay::RelayRoom;
 use crate::room::Room;
 
@@ -32,11 +32,16 @@ pub(crate) enum Membership {
 }
 
 impl Session {
-    pub(crate) fn new(id: SessionId, user: Arc<str>, outbox_budget: usize) -> Self {
+    pub(crate) fn new(
+        id: SessionId,
+        user: Arc<str>,
+        outbox_budget: usize,
+        pool: Option<Arc<OutboxPool>>,
+    ) -> Self {
         Self {
             id,
             user,
-            outbox: Outbox::new(outbox_budget),
+            outbox: Outbox::pooled(outbox_budget, pool),
             rooms: Mutex::new(HashMap::new()),
         }
     }

@@ -82,6 +82,8 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Where rooms live: this process only, or shared with other nodes through Redis.
     pub cluster: ClusterConfig,
+    /// Server-wide memory budgets and the timeouts that bound held memory in time.
+    pub memory: MemoryConfig,
 }
 
 /// `[cluster]`: the broker that keeps rooms, and how nodes share them.
@@ -334,6 +336,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             cluster: ClusterConfig::default(),
+            memory: MemoryConfig::default(),
         }
     }
 }
@@ -511,6 +514,12 @@ impl Config {
                 "the interval must be above zero and below the TTL (entries must be refreshed before they expire)",
             );
         }
+        if let Err(reason) = self.memory.check(self) {
+            return Err(ConfigError::Invalid {
+                field: "memory",
+                reason,
+            });
+        }
         if cluster.redis_timeout.is_zero() || cluster.redis_prefix.is_empty() {
             return invalid(
                 "cluster.redis_timeout/redis_prefix",
@@ -633,5 +642,89 @@ mod tests {
             ..Config::default()
         };
         assert!(config.validate().is_err());
+    }
+}
+
+/// `[memory]`: what all clients together can make the server hold, and for how long. See the
+/// memory budget table in `docs/security.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Server-wide bytes that outboxes may hold beyond the first 16 KiB of each (what a
+    /// reader that keeps up never exceeds). A connection that needs more when the pool is
+    /// spent is closed with 1013 (slow consumer). Default 128 MiB; `0` turns the bound off.
+    pub outbox_pool_bytes: usize,
+    /// Server-wide bytes of history across rooms (empty rooms included); past it the oldest
+    /// entries of any room go first and recoveries that needed them answer
+    /// `recovered: false`. Default 64 MiB (a thousand rooms of 100 × 600-byte messages).
+    pub history_bytes: usize,
+    /// A connection whose socket accepts no byte for this long while we have data for it is
+    /// closed (1008 "write timeout"), whatever it sends. Default 50 s: above
+    /// `ping_interval + pong_timeout` (45 s by default), the longest a silent peer lasts.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// A fragmented message must be completed within this time (1008 otherwise). Default
+    /// 20 s: a 64 KiB message at 4 KB/s.
+    #[serde(with = "humantime_serde")]
+    pub fragment_timeout: Duration,
+    /// Publish `msg_id`s remembered for deduplication across rooms (at most 10,000 per room
+    /// as well). At the cap a room forgets its own oldest id early. Default 100,000 (about
+    /// 25 MB at the 64-byte maximum id).
+    pub max_idempotency_ids: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            outbox_pool_bytes: 128 * 1024 * 1024,
+            history_bytes: 64 * 1024 * 1024,
+            write_timeout: Duration::from_secs(50),
+            fragment_timeout: Duration::from_secs(20),
+            max_idempotency_ids: 100_000,
+        }
+    }
+}
+
+impl MemoryConfig {
+    /// The pool size for the hub (`None`: unbounded).
+    pub(crate) fn outbox_pool(&self) -> Option<usize> {
+        (self.outbox_pool_bytes > 0).then_some(self.outbox_pool_bytes)
+    }
+
+    fn check(&self, config: &Config) -> Result<(), String> {
+        if self.write_timeout.is_zero() || self.fragment_timeout.is_zero() {
+            return Err("write_timeout and fragment_timeout must be greater than zero".to_owned());
+        }
+        if self.outbox_pool_bytes > 0
+            && self.outbox_pool_bytes < config.max_message_size.saturating_add(1024)
+        {
+            return Err(
+                "outbox_pool_bytes must hold at least one maximal message (or be 0: unbounded)"
+                    .to_owned(),
+            );
+        }
+        if self.history_bytes < config.max_message_size.saturating_add(1024) {
+            return Err("history_bytes must hold at least one maximal message".to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn memory_defaults_and_toml() {
+        let config = Config::from_toml(
+            "[memory]\noutbox_pool_bytes = 0\nhistory_bytes = 1048576\nwrite_timeout = \"3s\"\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.memory.outbox_pool(), None);
+        assert_eq!(config.memory.write_timeout, Duration::from_secs(3));
+        assert_eq!(config.memory.fragment_timeout, Duration::from_secs(20));
+        let tiny = Config::from_toml("[memory]\nhistory_bytes = 10\n").unwrap();
+        assert!(tiny.validate().is_err());
     }
 }

@@ -385,6 +385,9 @@ fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, ServerError> {
             outbox_bytes: config.outbox_bytes,
             history,
             idempotency_window: config.idempotency_window,
+            outbox_pool_bytes: config.memory.outbox_pool(),
+            history_bytes: config.memory.history_bytes,
+            max_idempotency_ids: config.memory.max_idempotency_ids,
         })),
         Some(url) => {
             let cluster = &config.cluster;
@@ -396,6 +399,7 @@ fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, ServerError> {
                 history,
                 idempotency_window: config.idempotency_window,
                 outbox_bytes: config.outbox_bytes,
+                outbox_pool_bytes: config.memory.outbox_pool(),
                 timeout: cluster.redis_timeout,
                 publish_queue: crate::ws::session::MAX_PIPELINED
                     .saturating_mul(config.limits.max_connections),

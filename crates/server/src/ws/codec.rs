@@ -1,15 +1,89 @@
 //! The seam between Switchboard and the WebSocket codec crate (tokio-websockets). Nothing
 //! outside this file names the codec's types, so the codec can be swapped.
 
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
 use futures_util::StreamExt;
 use futures_util::stream::{SplitSink, SplitStream};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use switchboard_hub::{CloseFrame, Outbound};
-use tokio_websockets::{CloseCode, Limits, Message, Payload, ServerBuilder, WebSocketStream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_websockets::{
+    CloseCode, Config, Limits, Message, Payload, ServerBuilder, WebSocketStream,
+};
 
 /// A server-side WebSocket over an upgraded HTTP/1.1 connection.
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+type Socket = WebSocketStream<Watched<TokioIo<Upgraded>>>;
+
+/// Bytes the socket has accepted so far, for the write timeout (see [`Watched`]).
+pub(crate) type WriteProgress = Arc<AtomicU64>;
+
+/// An I/O that counts the bytes written to it: the writer, blocked in the codec's flush,
+/// reads the count to tell a slow peer (bytes trickle out) from one that reads nothing.
+#[derive(Debug)]
+pub(crate) struct Watched<T> {
+    io: T,
+    written: WriteProgress,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Watched<T> {
+    fn count(&self, result: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = &result {
+            self.written
+                .fetch_add(u64::try_from(*n).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.count(result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.count(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
 /// The sending half of a [`server_socket`].
 pub(crate) type WsSink = SplitSink<Socket, Message>;
 /// The receiving half of a [`server_socket`].
@@ -19,11 +93,24 @@ pub(crate) type WsError = tokio_websockets::Error;
 
 /// Takes over an upgraded connection (the 101 response has been sent). Split at once: the
 /// socket moves to the heap (shared by the halves) instead of sitting in the caller's task.
-pub(crate) fn server_socket(upgraded: Upgraded, max_message_size: usize) -> (WsSink, WsStream) {
-    ServerBuilder::new()
+///
+/// Pings are not answered by the codec (the driver answers them through the outbox, one
+/// pong at most waiting, within the rate limit), and the start of a fragmented message is
+/// reported so that the driver can bound it in time.
+pub(crate) fn server_socket(
+    upgraded: Upgraded,
+    max_message_size: usize,
+) -> (WsSink, WsStream, WriteProgress) {
+    let written = WriteProgress::default();
+    let (sink, stream) = ServerBuilder::new()
+        .config(Config::default().auto_pong(false).report_fragments(true))
         .limits(Limits::default().max_payload_len(Some(max_message_size)))
-        .serve(TokioIo::new(upgraded))
-        .split()
+        .serve(Watched {
+            io: TokioIo::new(upgraded),
+            written: written.clone(),
+        })
+        .split();
+    (sink, stream, written)
 }
 
 /// A message as the codec delivers it.
@@ -38,8 +125,12 @@ pub(crate) enum Incoming {
     Binary(WsMessage),
     /// The peer's close frame (code, reason).
     Close(Option<u16>, String),
-    /// Ping or pong: only a sign of life.
+    /// A ping, to be answered with a pong carrying this payload.
+    Ping(bytes::Bytes),
+    /// A pong: only a sign of life.
     Control,
+    /// A fragmented message has begun (it arrives as one message once complete).
+    FragmentStart,
 }
 
 pub(crate) fn incoming(message: Message) -> Incoming {
@@ -50,6 +141,10 @@ pub(crate) fn incoming(message: Message) -> Incoming {
     } else if let Some((code, reason)) = message.as_close() {
         let code = u16::from(code);
         Incoming::Close((code != 1005).then_some(code), reason.to_owned())
+    } else if message.is_ping() {
+        Incoming::Ping(message.into_payload().into())
+    } else if message.is_fragment_start() {
+        Incoming::FragmentStart
     } else {
         Incoming::Control
     }
@@ -71,6 +166,7 @@ pub(crate) fn outgoing(frame: Outbound) -> Message {
         Outbound::Text(bytes) => Message::text(Payload::from(bytes)),
         Outbound::Binary(bytes) => Message::binary(Payload::from(bytes)),
         Outbound::Ping => Message::ping(Payload::from(bytes::Bytes::new())),
+        Outbound::Pong(payload) => Message::pong(Payload::from(payload)),
         Outbound::Close(frame) => close_message(&frame),
     }
 }

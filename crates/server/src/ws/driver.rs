@@ -3,6 +3,8 @@
 //! outbox in batches (one flush per batch). Both run in the connection's one task.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -11,7 +13,7 @@ use switchboard_protocol::codes::close;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{self, Incoming, WsError, WsSink, WsStream};
+use super::codec::{self, Incoming, WriteProgress, WsError, WsSink, WsStream};
 use super::heartbeat::{Beat, Heartbeat};
 
 /// How long a close we start may take to complete (peer's close frame) before we drop the
@@ -50,6 +52,12 @@ pub(crate) trait Handler {
     fn on_deadline(&mut self, _now: Instant) -> Option<CloseFrame> {
         None
     }
+
+    /// A ping or pong arrived (control frames count toward the rate limit). `Err(None)`:
+    /// drop it (a ping goes unanswered); `Err(Some(frame))`: close with that frame.
+    fn on_control(&mut self, _now: Instant) -> Result<(), Option<CloseFrame>> {
+        Ok(())
+    }
 }
 
 /// Per-connection settings.
@@ -58,6 +66,10 @@ pub(crate) struct DriveOptions {
     pub(crate) ping_interval: Duration,
     pub(crate) pong_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// How long the socket may accept no byte while a batch waits to be written.
+    pub(crate) write_timeout: Duration,
+    /// How long a fragmented message may stay incomplete.
+    pub(crate) fragment_timeout: Duration,
 }
 
 /// How a connection ended, for the logs.
@@ -75,6 +87,8 @@ pub(crate) enum Ending {
     PingTimeout,
     /// The outbox overflowed its byte budget.
     SlowConsumer,
+    /// The socket accepted no byte within the write timeout.
+    WriteTimeout,
 }
 
 impl Ending {
@@ -87,6 +101,7 @@ impl Ending {
             Self::ServerClosed(_) => "server_closed",
             Self::PingTimeout => "ping_timeout",
             Self::SlowConsumer => "slow_consumer",
+            Self::WriteTimeout => "write_timeout",
         }
     }
 }
@@ -95,6 +110,7 @@ enum WriterEnd {
     SentClose,
     Aborted(Option<CloseFrame>),
     Failed(Box<WsError>),
+    TimedOut,
 }
 
 /// Runs the connection until it ends. The handler's replies and everything the hub fans out
@@ -109,7 +125,7 @@ enum WriterEnd {
     reason = "an async fn stores its arguments twice in the task"
 )]
 pub(crate) fn drive<'a, H: Handler>(
-    mut socket: (WsSink, WsStream),
+    mut socket: (WsSink, WsStream, WriteProgress),
     outbox: &'a Outbox,
     handler: &'a mut H,
     options: DriveOptions,
@@ -118,7 +134,12 @@ pub(crate) fn drive<'a, H: Handler>(
     async move {
         let mut reader =
             std::pin::pin!(read_loop(&mut socket.1, outbox, handler, options, shutdown));
-        let mut writer = std::pin::pin!(write_loop(&mut socket.0, outbox));
+        let mut writer = std::pin::pin!(write_loop(
+            &mut socket.0,
+            outbox,
+            &socket.2,
+            options.write_timeout
+        ));
         tokio::select! {
             ending = &mut reader => {
                 if matches!(ending, Ending::PingTimeout) {
@@ -134,6 +155,10 @@ pub(crate) fn drive<'a, H: Handler>(
                 WriterEnd::Aborted(Some(frame)) if frame.code == close::TRY_AGAIN_LATER => Ending::SlowConsumer,
                 WriterEnd::Aborted(frame) => frame.map_or(Ending::PeerGone(None), Ending::ServerClosed),
                 WriterEnd::Failed(err) => Ending::PeerGone(Some(err.to_string())),
+                WriterEnd::TimedOut => {
+                    outbox.abort(None);
+                    Ending::WriteTimeout
+                }
             }
         }
     }
@@ -156,6 +181,8 @@ fn read_loop<'a, H: Handler>(
         // Set once we have queued a close: (give up at, the frame).
         let mut closing: Option<(Instant, CloseFrame)> = None;
         let mut peer_close: Option<(Option<u16>, String)> = None;
+        // Set while a fragmented message is being assembled: when it must be complete.
+        let mut fragment_due: Option<Instant> = None;
         // Boxed: rare, and large next to the rest.
         let mut error: Option<Box<WsError>> = None;
         // One timer for the heartbeat, the handler's deadline and the close's grace period: reset
@@ -165,9 +192,10 @@ fn read_loop<'a, H: Handler>(
         loop {
             let wake_at = match &closing {
                 Some((give_up, _)) => *give_up,
-                None => handler
-                    .deadline()
-                    .map_or(heartbeat.deadline(), |at| at.min(heartbeat.deadline())),
+                None => [handler.deadline(), fragment_due]
+                    .into_iter()
+                    .flatten()
+                    .fold(heartbeat.deadline(), Instant::min),
             };
             if timer.deadline() != wake_at || timer.is_elapsed() {
                 timer.as_mut().reset(wake_at);
@@ -177,6 +205,19 @@ fn read_loop<'a, H: Handler>(
                 frame = stream.next() => {
                     let now = Instant::now();
                     heartbeat.on_activity(now);
+                    // A peer that floods keeps this branch (polled first) always ready, which
+                    // starves the timer branch: the deadlines it watches are checked here too.
+                    if let Some((give_up, frame)) = &closing
+                        && now >= *give_up
+                    {
+                        return Ending::ServerClosed(frame.clone());
+                    }
+                    if closing.is_none() && fragment_due.is_some_and(|at| at <= now) {
+                        fragment_due = None;
+                        let frame = CloseFrame::new(close::POLICY_VIOLATION, "fragmented message not completed in time");
+                        outbox.close(frame.clone());
+                        closing = Some((now + CLOSE_GRACE, frame));
+                    }
                     match frame {
                         None => {
                             return match (closing, peer_close, error) {
@@ -202,9 +243,26 @@ fn read_loop<'a, H: Handler>(
                         }
                         Some(Ok(message)) => match codec::incoming(message) {
                             Incoming::Close(code, reason) => peer_close = Some((code, reason)),
-                            Incoming::Control => {}
+                            Incoming::Ping(_) | Incoming::Control if closing.is_some() => {}
+                            control @ (Incoming::Ping(_) | Incoming::Control) => {
+                                match handler.on_control(now) {
+                                    // At most 16 pongs wait (then the newest takes the latest payload).
+                                    Ok(()) => if let Incoming::Ping(payload) = control {
+                                        let _ = outbox.pong(payload);
+                                    },
+                                    Err(None) => {}
+                                    Err(Some(frame)) => {
+                                        outbox.close(frame.clone());
+                                        closing = Some((now + CLOSE_GRACE, frame));
+                                    }
+                                }
+                            }
+                            Incoming::FragmentStart => {
+                                fragment_due = Some(now + options.fragment_timeout);
+                            }
                             // After we start closing, late messages are dropped (RFC 6455 §1.4).
                             message if closing.is_none() => {
+                                fragment_due = None;
                                 // Boxed: the handler's future is large next to an idle
                                 // connection's task, and exists only while a request is handled.
                                 if let Some(frame) = Box::pin(handler.on_message(message, now)).await {
@@ -233,6 +291,13 @@ fn read_loop<'a, H: Handler>(
                     if let Some((_, frame)) = closing {
                         // The peer did not complete the close within the grace period.
                         return Ending::ServerClosed(frame);
+                    }
+                    if fragment_due.is_some_and(|at| at <= now) {
+                        fragment_due = None;
+                        let frame = CloseFrame::new(close::POLICY_VIOLATION, "fragmented message not completed in time");
+                        outbox.close(frame.clone());
+                        closing = Some((now + CLOSE_GRACE, frame));
+                        continue;
                     }
                     if handler.deadline().is_some_and(|at| at <= now)
                         && let Some(frame) = handler.on_deadline(now)
@@ -265,6 +330,8 @@ fn read_loop<'a, H: Handler>(
 fn write_loop<'a>(
     sink: &'a mut WsSink,
     outbox: &'a Outbox,
+    progress: &'a WriteProgress,
+    write_timeout: Duration,
 ) -> impl Future<Output = WriterEnd> + 'a {
     async move {
         let mut batch = VecDeque::new();
@@ -279,22 +346,77 @@ fn write_loop<'a>(
                     return WriterEnd::Aborted(frame);
                 }
                 Batch::Frames => {
-                    let written = tokio::select! {
-                        result = Box::pin(write_batch(sink, &mut batch)) => Some(result),
-                        () = outbox.aborted() => None,
-                    };
+                    let written = Box::pin(write_watched(
+                        sink,
+                        &mut batch,
+                        outbox,
+                        progress,
+                        write_timeout,
+                    ))
+                    .await;
                     match written {
-                        None => batch.clear(),
-                        Some(Ok(true)) => return WriterEnd::SentClose,
-                        Some(Ok(false)) => {}
-                        Some(Err(err)) => return WriterEnd::Failed(Box::new(err)),
+                        Written::Aborted => batch.clear(),
+                        Written::Done(Ok(true)) => return WriterEnd::SentClose,
+                        Written::Done(Ok(false)) => {}
+                        Written::Done(Err(err)) => return WriterEnd::Failed(Box::new(err)),
+                        Written::Stalled => return WriterEnd::TimedOut,
                     }
                     // Nothing more to send: hold no buffer while idle. (Under load the drained
-                    // buffer goes back to the outbox at the next batch instead.)
-                    if outbox.is_empty() {
+                    // buffer goes back to the outbox at the next batch instead.) The batch's
+                    // bytes stop counting against the server-wide outbox pool.
+                    if outbox.batch_written() {
                         batch = VecDeque::new();
                     }
                 }
+            }
+        }
+    }
+}
+
+enum Written {
+    Done(Result<bool, WsError>),
+    Aborted,
+    Stalled,
+}
+
+/// Writes a batch (see [`write_batch`]) unless the outbox is aborted meanwhile or the socket
+/// accepts no byte for `write_timeout`: a peer that reads nothing is closed even if it keeps
+/// sending (which keeps the heartbeat happy). Progress is sampled every quarter of the
+/// timeout, so a stall is caught between 1 and 1.25 times the timeout after it began.
+async fn write_watched(
+    sink: &mut WsSink,
+    batch: &mut VecDeque<Outbound>,
+    outbox: &Outbox,
+    progress: &WriteProgress,
+    write_timeout: Duration,
+) -> Written {
+    let mut write = std::pin::pin!(write_batch(sink, batch));
+    // Most batches go straight into the socket buffer: no timer for them (a timer per batch
+    // would be a timer-wheel entry per delivery for a reader that keeps up).
+    if let Poll::Ready(result) =
+        std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await
+    {
+        return Written::Done(result);
+    }
+    let step = (write_timeout / 4).max(Duration::from_millis(1));
+    let mut seen = progress.load(Ordering::Relaxed);
+    let mut stalled_since = Instant::now();
+    let check = sleep_until(stalled_since + step);
+    tokio::pin!(check);
+    loop {
+        tokio::select! {
+            result = &mut write => return Written::Done(result),
+            () = outbox.aborted() => return Written::Aborted,
+            () = &mut check => {
+                let now = Instant::now();
+                let count = progress.load(Ordering::Relaxed);
+                if count != seen {
+                    seen = count;
+                    stalled_since = now;
+                } else if now.duration_since(stalled_since) >= write_timeout {
+                    return Written::Stalled;
+                }
+                check.as_mut().reset(now + step);
             }
         }
     }

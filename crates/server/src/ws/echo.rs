@@ -23,7 +23,10 @@ impl Handler for EchoHandler<'_> {
         let frame = match message {
             Incoming::Text(m) => Outbound::Text(codec::bytes_of(m)),
             Incoming::Binary(m) => Outbound::Binary(codec::bytes_of(m)),
-            Incoming::Close(..) | Incoming::Control => return None,
+            Incoming::Close(..)
+            | Incoming::Control
+            | Incoming::Ping(_)
+            | Incoming::FragmentStart => return None,
         };
         match self.outbox.push(frame) {
             // An overflow has already aborted the outbox with 1013; the driver ends.

@@ -194,6 +194,8 @@ fn options(state: &AppState) -> DriveOptions {
         ping_interval: state.config.ping_interval,
         pong_timeout: state.config.pong_timeout,
         shutdown_timeout: state.config.shutdown_timeout,
+        write_timeout: state.config.memory.write_timeout,
+        fragment_timeout: state.config.memory.fragment_timeout,
     }
 }
 
@@ -305,7 +307,7 @@ fn log_ending(ending: &Ending, peer: SocketAddr, session: u64, user: &str) {
         Ending::ProtocolError(err) => {
             info!(%peer, session, user, how, error = %err, "disconnected")
         }
-        Ending::PingTimeout | Ending::SlowConsumer => {
+        Ending::PingTimeout | Ending::SlowConsumer | Ending::WriteTimeout => {
             info!(%peer, session, user, how, "disconnected")
         }
     }

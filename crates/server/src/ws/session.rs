@@ -464,7 +464,10 @@ impl Handler for SessionHandler {
             match &message {
                 Incoming::Text(m) => self.on_text(codec::text_of(m), now).await,
                 Incoming::Binary(m) => self.on_binary(m.as_payload(), now).await,
-                Incoming::Close(..) | Incoming::Control => Ok(None),
+                Incoming::Close(..)
+                | Incoming::Control
+                | Incoming::Ping(_)
+                | Incoming::FragmentStart => Ok(None),
             }
         };
         let close = match result {
@@ -483,6 +486,23 @@ impl Handler for SessionHandler {
 
     fn has_pending(&self) -> bool {
         !self.in_flight.is_empty()
+    }
+
+    /// Pings and pongs count toward the message rate: past it the frame is dropped (a ping
+    /// is not answered) and answered with `rate_limited`, a violation like any other.
+    fn on_control(&mut self, now: Instant) -> Result<(), Option<CloseFrame>> {
+        if self.rate.take(now).is_ok() {
+            return Ok(());
+        }
+        let limit = self.state.config.limits.messages_per_second;
+        let rejection = Rejection::new(
+            None,
+            ErrorCode::RateLimited,
+            format!(
+                "rate limit of {limit} messages/s exceeded (pings and pongs count); frame dropped"
+            ),
+        );
+        Err(self.reject(rejection, now))
     }
 
     async fn next_completion(&mut self) -> Option<CloseFrame> {

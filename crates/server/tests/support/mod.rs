@@ -54,6 +54,8 @@ pub struct TestServer {
     token: CancellationToken,
     run: Option<JoinHandle<()>>,
     sessions: Box<dyn Fn() -> usize + Send + Sync>,
+    /// The broker, for the memory counters ([`TestServer::stats`]).
+    broker: std::sync::Arc<dyn switchboard_hub::Broker>,
 }
 
 impl TestServer {
@@ -74,6 +76,7 @@ impl TestServer {
             addr,
             token,
             run: Some(run),
+            broker: broker.clone(),
             sessions: Box::new(move || broker.stats().sessions),
         }
     }
@@ -113,6 +116,11 @@ impl TestServer {
     /// rooms, so this tells when a disconnect that sends no frame has been fully processed.
     pub fn sessions(&self) -> usize {
         (self.sessions)()
+    }
+
+    /// The hub's counters: sessions, rooms and the server-wide memory budgets' use.
+    pub fn stats(&self) -> switchboard_hub::HubStats {
+        self.broker.stats()
     }
 
     /// Waits until the hub counts exactly `n` sessions (bounded by [`RECV_TIMEOUT`]). Only for

@@ -10,7 +10,7 @@ use std::{
     task::{Context, Poll, Waker, ready},
 };
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -427,7 +427,7 @@ where
                     self.state = StreamState::CloseAcknowledged;
                 }
             },
-            OpCode::Ping if self.state == StreamState::Active => {
+            OpCode::Ping if self.state == StreamState::Active && self.config.auto_pong => {
                 let mut frame = frame.clone();
                 frame.opcode = OpCode::Pong;
 
@@ -509,6 +509,14 @@ where
                 }
                 self.partial_opcode = opcode;
                 self.partial_payload = BytesMut::from(payload);
+                if self.config.report_fragments {
+                    // Switchboard patch: the application learns that a message is being
+                    // assembled (an empty message with the continuation opcode).
+                    return Poll::Ready(Some(Ok(Message {
+                        opcode: OpCode::Continuation,
+                        payload: Payload::from(Bytes::new()),
+                    })));
+                }
             } else if len > max_len {
                 return Poll::Ready(Some(Err(Error::PayloadTooLong { len, max_len })));
             } else {

@@ -405,6 +405,13 @@ impl Message {
         self.opcode == OpCode::Ping
     }
 
+    /// Switchboard patch: whether this empty message reports the start of a fragmented
+    /// message (only with [`Config::report_fragments`]).
+    #[must_use]
+    pub fn is_fragment_start(&self) -> bool {
+        self.opcode == OpCode::Continuation
+    }
+
     /// Whether the message is a pong message.
     #[must_use]
     pub fn is_pong(&self) -> bool {
@@ -568,6 +575,12 @@ pub struct Config {
     /// Threshold of queued up bytes after which the underlying I/O is flushed
     /// before the sink is declared ready. The default is 8 KiB.
     pub(super) flush_threshold: usize,
+    /// Switchboard patch: whether a ping is answered by the stream itself (upstream
+    /// behaviour, the default) or left to the application, which sees it as a message.
+    pub(super) auto_pong: bool,
+    /// Switchboard patch: whether the start of a fragmented message is reported (see
+    /// [`Message::is_fragment_start`]), so the application can bound it in time.
+    pub(super) report_fragments: bool,
 }
 
 impl Config {
@@ -597,11 +610,33 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Switchboard patch: `false` leaves answering pings to the application (which sees
+    /// them as messages): a peer that sends pings and never reads cannot then grow the
+    /// outgoing queue by one pong per ping. Default `true` (upstream behaviour).
+    #[must_use]
+    pub fn auto_pong(mut self, auto_pong: bool) -> Self {
+        self.auto_pong = auto_pong;
+        self
+    }
+
+    /// Switchboard patch: `true` makes the stream yield an empty message for which
+    /// [`Message::is_fragment_start`] holds when a fragmented message begins, so the
+    /// application can bound how long one stays incomplete. Default `false`.
+    #[must_use]
+    pub fn report_fragments(mut self, report: bool) -> Self {
+        self.report_fragments = report;
+        self
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             frame_size: 4 * 1024 * 1024,
             flush_threshold: 8 * 1024,
+            auto_pong: true,
+            report_fragments: false,
         }
     }
 }
