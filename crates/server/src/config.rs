@@ -647,7 +647,7 @@ mod tests {
 
 /// `[memory]`: what all clients together can make the server hold, and for how long. See the
 /// memory budget table in `docs/security.md`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryConfig {
     /// Server-wide bytes that outboxes may hold beyond the first 16 KiB of each (what a
