@@ -4,12 +4,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::names::validate_room;
 
 use crate::error::HubError;
 use crate::policy::HistoryRules;
+use crate::presence::PresenceConfig;
 use crate::registry::Registry;
 use crate::room::{Position, Published, Room};
 use crate::session::{Membership, Session, SessionId};
@@ -23,6 +25,8 @@ pub struct HubConfig {
     pub history: HistoryRules,
     /// How long a publish's `msg_id` is remembered for deduplication.
     pub idempotency_window: Duration,
+    /// Member lists and coalesced presence.
+    pub presence: PresenceConfig,
 }
 
 impl Default for HubConfig {
@@ -31,6 +35,7 @@ impl Default for HubConfig {
             outbox_bytes: 4 * 1024 * 1024,
             history: HistoryRules::default(),
             idempotency_window: Duration::from_secs(120),
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -51,6 +56,8 @@ pub struct Hub {
     next_session: AtomicU64,
     sessions: AtomicUsize,
     config: HubConfig,
+    /// Rooms with presence changes waiting for [`Hub::flush_presence`].
+    presence_queue: Mutex<Vec<Arc<Room>>>,
 }
 
 impl Default for Hub {
@@ -67,6 +74,7 @@ impl Hub {
             next_session: AtomicU64::new(1),
             sessions: AtomicUsize::new(0),
             config,
+            presence_queue: Mutex::new(Vec::new()),
         }
     }
 
@@ -77,8 +85,9 @@ impl Hub {
         Arc::new(Session::new(id, user, self.config.outbox_bytes))
     }
 
-    /// Joins `room`, queuing `joined` (with `id`) on the session's outbox and a presence `join`
-    /// for the others if this is the user's first connection in the room. Idempotent. With
+    /// Joins `room`, queuing `joined` (with `id`) on the session's outbox and, if this is the
+    /// user's first connection in the room, a presence `join` for the others at the next
+    /// [`Hub::flush_presence`]. Idempotent. With
     /// `since`, the messages after that position follow `joined` when history still has them
     /// all (`recovered: true`). Without `presence`, the member sees no members list and no
     /// presence events (others still see it).
@@ -103,8 +112,11 @@ impl Hub {
                 // Dropped by its last member between our lookup and our lock: look again.
                 continue;
             }
-            state.join(&entry.name, session, id, since, presence, now_ms);
+            let queue = state.join(&entry.name, session, id, since, presence, now_ms);
             drop(state);
+            if queue {
+                self.presence_queue.lock().push(entry.clone());
+            }
             session
                 .rooms
                 .lock()
@@ -218,6 +230,49 @@ impl Hub {
         Ok(())
     }
 
+    /// Hands out the presence changes collected since the last call: one frame per member of
+    /// each changed room (see [`crate::PresenceConfig`]). Call it every
+    /// [`PresenceConfig::batch_interval`].
+    pub fn flush_presence(&self, now_ms: u64) {
+        let rooms = std::mem::take(&mut *self.presence_queue.lock());
+        let mut waiting = Vec::new();
+        for entry in rooms {
+            if entry.state.lock().flush_presence(&entry.name, now_ms) {
+                waiting.push(entry);
+            }
+        }
+        if !waiting.is_empty() {
+            self.presence_queue.lock().extend(waiting);
+        }
+    }
+
+    /// Queues the `members` reply for `room`: at most `limit` users, in byte order of their
+    /// names, after `after`. Membership is not required.
+    pub fn members(
+        &self,
+        session: &Session,
+        room: &str,
+        id: Option<RequestId>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(), HubError> {
+        validate_room(room)?;
+        let entry = self.rooms.get(room);
+        match entry {
+            Some(entry) => {
+                entry
+                    .state
+                    .lock()
+                    .members_reply(&entry.name, session, id, after, limit);
+            }
+            None => {
+                let reply = crate::presence::members_reply(room, id, &[], 0, None);
+                let _ = session.outbox().push(reply);
+            }
+        }
+        Ok(())
+    }
+
     /// Expires history and forgets rooms with neither members nor history. Call it
     /// periodically. Returns how many rooms were dropped.
     pub fn sweep(&self, now_ms: u64) -> usize {
@@ -256,14 +311,20 @@ impl Hub {
 
     fn get_or_create(&self, room: &str) -> Arc<Room> {
         self.rooms.get_or_create(room, |name| {
-            Room::new(name.clone(), self.config.history.policy_for(name))
+            Room::new(
+                name.clone(),
+                self.config.history.policy_for(name),
+                self.config.presence,
+            )
         })
     }
 
     fn leave_entry(&self, session: &Session, entry: &Arc<Room>, reply: Option<Option<RequestId>>) {
         let now_empty = {
             let mut state = entry.state.lock();
-            state.leave(&entry.name, session, reply);
+            if state.leave(&entry.name, session, reply) {
+                self.presence_queue.lock().push(entry.clone());
+            }
             state.is_empty()
         };
         if now_empty {
