@@ -22,6 +22,10 @@ pub(crate) enum ServerMessage {
         room: String,
         id: Option<u64>,
         members: Vec<String>,
+        /// Distinct users in the room (absent from servers before member counts).
+        member_count: Option<u64>,
+        #[serde(default)]
+        members_truncated: bool,
         seq: u64,
         epoch: Option<String>,
         recovered: Option<bool>,
@@ -40,11 +44,25 @@ pub(crate) enum ServerMessage {
     },
     /// Someone is typing.
     Typing { room: String, from: String },
-    /// Presence change.
+    /// Presence: one change (`event`, `user`), several (`joins`, `leaves`), or only the
+    /// count (a room over the server's list limit).
     Presence {
         room: String,
-        event: PresenceEvent,
-        user: String,
+        event: Option<PresenceEvent>,
+        user: Option<String>,
+        #[serde(default)]
+        joins: Vec<String>,
+        #[serde(default)]
+        leaves: Vec<String>,
+        member_count: Option<u64>,
+    },
+    /// Reply to `members`: one page of users.
+    Members {
+        room: String,
+        id: Option<u64>,
+        members: Vec<String>,
+        member_count: u64,
+        next: Option<String>,
     },
     /// Acknowledges a publish.
     Ack {
@@ -159,6 +177,13 @@ pub(crate) enum Request<'a> {
         room: &'a str,
         limit: u32,
         id: u64,
+    },
+    Members {
+        room: &'a str,
+        id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        after: Option<&'a str>,
+        limit: u32,
     },
     Refresh {
         token: &'a str,

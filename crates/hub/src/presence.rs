@@ -292,7 +292,7 @@ pub(crate) fn joined_list<'a>(
 
 /// One page of a `members` reply: at most `limit` (≤ [`MAX_MEMBERS_PAGE`]) of the users that
 /// sort after the asked name (`after_sorted` yields them in order), and the `next` to ask from.
-pub(crate) fn page<'a>(
+pub fn page<'a>(
     after_sorted: impl Iterator<Item = &'a str>,
     limit: usize,
 ) -> (Vec<&'a str>, Option<&'a str>) {

@@ -240,6 +240,25 @@ impl SessionHandler {
                     .await
                     .map_err(hub_err)?;
             }
+            ClientMessage::Members {
+                room,
+                id,
+                after,
+                limit,
+            } => {
+                let rights = self.check(id, &room, Need::Join)?;
+                if !rights.presence {
+                    return Err(Rejection::new(
+                        id,
+                        ErrorCode::Forbidden,
+                        format!("your token does not allow you to see who is in room {room:?}"),
+                    ));
+                }
+                broker
+                    .members(&self.session, &room, id, after.as_deref(), limit)
+                    .await
+                    .map_err(hub_err)?;
+            }
             ClientMessage::Typing { room } => {
                 self.check(None, &room, Need::Publish)?;
                 broker.typing(&self.session, &room).await.map_err(hub_err)?;
