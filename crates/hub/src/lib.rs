@@ -32,8 +32,8 @@ pub use broker::{Broker, BrokerFuture, BrokerHealth, JoinRequest, PublishRequest
 pub use error::HubError;
 pub use hub::{Hub, HubConfig, HubStats};
 pub use outbox::{Batch, CloseFrame, Outbound, Outbox, PushError};
-pub use presence::{PresenceConfig, members_reply, page as members_page};
 pub use policy::{HistoryPolicy, HistoryRule, HistoryRules, matches_pattern};
+pub use presence::{PresenceConfig, members_reply, page as members_page};
 pub use relay::{
     Departure, Inbound, InboundKind, JoinTicket, Relay, RelayRoom, ResyncRequest, Snapshot,
 };

@@ -1060,12 +1060,7 @@ fn buffer(session: &Session, pending: &mut Pending, inbound: &Inbound<'_>) {
 /// Queues the buffered frames that come after `start` (in the snapshot's epoch) and the
 /// presence events after the snapshot's; returns the member's position and the presence
 /// version its view now includes.
-fn flush(
-    member: &Member,
-    buffered: Vec<Buffered>,
-    snapshot: &Snapshot,
-    start: u64,
-) -> (u64, u64) {
+fn flush(member: &Member, buffered: Vec<Buffered>, snapshot: &Snapshot, start: u64) -> (u64, u64) {
     let mut position = start;
     let mut floor = member.floor.max(snapshot.presence_version);
     let outbox = member.session.outbox();
@@ -1117,6 +1112,7 @@ mod tests {
             seq,
             presence_version: 0,
             members: vec!["a".into(), "b".into()],
+            member_count: 2,
             replay: replay.map(|seqs| seqs.iter().map(|&n| (n, frame(n))).collect()),
         }
     }

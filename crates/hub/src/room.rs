@@ -258,9 +258,7 @@ impl RoomState {
     /// Queues the window's frames: each member gets the changes after its `floor`.
     fn hand_out_presence(&mut self, room: &str, now_ms: u64) {
         let count = self.member_count();
-        let mut flush = self
-            .batch
-            .take(&self.presence_config, room, count, now_ms);
+        let mut flush = self.batch.take(&self.presence_config, room, count, now_ms);
         for member in self.members.values_mut() {
             if !member.presence {
                 continue;

@@ -503,7 +503,11 @@ mod tests {
         ));
         assert!(matches!(
             decode(r#"{"type":"members","room":"a"}"#)?,
-            ClientMessage::Members { after: None, limit: MAX_MEMBERS_PAGE, .. }
+            ClientMessage::Members {
+                after: None,
+                limit: MAX_MEMBERS_PAGE,
+                ..
+            }
         ));
         assert_eq!(
             err(r#"{"type":"members","room":"a","id":5,"limit":1001}"#).code,
