@@ -568,9 +568,11 @@ mod tests {
         hub.join(&alice, "r", None, None, true, 0).unwrap();
         let hidden = hub.connect("bob".into());
         hub.join(&hidden, "r", None, None, false, 0).unwrap();
+        hub.flush_presence(0);
         assert_eq!(drain(&hidden)[0]["members"], serde_json::json!([]));
         let carol = hub.connect("carol".into());
         hub.join(&carol, "r", None, None, true, 0).unwrap();
+        hub.flush_presence(0);
         assert!(drain(&hidden).is_empty(), "no presence events");
         let seen: Vec<_> = drain(&alice)
             .iter()
@@ -675,15 +677,112 @@ mod tests {
         hub.join(&watcher, "r", None, None, true, 0).unwrap();
         let (a1, a2) = (hub.connect("alice".into()), hub.connect("alice".into()));
         hub.join(&a1, "r", None, None, true, 0).unwrap();
+        hub.flush_presence(0);
         hub.join(&a2, "r", None, None, true, 0).unwrap();
+        hub.flush_presence(0);
         assert_eq!(drain(&a2)[0]["members"].as_array().unwrap().len(), 2);
         hub.disconnect(&a1);
+        hub.flush_presence(0);
         hub.disconnect(&a2);
+        hub.flush_presence(0);
         let events: Vec<_> = drain(&watcher)
             .into_iter()
             .filter(|m| m["type"] == "presence")
             .map(|m| m["event"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(events, vec!["join", "leave"]);
+    }
+
+    /// One window: every member hears each join once (its own never), in one frame.
+    #[test]
+    fn f12_presence_is_coalesced_per_window() {
+        let hub = hub(0, Duration::from_secs(60));
+        let sessions: Vec<_> = (0..50)
+            .map(|n| {
+                let s = hub.connect(format!("u{n:02}").into());
+                hub.join(&s, "r", None, None, true, 0).unwrap();
+                s
+            })
+            .collect();
+        hub.flush_presence(0);
+        for (n, session) in sessions.iter().enumerate() {
+            let frames = drain(session);
+            let joined = &frames[0];
+            assert_eq!(joined["member_count"], n + 1);
+            let presence: Vec<&Value> = frames.iter().filter(|f| f["type"] == "presence").collect();
+            if n == 49 {
+                assert!(presence.is_empty(), "the last joiner knew everyone");
+                continue;
+            }
+            assert_eq!(presence.len(), 1, "one frame per window: {presence:?}");
+            let told: Vec<String> = if presence[0]["joins"].is_array() {
+                serde_json::from_value(presence[0]["joins"].clone()).unwrap()
+            } else {
+                vec![presence[0]["user"].as_str().unwrap().to_owned()]
+            };
+            let expected: Vec<String> = (n + 1..50).map(|m| format!("u{m:02}")).collect();
+            assert_eq!(
+                told, expected,
+                "member {n} hears of exactly the later joiners"
+            );
+            assert_eq!(presence[0]["member_count"], 50);
+        }
+        // A join and a leave within one window cancel.
+        let ghost = hub.connect("ghost".into());
+        hub.join(&ghost, "r", None, None, true, 0).unwrap();
+        hub.disconnect(&ghost);
+        hub.flush_presence(0);
+        assert!(drain(&sessions[0]).is_empty());
+    }
+
+    #[test]
+    fn f12_joined_is_bounded_and_members_pages_in_byte_order() {
+        let hub = Hub::new(HubConfig {
+            presence: PresenceConfig {
+                max_joined_members: 10,
+                ..PresenceConfig::default()
+            },
+            ..HubConfig::default()
+        });
+        let sessions: Vec<_> = (0..25)
+            .map(|n| {
+                let s = hub.connect(format!("u{n:02}").into());
+                hub.join(&s, "r", None, None, true, 0).unwrap();
+                s
+            })
+            .collect();
+        let last = &sessions[24];
+        let joined = drain(last).remove(0);
+        assert_eq!(joined["members"].as_array().unwrap().len(), 10);
+        assert_eq!(joined["members_truncated"], true);
+        assert_eq!(joined["member_count"], 25);
+        // Over the list limit, presence is the count only.
+        hub.flush_presence(0);
+        let first = drain(&sessions[0]);
+        assert_eq!(
+            first.last().unwrap(),
+            &serde_json::json!({"type":"presence","room":"r","member_count":25})
+        );
+        let mut after: Option<String> = None;
+        let mut all = Vec::new();
+        loop {
+            hub.members(last, "r", Some(1), after.as_deref(), 7)
+                .unwrap();
+            let page = drain(last).remove(0);
+            assert_eq!(page["member_count"], 25);
+            all.extend(
+                page["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.as_str().unwrap().to_owned()),
+            );
+            match page["next"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..25).map(|n| format!("u{n:02}")).collect();
+        assert_eq!(all, expected);
     }
 }
