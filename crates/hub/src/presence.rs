@@ -83,6 +83,12 @@ pub(crate) struct PresenceBatch {
     lossy: bool,
     /// The room is on its engine's list of rooms to flush.
     pub(crate) queued: bool,
+    /// A hand-out happened since the last quiet tick: changes now wait for the tick. A cold
+    /// room's first change goes out at once, so a lone join or leave is not delayed at all and
+    /// only bursts are coalesced.
+    hot: bool,
+    /// A hand-out happened since the last tick.
+    recent: bool,
 }
 
 /// What recording a change asks of the engine.
@@ -92,8 +98,11 @@ pub(crate) enum Recorded {
     Waiting,
     /// Put the room on the list of rooms to flush.
     Queue,
-    /// The window is full: flush it now.
+    /// Hand the window out now (it is full; the room is already queued).
     FlushNow,
+    /// Hand the window out now (the room was quiet) and queue the room, so that the tick
+    /// can see it quiet again.
+    FlushNowAndQueue,
 }
 
 impl PresenceBatch {
@@ -118,8 +127,12 @@ impl PresenceBatch {
                 user: user.clone(),
                 event,
             });
-            if self.log.len() >= config.log_cap() {
-                return Recorded::FlushNow;
+            if !self.hot || self.log.len() >= config.log_cap() {
+                return if std::mem::replace(&mut self.queued, true) {
+                    Recorded::FlushNow
+                } else {
+                    Recorded::FlushNowAndQueue
+                };
             }
         }
         if self.queued {
@@ -138,6 +151,20 @@ impl PresenceBatch {
     /// Starts counting again from `version` (nothing may wait: call after `take`).
     pub(crate) fn reset_version(&mut self, version: u64) {
         self.last_version = version;
+    }
+
+    /// Whether the room stays on the flush list: something waits, or it was handed out
+    /// recently (the next quiet tick cools it). Call at each tick after a possible hand-out.
+    pub(crate) fn tick(&mut self) -> bool {
+        let keep = if self.open || std::mem::take(&mut self.recent) {
+            true
+        } else {
+            // A whole interval without a hand-out: the next change may go out at once.
+            self.hot = false;
+            false
+        };
+        self.queued = keep;
+        keep
     }
 
     /// Whether something waits.
@@ -174,6 +201,8 @@ impl PresenceBatch {
         }
         self.open = false;
         self.lossy = false;
+        self.hot = true;
+        self.recent = true;
         Flush {
             room,
             log: std::mem::take(&mut self.log),
@@ -406,8 +435,21 @@ mod tests {
         let outcomes: Vec<Recorded> = (1..=256)
             .map(|v| batch.record(&c, v, &Arc::from(format!("u{v}")), PresenceEvent::Join, 1))
             .collect();
-        assert_eq!(outcomes.first(), Some(&Recorded::Queue));
-        assert_eq!(outcomes.get(1), Some(&Recorded::Waiting));
+        assert_eq!(outcomes.first(), Some(&Recorded::FlushNowAndQueue), "a quiet room");
+        // (The test does not hand out: the room stays cold, and a full window is a list one.)
+        let c2 = config(64);
+        let mut hot = PresenceBatch {
+            hot: true,
+            ..PresenceBatch::default()
+        };
+        assert_eq!(
+            hot.record(&c2, 1, &Arc::from("x"), PresenceEvent::Join, 1),
+            Recorded::Queue
+        );
+        assert_eq!(
+            hot.record(&c2, 2, &Arc::from("y"), PresenceEvent::Join, 1),
+            Recorded::Waiting
+        );
         assert_eq!(outcomes.last(), Some(&Recorded::FlushNow));
     }
 

@@ -597,10 +597,14 @@ impl Relay {
         {
             Recorded::Waiting => false,
             Recorded::Queue => true,
+            // A list window: the clock only matters to count-only ones.
             Recorded::FlushNow => {
-                // A full window is a list window: the clock only matters to count-only ones.
                 self.hand_out_presence(room, state, 0);
                 false
+            }
+            Recorded::FlushNowAndQueue => {
+                self.hand_out_presence(room, state, 0);
+                true
             }
         }
     }
@@ -636,10 +640,9 @@ impl Relay {
             if state.batch.due(&self.presence, users, now_ms) {
                 self.hand_out_presence(&entry.name, &mut state, now_ms);
             }
-            let open = state.batch.is_open();
-            state.batch.queued = open;
+            let keep = state.batch.tick();
             drop(state);
-            if open {
+            if keep {
                 waiting.push(entry);
             }
         }

@@ -231,18 +231,21 @@ impl RoomState {
         ) {
             Recorded::Waiting => false,
             Recorded::Queue => true,
+            // A list window (count-only windows keep no names): the clock only matters to
+            // count-only windows.
             Recorded::FlushNow => {
-                // A full window is a list window (count-only windows keep no names): the
-                // clock only matters to count-only windows.
                 self.hand_out_presence(room, 0);
-                // Still queued from the window's first change: the tick finds it empty.
                 false
+            }
+            Recorded::FlushNowAndQueue => {
+                self.hand_out_presence(room, 0);
+                true
             }
         }
     }
 
-    /// Hands out the presence window if it is due. Returns whether the room has presence
-    /// still waiting (it stays on the list).
+    /// Hands out the presence window if it is due. Returns whether the room stays on the
+    /// list (presence waits, or it was handed out recently).
     pub(crate) fn flush_presence(&mut self, room: &str, now_ms: u64) -> bool {
         if self
             .batch
@@ -250,9 +253,7 @@ impl RoomState {
         {
             self.hand_out_presence(room, now_ms);
         }
-        let waiting = self.batch.is_open();
-        self.batch.queued = waiting;
-        waiting
+        self.batch.tick()
     }
 
     /// Queues the window's frames: each member gets the changes after its `floor`.
