@@ -435,7 +435,11 @@ mod tests {
         let outcomes: Vec<Recorded> = (1..=256)
             .map(|v| batch.record(&c, v, &Arc::from(format!("u{v}")), PresenceEvent::Join, 1))
             .collect();
-        assert_eq!(outcomes.first(), Some(&Recorded::FlushNowAndQueue), "a quiet room");
+        assert_eq!(
+            outcomes.first(),
+            Some(&Recorded::FlushNowAndQueue),
+            "a quiet room"
+        );
         // (The test does not hand out: the room stays cold, and a full window is a list one.)
         let c2 = config(64);
         let mut hot = PresenceBatch {
