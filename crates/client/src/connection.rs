@@ -1078,12 +1078,6 @@ impl Connection {
             recovered,
         })
         .await;
-        self.emit(Event::MemberCount {
-            room: room.clone(),
-            member_count,
-            truncated: members_truncated,
-        })
-        .await;
         if let JoinOutcome::Resync { seq, epoch } = outcome {
             self.emit(Event::Resync { room, seq, epoch }).await;
         }

@@ -90,8 +90,8 @@ pub enum Event {
         /// The user.
         user: String,
     },
-    /// The number of distinct users in a room: after every [`Event::Joined`], and with the
-    /// server's presence frames. `truncated`: the member lists this client got do not name
+    /// The number of distinct users in a room, with each presence frame of the server (the
+    /// count at join time is in [`JoinInfo::member_count`]). `truncated`: the member lists this client got do not name
     /// everyone (the room is larger than the server's list limit, or presence frames carry only
     /// the count); page through the room with [`Client::members`](crate::Client::members).
     MemberCount {

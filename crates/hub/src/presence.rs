@@ -167,11 +167,6 @@ impl PresenceBatch {
         keep
     }
 
-    /// Whether something waits.
-    pub(crate) fn is_open(&self) -> bool {
-        self.open
-    }
-
     /// Whether the window should go out at this tick: a list window always, a count-only one
     /// when `count_interval` has passed since the last.
     pub(crate) fn due(&self, config: &PresenceConfig, users_now: usize, now_ms: u64) -> bool {
@@ -409,7 +404,7 @@ mod tests {
             json!({"type":"presence","room":"r","event":"leave","user":"c","member_count":2})
         );
         assert_eq!(json(flush.frame_for(4)), Value::Null);
-        assert!(!batch.is_open());
+        assert!(!batch.open);
     }
 
     #[test]
