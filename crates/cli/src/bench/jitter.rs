@@ -532,7 +532,9 @@ impl Session<'_> {
             return;
         };
         if let Some(count) = frame.member_count {
-            counters.max_member_count.fetch_max(count, Ordering::Relaxed);
+            counters
+                .max_member_count
+                .fetch_max(count, Ordering::Relaxed);
         }
         match frame.kind.as_str() {
             "presence" => {
