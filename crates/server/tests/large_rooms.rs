@@ -97,6 +97,7 @@ async fn f12_presence_traffic_is_linear_in_joins() {
     let server = TestServer::start(config(20)).await;
     let small = traffic_of(&server, "linear-a", 100).await;
     let large = traffic_of(&server, "linear-b", 300).await;
+    eprintln!("presence + joined bytes: 100 joins {small}, 300 joins {large}");
     // One presence frame per join per member (the old behaviour) would be O(N²): 9× for 3×
     // the joins (about 2.7 MB for 300). Bounded lists and coalesced, count-only presence keep
     // it near 3×.
