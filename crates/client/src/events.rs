@@ -44,7 +44,9 @@ pub enum Event {
     Joined {
         /// The room.
         room: String,
-        /// The users in the room, each once, this client's user included.
+        /// The users in the room, each once, this client's user included — at most the
+        /// server's list limit of them (the count is in [`JoinInfo::member_count`]; page
+        /// with [`Client::members`](crate::Client::members)).
         members: Vec<String>,
         /// The room's current sequence number.
         seq: u64,
@@ -81,7 +83,8 @@ pub enum Event {
         /// The server's clock when the message was sequenced, in ms since the Unix epoch.
         ts: u64,
     },
-    /// A user arrived in or left a room this client is in.
+    /// A user arrived in or left a room this client is in. A coalesced server frame (several
+    /// changes at once) becomes one such event per user, in the frame's order.
     Presence {
         /// The room.
         room: String,
