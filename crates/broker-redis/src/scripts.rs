@@ -118,8 +118,10 @@ return {epoch, seq, 0}
 /// its data they are listed again at once, not only at the next heartbeat).
 /// KEYS: meta, hist, pres, users. ARGV: channel, node, user ('' = no presence change), now,
 /// expiry, since seq ('' = none), since epoch, history ttl ms, join head, leave head, skip,
-/// new epoch, keep ms, users to restore...
-/// Returns {epoch, seq, pv, members, recovered (0/1), replay {seq, kind, frame, ...}}.
+/// new epoch, keep ms, list limit, users to restore...
+/// Returns {epoch, seq, pv, members, recovered (0/1), replay {seq, kind, frame, ...}, count}:
+/// `members` lists every user when there are at most `list limit`, otherwise at least that
+/// many (an HSCAN walk: a join into a large room costs O(limit), not O(room)).
 const JOIN: &str = r"
 local meta, hist, pres, users = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local channel, node, user, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -131,16 +133,31 @@ if user ~= '' then
   redis.call('PEXPIRE', pres, ARGV[13])
   redis.call('PEXPIRE', users, ARGV[13])
 end
-for i = 14, #ARGV do
+for i = 15, #ARGV do
   present(meta, pres, users, channel, ARGV[9], node, ARGV[i], ARGV[5], '-')
 end
-if #ARGV >= 14 then
+if #ARGV >= 15 then
   redis.call('PEXPIRE', pres, ARGV[13])
   redis.call('PEXPIRE', users, ARGV[13])
 end
 local seq = tonumber(redis.call('HGET', meta, 'seq'))
 local pv = tonumber(redis.call('HGET', meta, 'pv'))
-local members = redis.call('HKEYS', users)
+local count = redis.call('HLEN', users)
+local limit = tonumber(ARGV[14])
+local members
+if count <= limit then
+  members = redis.call('HKEYS', users)
+else
+  members = {}
+  local cursor = '0'
+  repeat
+    local scanned = redis.call('HSCAN', users, cursor, 'COUNT', limit)
+    cursor = scanned[1]
+    for i = 1, #scanned[2], 2 do
+      table.insert(members, scanned[2][i])
+    end
+  until cursor == '0' or #members >= limit
+end
 local recovered, replay = 0, {}
 if ARGV[6] ~= '' and ARGV[7] == epoch then
   local since = tonumber(ARGV[6])
@@ -169,7 +186,7 @@ if ARGV[6] ~= '' and ARGV[7] == epoch then
     end
   end
 end
-return {epoch, seq, pv, members, recovered, replay}
+return {epoch, seq, pv, members, recovered, replay, count}
 ";
 
 /// Removes one user's presence on this node.

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::builder::{ClientBuilder, Settings};
 use crate::connection::{self, Command, Connection, Reply};
 use crate::error::Error;
-use crate::events::{Events, History, JoinInfo};
+use crate::events::{Events, History, JoinInfo, MembersPage};
 use crate::wire::PUBLISH_OVERHEAD;
 
 /// Commands waiting for the connection task, at most.
@@ -152,6 +152,41 @@ impl Client {
         let room = checked_room(room)?;
         self.request(|reply| Command::History { room, limit, reply })
             .await
+    }
+
+    /// One page of `room`'s users in byte order of their names, after `after` (the previous
+    /// page's `next`), at most `limit` (1 to 1,000). Needs the presence right in the room (not
+    /// membership). Needs a server with member paging (older ones answer `unknown_type`).
+    pub async fn members(
+        &self,
+        room: impl Into<String>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<MembersPage, Error> {
+        let room = checked_room(room)?;
+        let after = after.map(str::to_owned);
+        self.request(|reply| Command::Members {
+            room,
+            after,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Every user of `room`, by paging with [`Client::members`] (1,000 per request).
+    pub async fn all_members(&self, room: impl Into<String>) -> Result<Vec<String>, Error> {
+        let room = room.into();
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.members(room.clone(), after.as_deref(), 1_000).await?;
+            all.extend(page.members);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// Replaces the connection's token before it expires (the server's `refresh`): resolves

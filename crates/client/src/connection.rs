@@ -28,7 +28,7 @@ use tracing::debug;
 use crate::backoff::{Attempts, STABLE_AFTER};
 use crate::builder::Settings;
 use crate::error::Error;
-use crate::events::{CONNECT_REFUSED, Event, History, JoinInfo};
+use crate::events::{CONNECT_REFUSED, Event, History, JoinInfo, MembersPage};
 use crate::tracker::{JoinOutcome, JoinedReply, Tracker};
 use crate::wire::{self, Request, ServerMessage};
 
@@ -80,6 +80,12 @@ pub(crate) enum Command {
         room: String,
         limit: u32,
         reply: Reply<History>,
+    },
+    Members {
+        room: String,
+        after: Option<String>,
+        limit: u32,
+        reply: Reply<MembersPage>,
     },
     Refresh {
         token: String,
@@ -178,6 +184,7 @@ enum Outgoing {
         reply: Reply<()>,
     },
     History(HistoryRequest),
+    Members(MembersRequest),
     Refresh(RefreshRequest),
 }
 
@@ -205,6 +212,14 @@ struct HistoryRequest {
     reply: Reply<History>,
 }
 
+#[derive(Debug)]
+struct MembersRequest {
+    room: String,
+    after: Option<String>,
+    limit: u32,
+    reply: Reply<MembersPage>,
+}
+
 /// A request sent on the current connection, waiting for its reply.
 #[derive(Debug)]
 enum InFlight {
@@ -218,6 +233,7 @@ enum InFlight {
     },
     Publish(PublishRequest),
     History(HistoryRequest),
+    Members(MembersRequest),
     Refresh(RefreshRequest),
 }
 
@@ -520,6 +536,7 @@ impl Connection {
                 }
                 InFlight::Publish(publish) => resend.push(Outgoing::Publish(publish)),
                 InFlight::History(history) => resend.push(Outgoing::History(history)),
+                InFlight::Members(members) => resend.push(Outgoing::Members(members)),
                 InFlight::Refresh(refresh) => resend.push(Outgoing::Refresh(refresh)),
             }
         }
@@ -619,6 +636,23 @@ impl Connection {
                     return None;
                 }
                 Some(Outgoing::History(HistoryRequest { room, limit, reply }))
+            }
+            Command::Members {
+                room,
+                after,
+                limit,
+                reply,
+            } => {
+                if full {
+                    let _ = reply.send(Err(Error::BufferFull));
+                    return None;
+                }
+                Some(Outgoing::Members(MembersRequest {
+                    room,
+                    after,
+                    limit,
+                    reply,
+                }))
             }
             Command::Refresh { token, reply } => {
                 if full {
@@ -740,6 +774,17 @@ impl Connection {
                 self.inflight.insert(id, InFlight::History(history));
                 link.send(text).await
             }
+            Outgoing::Members(members) => {
+                let id = self.next_id();
+                let text = encode(&Request::Members {
+                    room: &members.room,
+                    id,
+                    after: members.after.as_deref(),
+                    limit: members.limit,
+                });
+                self.inflight.insert(id, InFlight::Members(members));
+                link.send(text).await
+            }
             Outgoing::Refresh(refresh) => {
                 let id = self.next_id();
                 let text = encode(&Request::Refresh {
@@ -849,6 +894,8 @@ impl Connection {
                 room,
                 id,
                 members,
+                member_count,
+                members_truncated,
                 seq,
                 epoch,
                 recovered,
@@ -857,7 +904,10 @@ impl Connection {
                     self.take_inflight(id, |f| matches!(f, InFlight::Join { .. })),
                     Some(InFlight::Join { rejoin: true, .. })
                 );
-                self.on_joined(room, members, seq, epoch, recovered, rejoin)
+                // A server before member counts: the list is the whole room.
+                let member_count = member_count.unwrap_or(members.len() as u64);
+                let count = (member_count, members_truncated);
+                self.on_joined(room, members, count, seq, epoch, recovered, rejoin)
                     .await;
             }
             ServerMessage::Left { room, id } => {
@@ -889,8 +939,57 @@ impl Connection {
                 }
             }
             ServerMessage::Typing { room, from } => self.emit(Event::Typing { room, from }).await,
-            ServerMessage::Presence { room, event, user } => {
-                self.emit(Event::Presence { room, event, user }).await;
+            ServerMessage::Presence {
+                room,
+                event,
+                user,
+                joins,
+                leaves,
+                member_count,
+            } => {
+                // The single form, then the coalesced one, each user as its own event; a
+                // frame with only a count (a room over the server's list limit) means the
+                // names are no longer all told.
+                let only_count = event.is_none() && joins.is_empty() && leaves.is_empty();
+                if let (Some(event), Some(user)) = (event, user) {
+                    let room = room.clone();
+                    self.emit(Event::Presence { room, event, user }).await;
+                }
+                for (event, users) in [
+                    (crate::PresenceEvent::Join, joins),
+                    (crate::PresenceEvent::Leave, leaves),
+                ] {
+                    for user in users {
+                        let room = room.clone();
+                        self.emit(Event::Presence { room, event, user }).await;
+                    }
+                }
+                if let Some(member_count) = member_count {
+                    self.emit(Event::MemberCount {
+                        room,
+                        member_count,
+                        truncated: only_count,
+                    })
+                    .await;
+                }
+            }
+            ServerMessage::Members {
+                room,
+                id,
+                members,
+                member_count,
+                next,
+            } => {
+                if let Some(InFlight::Members(request)) =
+                    self.take_inflight(id, |f| matches!(f, InFlight::Members(_)))
+                {
+                    let _ = request.reply.send(Ok(MembersPage {
+                        room,
+                        members,
+                        member_count,
+                        next,
+                    }));
+                }
             }
             ServerMessage::Ack { id, seq, duplicate } => {
                 if let Some(InFlight::Publish(publish)) =
@@ -935,10 +1034,15 @@ impl Connection {
         }
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site, the parts of one reply"
+    )]
     async fn on_joined(
         &mut self,
         room: String,
         members: Vec<String>,
+        (member_count, members_truncated): (u64, bool),
         seq: u64,
         epoch: Option<String>,
         recovered: Option<bool>,
@@ -960,6 +1064,8 @@ impl Connection {
             let _ = waiter.send(Ok(JoinInfo {
                 room: room.clone(),
                 members: members.clone(),
+                member_count,
+                members_truncated,
                 seq,
                 epoch: epoch.clone(),
             }));
@@ -1003,6 +1109,9 @@ impl Connection {
             }
             Some(InFlight::History(history)) => {
                 let _ = history.reply.send(Err(server_error()));
+            }
+            Some(InFlight::Members(members)) => {
+                let _ = members.reply.send(Err(server_error()));
             }
             Some(InFlight::Refresh(refresh)) => {
                 if self.token.as_deref() == Some(refresh.token.as_str()) {

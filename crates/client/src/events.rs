@@ -44,7 +44,9 @@ pub enum Event {
     Joined {
         /// The room.
         room: String,
-        /// The users in the room, each once, this client's user included.
+        /// The users in the room, each once, this client's user included — at most the
+        /// server's list limit of them (the count is in [`JoinInfo::member_count`]; page
+        /// with [`Client::members`](crate::Client::members)).
         members: Vec<String>,
         /// The room's current sequence number.
         seq: u64,
@@ -81,7 +83,8 @@ pub enum Event {
         /// The server's clock when the message was sequenced, in ms since the Unix epoch.
         ts: u64,
     },
-    /// A user arrived in or left a room this client is in.
+    /// A user arrived in or left a room this client is in. A coalesced server frame (several
+    /// changes at once) becomes one such event per user, in the frame's order.
     Presence {
         /// The room.
         room: String,
@@ -89,6 +92,18 @@ pub enum Event {
         event: PresenceEvent,
         /// The user.
         user: String,
+    },
+    /// The number of distinct users in a room, with each presence frame of the server (the
+    /// count at join time is in [`JoinInfo::member_count`]). `truncated`: the member lists this client got do not name
+    /// everyone (the room is larger than the server's list limit, or presence frames carry only
+    /// the count); page through the room with [`Client::members`](crate::Client::members).
+    MemberCount {
+        /// The room.
+        room: String,
+        /// Distinct users in the room, this client's included.
+        member_count: u64,
+        /// The names this client was told are only part of the room.
+        truncated: bool,
     },
     /// Another connection in the room is typing.
     Typing {
@@ -150,8 +165,14 @@ pub enum PresenceEvent {
 pub struct JoinInfo {
     /// The room.
     pub room: String,
-    /// The users in the room, each once, this client's user included.
+    /// The users in the room, each once, this client's user included — at most the server's
+    /// list limit of them (see `members_truncated`).
     pub members: Vec<String>,
+    /// Distinct users in the room, this client's included.
+    pub member_count: u64,
+    /// `members` names only part of the room: page through it with
+    /// [`Client::members`](crate::Client::members).
+    pub members_truncated: bool,
     /// The room's current sequence number (that of its last message; 0 if none).
     pub seq: u64,
     /// The room's epoch (`None` from a server without recovery support).
@@ -276,4 +297,17 @@ mod tests {
         // The sender sees the channel closed.
         assert!(tx.send(Event::Connected).await.is_err());
     }
+}
+
+/// One page of a room's users, the reply to [`Client::members`](crate::Client::members).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembersPage {
+    /// The room.
+    pub room: String,
+    /// Users in byte order of their names.
+    pub members: Vec<String>,
+    /// Distinct users in the room.
+    pub member_count: u64,
+    /// More follow: pass it as `after` for the next page.
+    pub next: Option<String>,
 }

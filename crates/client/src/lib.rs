@@ -115,6 +115,7 @@ pub use client::Client;
 pub use connection::NO_RECONNECT_CLOSE_CODES;
 pub use error::Error;
 pub use events::{
-    Body, CONNECT_REFUSED, Event, Events, History, HistoryMessage, JoinInfo, PresenceEvent,
+    Body, CONNECT_REFUSED, Event, Events, History, HistoryMessage, JoinInfo, MembersPage,
+    PresenceEvent,
 };
 pub use switchboard_protocol::names::NameError;

@@ -22,6 +22,10 @@ pub(crate) enum ServerMessage {
         room: String,
         id: Option<u64>,
         members: Vec<String>,
+        /// Distinct users in the room (absent from servers before member counts).
+        member_count: Option<u64>,
+        #[serde(default)]
+        members_truncated: bool,
         seq: u64,
         epoch: Option<String>,
         recovered: Option<bool>,
@@ -40,11 +44,25 @@ pub(crate) enum ServerMessage {
     },
     /// Someone is typing.
     Typing { room: String, from: String },
-    /// Presence change.
+    /// Presence: one change (`event`, `user`), several (`joins`, `leaves`), or only the
+    /// count (a room over the server's list limit).
     Presence {
         room: String,
-        event: PresenceEvent,
-        user: String,
+        event: Option<PresenceEvent>,
+        user: Option<String>,
+        #[serde(default)]
+        joins: Vec<String>,
+        #[serde(default)]
+        leaves: Vec<String>,
+        member_count: Option<u64>,
+    },
+    /// Reply to `members`: one page of users.
+    Members {
+        room: String,
+        id: Option<u64>,
+        members: Vec<String>,
+        member_count: u64,
+        next: Option<String>,
     },
     /// Acknowledges a publish.
     Ack {
@@ -160,6 +178,13 @@ pub(crate) enum Request<'a> {
         limit: u32,
         id: u64,
     },
+    Members {
+        room: &'a str,
+        id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        after: Option<&'a str>,
+        limit: u32,
+    },
     Refresh {
         token: &'a str,
         id: u64,
@@ -207,6 +232,8 @@ mod tests {
                 room: "lobby".into(),
                 id: Some(1),
                 members: vec!["alice".into(), "bob".into()],
+                member_count: None,
+                members_truncated: false,
                 seq: 0,
                 epoch: None,
                 recovered: None,
@@ -214,12 +241,14 @@ mod tests {
         );
         assert_eq!(
             ok(
-                r#"{"type":"joined","room":"r","members":[],"seq":9,"epoch":"0123456789abcdef","recovered":false}"#
+                r#"{"type":"joined","room":"r","members":["a"],"member_count":1500,"members_truncated":true,"seq":9,"epoch":"0123456789abcdef","recovered":false}"#
             ),
             ServerMessage::Joined {
                 room: "r".into(),
                 id: None,
-                members: vec![],
+                members: vec!["a".into()],
+                member_count: Some(1500),
+                members_truncated: true,
                 seq: 9,
                 epoch: Some("0123456789abcdef".into()),
                 recovered: Some(false),
@@ -265,8 +294,36 @@ mod tests {
             ok(r#"{"type":"presence","room":"lobby","event":"leave","user":"bob"}"#),
             ServerMessage::Presence {
                 room: "lobby".into(),
-                event: PresenceEvent::Leave,
-                user: "bob".into()
+                event: Some(PresenceEvent::Leave),
+                user: Some("bob".into()),
+                joins: vec![],
+                leaves: vec![],
+                member_count: None,
+            }
+        );
+        assert_eq!(
+            ok(
+                r#"{"type":"presence","room":"r","joins":["a","b"],"leaves":["c"],"member_count":4}"#
+            ),
+            ServerMessage::Presence {
+                room: "r".into(),
+                event: None,
+                user: None,
+                joins: vec!["a".into(), "b".into()],
+                leaves: vec!["c".into()],
+                member_count: Some(4),
+            }
+        );
+        assert_eq!(
+            ok(
+                r#"{"type":"members","room":"r","id":3,"members":["a"],"member_count":9,"next":"a"}"#
+            ),
+            ServerMessage::Members {
+                room: "r".into(),
+                id: Some(3),
+                members: vec!["a".into()],
+                member_count: 9,
+                next: Some("a".into()),
             }
         );
         assert_eq!(

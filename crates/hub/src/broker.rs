@@ -122,6 +122,21 @@ pub trait Broker: Send + Sync + fmt::Debug {
         now_ms: u64,
     ) -> BrokerFuture<'a, ()>;
 
+    /// Queues the `members` reply: one page of the room's users in byte order after `after`,
+    /// at most `limit` of them.
+    fn members<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        room: &'a str,
+        id: Option<RequestId>,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BrokerFuture<'a, ()>;
+
+    /// Hands out the presence changes collected since the last call (coalesced presence).
+    /// Call it every [`crate::PresenceConfig::batch_interval`].
+    fn flush_presence(&self, now_ms: u64);
+
     /// Periodic housekeeping (expiring history kept in this process). Returns the rooms
     /// dropped.
     fn sweep(&self, now_ms: u64) -> usize;
@@ -221,6 +236,21 @@ impl Broker for Hub {
         now_ms: u64,
     ) -> BrokerFuture<'a, ()> {
         ready(Hub::history(self, session, room, id, limit, now_ms))
+    }
+
+    fn members<'a>(
+        &'a self,
+        session: &'a Arc<Session>,
+        room: &'a str,
+        id: Option<RequestId>,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BrokerFuture<'a, ()> {
+        ready(Hub::members(self, session, room, id, after, limit))
+    }
+
+    fn flush_presence(&self, now_ms: u64) {
+        Hub::flush_presence(self, now_ms);
     }
 
     fn sweep(&self, now_ms: u64) -> usize {

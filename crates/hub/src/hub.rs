@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::names::validate_room;
@@ -14,6 +15,7 @@ use crate::error::HubError;
 use crate::history::HistoryBudget;
 use crate::outbox::OutboxPool;
 use crate::policy::HistoryRules;
+use crate::presence::PresenceConfig;
 use crate::registry::Registry;
 use crate::room::{Position, Published, Room};
 use crate::session::{Membership, Session, SessionId};
@@ -34,6 +36,8 @@ pub struct HubConfig {
     pub history_bytes: usize,
     /// Server-wide number of idempotency ids remembered, across rooms.
     pub max_idempotency_ids: usize,
+    /// Member lists and coalesced presence.
+    pub presence: PresenceConfig,
 }
 
 impl Default for HubConfig {
@@ -45,6 +49,7 @@ impl Default for HubConfig {
             outbox_pool_bytes: Some(128 * 1024 * 1024),
             history_bytes: 64 * 1024 * 1024,
             max_idempotency_ids: 100_000,
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -73,6 +78,8 @@ pub struct Hub {
     config: HubConfig,
     outbox_pool: Option<Arc<OutboxPool>>,
     history_budget: Arc<HistoryBudget>,
+    /// Rooms with presence changes waiting for [`Hub::flush_presence`].
+    presence_queue: Mutex<Vec<Arc<Room>>>,
 }
 
 impl Default for Hub {
@@ -91,6 +98,7 @@ impl Hub {
             outbox_pool: config.outbox_pool_bytes.map(OutboxPool::new),
             history_budget: HistoryBudget::new(config.history_bytes, config.max_idempotency_ids),
             config,
+            presence_queue: Mutex::new(Vec::new()),
         }
     }
 
@@ -106,8 +114,9 @@ impl Hub {
         ))
     }
 
-    /// Joins `room`, queuing `joined` (with `id`) on the session's outbox and a presence `join`
-    /// for the others if this is the user's first connection in the room. Idempotent. With
+    /// Joins `room`, queuing `joined` (with `id`) on the session's outbox and, if this is the
+    /// user's first connection in the room, a presence `join` for the others at the next
+    /// [`Hub::flush_presence`]. Idempotent. With
     /// `since`, the messages after that position follow `joined` when history still has them
     /// all (`recovered: true`). Without `presence`, the member sees no members list and no
     /// presence events (others still see it).
@@ -132,8 +141,11 @@ impl Hub {
                 // Dropped by its last member between our lookup and our lock: look again.
                 continue;
             }
-            state.join(&entry.name, session, id, since, presence, now_ms);
+            let queue = state.join(&entry.name, session, id, since, presence, now_ms);
             drop(state);
+            if queue {
+                self.presence_queue.lock().push(entry.clone());
+            }
             session
                 .rooms
                 .lock()
@@ -249,6 +261,49 @@ impl Hub {
         Ok(())
     }
 
+    /// Hands out the presence changes collected since the last call: one frame per member of
+    /// each changed room (see [`crate::PresenceConfig`]). Call it every
+    /// [`PresenceConfig::batch_interval`].
+    pub fn flush_presence(&self, now_ms: u64) {
+        let rooms = std::mem::take(&mut *self.presence_queue.lock());
+        let mut waiting = Vec::new();
+        for entry in rooms {
+            if entry.state.lock().flush_presence(&entry.name, now_ms) {
+                waiting.push(entry);
+            }
+        }
+        if !waiting.is_empty() {
+            self.presence_queue.lock().extend(waiting);
+        }
+    }
+
+    /// Queues the `members` reply for `room`: at most `limit` users, in byte order of their
+    /// names, after `after`. Membership is not required.
+    pub fn members(
+        &self,
+        session: &Session,
+        room: &str,
+        id: Option<RequestId>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(), HubError> {
+        validate_room(room)?;
+        let entry = self.rooms.get(room);
+        match entry {
+            Some(entry) => {
+                entry
+                    .state
+                    .lock()
+                    .members_reply(&entry.name, session, id, after, limit);
+            }
+            None => {
+                let reply = crate::presence::members_reply(room, id, &[], 0, None);
+                let _ = session.outbox().push(reply);
+            }
+        }
+        Ok(())
+    }
+
     /// Expires history and forgets rooms with neither members nor history. Call it
     /// periodically. Returns how many rooms were dropped.
     pub fn sweep(&self, now_ms: u64) -> usize {
@@ -341,6 +396,7 @@ impl Hub {
                 name.clone(),
                 self.config.history.policy_for(name),
                 self.history_budget.clone(),
+                self.config.presence,
             )
         })
     }
@@ -348,7 +404,9 @@ impl Hub {
     fn leave_entry(&self, session: &Session, entry: &Arc<Room>, reply: Option<Option<RequestId>>) {
         let now_empty = {
             let mut state = entry.state.lock();
-            state.leave(&entry.name, session, reply);
+            if state.leave(&entry.name, session, reply) {
+                self.presence_queue.lock().push(entry.clone());
+            }
             state.is_empty()
         };
         if now_empty {
@@ -592,9 +650,11 @@ mod tests {
         hub.join(&alice, "r", None, None, true, 0).unwrap();
         let hidden = hub.connect("bob".into());
         hub.join(&hidden, "r", None, None, false, 0).unwrap();
+        hub.flush_presence(0);
         assert_eq!(drain(&hidden)[0]["members"], serde_json::json!([]));
         let carol = hub.connect("carol".into());
         hub.join(&carol, "r", None, None, true, 0).unwrap();
+        hub.flush_presence(0);
         assert!(drain(&hidden).is_empty(), "no presence events");
         let seen: Vec<_> = drain(&alice)
             .iter()
@@ -699,15 +759,112 @@ mod tests {
         hub.join(&watcher, "r", None, None, true, 0).unwrap();
         let (a1, a2) = (hub.connect("alice".into()), hub.connect("alice".into()));
         hub.join(&a1, "r", None, None, true, 0).unwrap();
+        hub.flush_presence(0);
         hub.join(&a2, "r", None, None, true, 0).unwrap();
+        hub.flush_presence(0);
         assert_eq!(drain(&a2)[0]["members"].as_array().unwrap().len(), 2);
         hub.disconnect(&a1);
+        hub.flush_presence(0);
         hub.disconnect(&a2);
+        hub.flush_presence(0);
         let events: Vec<_> = drain(&watcher)
             .into_iter()
             .filter(|m| m["type"] == "presence")
             .map(|m| m["event"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(events, vec!["join", "leave"]);
+    }
+
+    /// One window: every member hears each join once (its own never), in one frame.
+    #[test]
+    fn f12_presence_is_coalesced_per_window() {
+        let hub = hub(0, Duration::from_secs(60));
+        let sessions: Vec<_> = (0..50)
+            .map(|n| {
+                let s = hub.connect(format!("u{n:02}").into());
+                hub.join(&s, "r", None, None, true, 0).unwrap();
+                s
+            })
+            .collect();
+        hub.flush_presence(0);
+        for (n, session) in sessions.iter().enumerate() {
+            let frames = drain(session);
+            let joined = &frames[0];
+            assert_eq!(joined["member_count"], n + 1);
+            let presence: Vec<&Value> = frames.iter().filter(|f| f["type"] == "presence").collect();
+            if n == 49 {
+                assert!(presence.is_empty(), "the last joiner knew everyone");
+                continue;
+            }
+            assert_eq!(presence.len(), 1, "one frame per window: {presence:?}");
+            let told: Vec<String> = if presence[0]["joins"].is_array() {
+                serde_json::from_value(presence[0]["joins"].clone()).unwrap()
+            } else {
+                vec![presence[0]["user"].as_str().unwrap().to_owned()]
+            };
+            let expected: Vec<String> = (n + 1..50).map(|m| format!("u{m:02}")).collect();
+            assert_eq!(
+                told, expected,
+                "member {n} hears of exactly the later joiners"
+            );
+            assert_eq!(presence[0]["member_count"], 50);
+        }
+        // A join and a leave within one window cancel.
+        let ghost = hub.connect("ghost".into());
+        hub.join(&ghost, "r", None, None, true, 0).unwrap();
+        hub.disconnect(&ghost);
+        hub.flush_presence(0);
+        assert!(drain(&sessions[0]).is_empty());
+    }
+
+    #[test]
+    fn f12_joined_is_bounded_and_members_pages_in_byte_order() {
+        let hub = Hub::new(HubConfig {
+            presence: PresenceConfig {
+                max_joined_members: 10,
+                ..PresenceConfig::default()
+            },
+            ..HubConfig::default()
+        });
+        let sessions: Vec<_> = (0..25)
+            .map(|n| {
+                let s = hub.connect(format!("u{n:02}").into());
+                hub.join(&s, "r", None, None, true, 0).unwrap();
+                s
+            })
+            .collect();
+        let last = &sessions[24];
+        let joined = drain(last).remove(0);
+        assert_eq!(joined["members"].as_array().unwrap().len(), 10);
+        assert_eq!(joined["members_truncated"], true);
+        assert_eq!(joined["member_count"], 25);
+        // Over the list limit, presence is the count only.
+        hub.flush_presence(0);
+        let first = drain(&sessions[0]);
+        assert_eq!(
+            first.last().unwrap(),
+            &serde_json::json!({"type":"presence","room":"r","member_count":25})
+        );
+        let mut after: Option<String> = None;
+        let mut all = Vec::new();
+        loop {
+            hub.members(last, "r", Some(1), after.as_deref(), 7)
+                .unwrap();
+            let page = drain(last).remove(0);
+            assert_eq!(page["member_count"], 25);
+            all.extend(
+                page["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.as_str().unwrap().to_owned()),
+            );
+            match page["next"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..25).map(|n| format!("u{n:02}")).collect();
+        assert_eq!(all, expected);
     }
 }

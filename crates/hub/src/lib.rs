@@ -23,6 +23,7 @@ mod hub;
 mod idempotency;
 mod outbox;
 mod policy;
+mod presence;
 mod registry;
 mod relay;
 mod room;
@@ -34,6 +35,7 @@ pub use history::HistoryBudget;
 pub use hub::{Hub, HubConfig, HubStats};
 pub use outbox::{Batch, CloseFrame, Outbound, Outbox, OutboxPool, POOL_ALLOWANCE, PushError};
 pub use policy::{HistoryPolicy, HistoryRule, HistoryRules, matches_pattern};
+pub use presence::{PresenceConfig, members_reply, page as members_page};
 pub use relay::{
     Departure, Inbound, InboundKind, JoinTicket, Relay, RelayRoom, ResyncRequest, Snapshot,
 };

@@ -26,11 +26,12 @@ use switchboard_protocol::ServerMessage;
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::codes::close;
 use switchboard_protocol::names::validate_room;
-use switchboard_protocol::server::{HistoryItem, encode_history};
+use switchboard_protocol::server::{HistoryItem, PresenceEvent, encode_history};
 
 use crate::error::HubError;
 use crate::hub::HubStats;
 use crate::outbox::{CloseFrame, Outbound, OutboxPool};
+use crate::presence::{self, PresenceBatch, PresenceConfig, Recorded};
 use crate::registry::Registry;
 use crate::room::Position;
 use crate::session::{Membership, Session, SessionId};
@@ -71,8 +72,11 @@ pub struct Snapshot {
     pub seq: u64,
     /// The room's presence version (the count of presence events so far).
     pub presence_version: u64,
-    /// The users present on any node.
+    /// Users present on any node: all of them, or (in a room larger than the list limit) at
+    /// least the list limit of them.
     pub members: Vec<Arc<str>>,
+    /// How many distinct users are present on any node.
+    pub member_count: u64,
     /// Every message after the asked position up to `seq`, oldest first, with its seq — or
     /// `None` when the position is in another epoch or history no longer covers it.
     pub replay: Option<Vec<(u64, Outbound)>>,
@@ -140,6 +144,9 @@ pub struct Relay {
     sessions: AtomicUsize,
     outbox_bytes: usize,
     outbox_pool: Option<Arc<OutboxPool>>,
+    presence: PresenceConfig,
+    /// Rooms with presence changes waiting for [`Relay::flush_presence`].
+    presence_queue: Mutex<Vec<Arc<RelayRoom>>>,
 }
 
 /// One room's members on this node.
@@ -161,6 +168,11 @@ struct RelayState {
     members: HashMap<SessionId, Member>,
     users: HashMap<Arc<str>, u32>,
     closed: bool,
+    /// Presence changes not yet handed out to the live members.
+    batch: PresenceBatch,
+    /// The room's distinct users on every node, as of presence version `count_version`.
+    member_count: u64,
+    count_version: u64,
 }
 
 #[derive(Debug)]
@@ -171,6 +183,8 @@ struct Member {
     /// A repeated join waiting for its snapshot. The member keeps its place in the stream
     /// (and in a resync) meanwhile; the snapshot only answers it with `joined`.
     rejoin: Option<Rejoin>,
+    /// The presence version its view includes (its snapshot's, or the last event it got).
+    floor: u64,
 }
 
 #[derive(Debug)]
@@ -233,7 +247,16 @@ impl Relay {
             sessions: AtomicUsize::new(0),
             outbox_bytes,
             outbox_pool,
+            presence: PresenceConfig::default(),
+            presence_queue: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The same relay with these presence settings.
+    #[must_use]
+    pub fn with_presence(mut self, presence: PresenceConfig) -> Self {
+        self.presence = presence;
+        self
     }
 
     /// Registers a connection of `user`. Call [`Relay::disconnect`] when it ends.
@@ -286,6 +309,7 @@ impl Relay {
                             bytes: 0,
                         }),
                         rejoin: None,
+                        floor: 0,
                     });
                     let count = state.users.entry(session.user().clone()).or_insert(0);
                     *count += 1;
@@ -354,8 +378,17 @@ impl Relay {
                 }
                 _ => snapshot.seq,
             };
-            let reply = joined(&join.room.name, member, rejoin.id, snapshot, seq, recovered);
+            let reply = joined(
+                &join.room.name,
+                member,
+                rejoin.id,
+                snapshot,
+                seq,
+                recovered,
+                self.presence.max_joined_members,
+            );
             let _ = member.session.outbox().push(reply);
+            member.floor = member.floor.max(snapshot.presence_version);
             return None;
         }
         let MemberState::Pending(pending) = &member.state else {
@@ -385,6 +418,7 @@ impl Relay {
             snapshot,
             snapshot.seq,
             recovered,
+            self.presence.max_joined_members,
         );
         let outbox = member.session.outbox();
         let _ = outbox.push(reply);
@@ -394,7 +428,12 @@ impl Relay {
                 let _ = outbox.push(frame.clone());
             }
         }
-        let position = flush(member, pending.buffer, snapshot, snapshot.seq);
+        let (position, floor) = flush(member, pending.buffer, snapshot, snapshot.seq);
+        member.floor = floor;
+        if snapshot.presence_version >= state.count_version {
+            state.member_count = snapshot.member_count;
+            state.count_version = snapshot.presence_version;
+        }
         if stale {
             // Catch up from here, like the room's other members did after the interruption.
             let mut since = match &state.synced {
@@ -511,24 +550,124 @@ impl Relay {
                 None
             }
             InboundKind::Presence => {
-                for (id, member) in &mut state.members {
-                    if Some(*id) == inbound.skip || !member.presence {
-                        continue;
-                    }
-                    match &mut member.state {
-                        MemberState::Live { .. } => {
-                            let _ = member.session.outbox().push(inbound.frame.clone());
-                        }
-                        MemberState::Pending(pending) => buffer(&member.session, pending, &inbound),
+                // Members still waiting for a snapshot keep the event with the stream; live
+                // ones get it in the room's next coalesced hand-out.
+                for member in state.members.values_mut() {
+                    if let MemberState::Pending(pending) = &mut member.state
+                        && member.presence
+                    {
+                        buffer(&member.session, pending, &inbound);
                     }
                 }
                 if state.resync.is_none() {
                     state.presence_version = inbound.seq;
                 }
+                // Lock order: a room, then the queue (never the other way round).
+                if self.record_presence(&entry.name, state, &inbound) {
+                    self.presence_queue.lock().push(entry.clone());
+                }
                 None
             }
             InboundKind::Message => self.deliver_message(&entry.name, state, &inbound),
         }
+    }
+
+    /// Records a presence event of the broker's stream for the room's next hand-out and keeps
+    /// the member count. Returns whether the room must be queued.
+    fn record_presence(&self, room: &str, state: &mut RelayState, inbound: &Inbound<'_>) -> bool {
+        let Some((event, user)) = presence_change(&inbound.frame) else {
+            return false;
+        };
+        if inbound.seq > state.count_version {
+            state.member_count = match event {
+                PresenceEvent::Join => state.member_count.saturating_add(1),
+                PresenceEvent::Leave => state.member_count.saturating_sub(1),
+            };
+            state.count_version = inbound.seq;
+        }
+        if inbound.seq <= state.batch.last_version() {
+            // Versions went back (Redis lost the room and started again): what waits goes
+            // out first, then everyone hears of changes from this one on.
+            self.hand_out_presence(room, state, 0);
+            state.batch.reset_version(inbound.seq.saturating_sub(1));
+            for member in state.members.values_mut() {
+                member.floor = member.floor.min(inbound.seq.saturating_sub(1));
+            }
+        }
+        // The subject of the event (its own join) is not told about itself: its snapshot
+        // normally includes the event already; if not and it missed nothing else, skip it.
+        if let Some(subject) = inbound.skip.and_then(|id| state.members.get_mut(&id))
+            && matches!(subject.state, MemberState::Live { .. })
+            && subject.floor.saturating_add(1) == inbound.seq
+        {
+            subject.floor = inbound.seq;
+        }
+        let users = usize::try_from(state.member_count).unwrap_or(usize::MAX);
+        match state
+            .batch
+            .record(&self.presence, inbound.seq, &user, event, users)
+        {
+            Recorded::Waiting => false,
+            Recorded::Queue => true,
+            // A list window: the clock only matters to count-only ones.
+            Recorded::FlushNow => {
+                self.hand_out_presence(room, state, 0);
+                false
+            }
+            Recorded::FlushNowAndQueue => {
+                self.hand_out_presence(room, state, 0);
+                true
+            }
+        }
+    }
+
+    /// Queues the window's frames for the live members that may see presence, each the
+    /// changes after its floor.
+    fn hand_out_presence(&self, room: &str, state: &mut RelayState, now_ms: u64) {
+        let last = state.batch.last_version();
+        let mut flush = state
+            .batch
+            .take(&self.presence, room, state.member_count, now_ms);
+        for member in state.members.values_mut() {
+            if !matches!(member.state, MemberState::Live { .. }) {
+                continue;
+            }
+            if member.presence
+                && let Some(frame) = flush.frame_for(member.floor)
+            {
+                let _ = member.session.outbox().push(frame);
+            }
+            member.floor = member.floor.max(last);
+        }
+    }
+
+    /// Hands out the presence changes collected since the last call (see
+    /// [`crate::PresenceConfig`]). Call it every `batch_interval`.
+    pub fn flush_presence(&self, now_ms: u64) {
+        let rooms = std::mem::take(&mut *self.presence_queue.lock());
+        let mut waiting = Vec::new();
+        for entry in rooms {
+            let mut state = entry.state.lock();
+            let users = usize::try_from(state.member_count).unwrap_or(usize::MAX);
+            if state.batch.due(&self.presence, users, now_ms) {
+                self.hand_out_presence(&entry.name, &mut state, now_ms);
+            }
+            let keep = state.batch.tick();
+            drop(state);
+            if keep {
+                waiting.push(entry);
+            }
+        }
+        if !waiting.is_empty() {
+            self.presence_queue.lock().extend(waiting);
+        }
+    }
+
+    /// The room's member count as this node knows it (from snapshots and presence events).
+    pub fn member_count(&self, room: &str) -> Option<u64> {
+        let entry = self.rooms.get(room)?;
+        let count = entry.state.lock().member_count;
+        Some(count)
     }
 
     fn deliver_message(
@@ -603,6 +742,22 @@ impl Relay {
         // current list instead (an unsolicited `joined` that continues the stream).
         let presence_missed = snapshot.presence_version > state.presence_version;
         state.presence_version = snapshot.presence_version;
+        if snapshot.presence_version < state.batch.last_version() {
+            // The presence version went back: Redis lost the room. Members get the list from
+            // the notice below; what waits belongs to the lost incarnation.
+            let _ = state.batch.take(&self.presence, &entry.name, 0, 0);
+            state.batch.reset_version(snapshot.presence_version);
+            for member in state.members.values_mut() {
+                member.floor = snapshot.presence_version;
+            }
+        }
+        if snapshot.presence_version >= state.count_version
+            || snapshot.presence_version < state.batch.last_version()
+        {
+            state.member_count = snapshot.member_count;
+            state.count_version = snapshot.presence_version;
+        }
+        let limit = self.presence.max_joined_members;
         for member in state.members.values_mut() {
             let pending = match &member.state {
                 MemberState::Pending(p) if p.ticket == request.ticket => {
@@ -626,11 +781,13 @@ impl Relay {
                         }
                     }
                     if presence_missed && member.presence {
-                        let members: Vec<&str> = snapshot.members.iter().map(|m| &**m).collect();
+                        let (members, members_truncated) = snapshot_list(snapshot, limit);
                         let refresh = ServerMessage::Joined {
                             room: &entry.name,
                             id: None,
                             members: &members,
+                            member_count: snapshot.member_count,
+                            members_truncated,
                             seq: snapshot.seq,
                             epoch: &snapshot.epoch,
                             recovered: Some(true),
@@ -639,15 +796,21 @@ impl Relay {
                     }
                 }
                 _ => {
-                    let members: Vec<&str> = if member.presence {
-                        snapshot.members.iter().map(|m| &**m).collect()
+                    let (members, members_truncated) = if member.presence {
+                        snapshot_list(snapshot, limit)
                     } else {
-                        Vec::new()
+                        (Vec::new(), false)
                     };
                     let notice = ServerMessage::Joined {
                         room: &entry.name,
                         id: None,
                         members: &members,
+                        member_count: if member.presence {
+                            snapshot.member_count
+                        } else {
+                            0
+                        },
+                        members_truncated,
                         seq: snapshot.seq,
                         epoch: &snapshot.epoch,
                         recovered: Some(false),
@@ -655,7 +818,8 @@ impl Relay {
                     let _ = outbox.push(Outbound::Text(notice.encode()));
                 }
             }
-            let position = flush(member, pending.buffer, snapshot, snapshot.seq);
+            let (position, floor) = flush(member, pending.buffer, snapshot, snapshot.seq);
+            member.floor = floor;
             member.state = MemberState::Live { position };
             last = last.max(position);
         }
@@ -841,6 +1005,29 @@ impl Relay {
     }
 }
 
+/// The event and user of a `presence` frame from the broker (the single form).
+fn presence_change(frame: &Outbound) -> Option<(PresenceEvent, Arc<str>)> {
+    let Outbound::Text(json) = frame else {
+        return None;
+    };
+    let single: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let event = match single.get("event")?.as_str()? {
+        "join" => PresenceEvent::Join,
+        "leave" => PresenceEvent::Leave,
+        _ => return None,
+    };
+    Some((event, Arc::from(single.get("user")?.as_str()?)))
+}
+
+/// The snapshot's members, sorted, cut at `limit`.
+fn snapshot_list(snapshot: &Snapshot, limit: usize) -> (Vec<&str>, bool) {
+    let mut all: Vec<&str> = snapshot.members.iter().map(|m| &**m).collect();
+    all.sort_unstable();
+    let (list, cut) = presence::joined_list(all.into_iter(), limit);
+    let count = usize::try_from(snapshot.member_count).unwrap_or(usize::MAX);
+    (list, cut || count > limit)
+}
+
 /// The `joined` frame answering `member` from `snapshot`, at `seq`.
 fn joined(
     room: &str,
@@ -849,16 +1036,23 @@ fn joined(
     snapshot: &Snapshot,
     seq: u64,
     recovered: Option<bool>,
+    limit: usize,
 ) -> Outbound {
-    let members: Vec<&str> = if member.presence {
-        snapshot.members.iter().map(|m| &**m).collect()
+    let (members, members_truncated) = if member.presence {
+        snapshot_list(snapshot, limit)
     } else {
-        Vec::new()
+        (Vec::new(), false)
     };
     let reply = ServerMessage::Joined {
         room,
         id,
         members: &members,
+        member_count: if member.presence {
+            snapshot.member_count
+        } else {
+            0
+        },
+        members_truncated,
         seq,
         epoch: &snapshot.epoch,
         recovered,
@@ -891,9 +1085,11 @@ fn buffer(session: &Session, pending: &mut Pending, inbound: &Inbound<'_>) {
 }
 
 /// Queues the buffered frames that come after `start` (in the snapshot's epoch) and the
-/// presence events after the snapshot's; returns the member's position.
-fn flush(member: &Member, buffered: Vec<Buffered>, snapshot: &Snapshot, start: u64) -> u64 {
+/// presence events after the snapshot's; returns the member's position and the presence
+/// version its view now includes.
+fn flush(member: &Member, buffered: Vec<Buffered>, snapshot: &Snapshot, start: u64) -> (u64, u64) {
     let mut position = start;
+    let mut floor = member.floor.max(snapshot.presence_version);
     let outbox = member.session.outbox();
     let me = member.session.id();
     for frame in buffered {
@@ -905,14 +1101,20 @@ fn flush(member: &Member, buffered: Vec<Buffered>, snapshot: &Snapshot, start: u
                 }
                 fresh
             }
-            InboundKind::Presence => frame.seq > snapshot.presence_version,
+            InboundKind::Presence => {
+                let fresh = frame.seq > floor;
+                if fresh {
+                    floor = frame.seq;
+                }
+                fresh
+            }
             InboundKind::Typing => false,
         };
         if fresh && frame.skip != Some(me) {
             let _ = outbox.push(frame.frame);
         }
     }
-    position
+    (position, floor)
 }
 
 #[cfg(test)]
@@ -937,6 +1139,7 @@ mod tests {
             seq,
             presence_version: 0,
             members: vec!["a".into(), "b".into()],
+            member_count: 2,
             replay: replay.map(|seqs| seqs.iter().map(|&n| (n, frame(n))).collect()),
         }
     }
@@ -1001,11 +1204,15 @@ mod tests {
         }
     }
 
+    /// Delivers presence event `version` (user `u<version>` joins) and hands it out at once,
+    /// as the tick does (one event per window).
     fn presence(relay: &Relay, version: u64, skip: Option<&Session>) {
-        let text = format!(r#"{{"type":"presence","room":"r","v":{version}}}"#);
+        let text =
+            format!(r#"{{"type":"presence","room":"r","event":"join","user":"u{version}"}}"#);
         let frame = Outbound::Text(Bytes::from(text));
         let resync = deliver(relay, InboundKind::Presence, "", version, skip, frame);
         assert_eq!(resync, None);
+        relay.flush_presence(0);
     }
 
     fn typing(relay: &Relay, skip: Option<&Session>) {
@@ -1036,7 +1243,10 @@ mod tests {
         let opt = |field: &str| v.get(field).map_or("-".to_owned(), Value::to_string);
         match v["type"].as_str().unwrap() {
             "message" => format!("m{}", v["seq"]),
-            "presence" => format!("p{}", v["v"]),
+            "presence" => match v["user"].as_str() {
+                Some(user) => format!("p{}", user.trim_start_matches('u')),
+                None => format!("p{}", v["joins"]),
+            },
             "typing" => "t".to_owned(),
             "left" => format!("left id={}", opt("id")),
             "history" => {
@@ -1054,7 +1264,16 @@ mod tests {
                 )
             }
             "joined" => {
-                let known = ["type", "room", "id", "members", "seq", "epoch", "recovered"];
+                let known = [
+                    "type",
+                    "room",
+                    "id",
+                    "members",
+                    "member_count",
+                    "seq",
+                    "epoch",
+                    "recovered",
+                ];
                 let fields = v.as_object().unwrap().keys();
                 assert!(fields.into_iter().all(|k| known.contains(&&**k)), "{v}");
                 let members: Vec<&str> = v["members"]

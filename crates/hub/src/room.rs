@@ -2,7 +2,8 @@
 //! which is what gives every member the same order of messages.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::btree_map::{self, BTreeMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use crate::history::{self, History, HistoryBudget};
 use crate::idempotency::RecentIds;
 use crate::outbox::Outbound;
 use crate::policy::HistoryPolicy;
+use crate::presence::{self, PresenceBatch, PresenceConfig, Recorded};
 use crate::session::{Session, SessionId};
 
 /// The outcome of a publish.
@@ -48,6 +50,8 @@ struct Member {
     session: Arc<Session>,
     /// Whether this member may see who else is here (members list, presence events).
     presence: bool,
+    /// The presence version its view includes (that of its `joined`).
+    floor: u64,
 }
 
 #[derive(Debug)]
@@ -61,14 +65,25 @@ pub(crate) struct RoomState {
     recent_ids: RecentIds,
     members: HashMap<SessionId, Member>,
     /// Connections per user: presence changes only on the first join and the last leave.
-    users: HashMap<Arc<str>, u32>,
+    /// In byte order of the names, for `joined` lists and `members` pages.
+    users: BTreeMap<Arc<str>, u32>,
+    /// Counts presence changes: a member's `floor` says which it has seen.
+    presence_version: u64,
+    /// Presence changes not yet handed out.
+    batch: PresenceBatch,
+    presence_config: PresenceConfig,
     /// Set when the registry dropped this room (it was empty); a joiner holding a stale
     /// reference must look the room up again.
     pub(crate) closed: bool,
 }
 
 impl Room {
-    pub(crate) fn new(name: Arc<str>, policy: HistoryPolicy, budget: Arc<HistoryBudget>) -> Self {
+    pub(crate) fn new(
+        name: Arc<str>,
+        policy: HistoryPolicy,
+        budget: Arc<HistoryBudget>,
+        presence: PresenceConfig,
+    ) -> Self {
         Self {
             name,
             state: Mutex::new(RoomState {
@@ -77,7 +92,10 @@ impl Room {
                 recent_ids: RecentIds::new(budget.clone()),
                 history: History::new(policy, budget),
                 members: HashMap::new(),
-                users: HashMap::new(),
+                users: BTreeMap::new(),
+                presence_version: 0,
+                batch: PresenceBatch::default(),
+                presence_config: presence,
                 closed: false,
             }),
         }
@@ -111,7 +129,8 @@ impl RoomState {
 
     /// Adds `session` (idempotent) and queues its `joined` reply — then, for a recovering join
     /// that can be served, every message after its position. All of it under the room lock, so
-    /// the replay and the live stream meet without a gap or a duplicate.
+    /// the replay and the live stream meet without a gap or a duplicate. Returns whether the
+    /// room must be put on the list of rooms with presence to hand out.
     pub(crate) fn join(
         &mut self,
         room: &str,
@@ -120,25 +139,35 @@ impl RoomState {
         since: Option<Position<'_>>,
         presence: bool,
         now_ms: u64,
-    ) {
+    ) -> bool {
         // A member already receives the live stream: a repeated join never replays.
         let already_member = self.members.contains_key(&session.id());
-        if let Entry::Vacant(slot) = self.members.entry(session.id()) {
-            slot.insert(Member {
-                session: session.clone(),
-                presence,
-            });
+        let mut queue = false;
+        if !already_member {
             let count = self.users.entry(session.user().clone()).or_insert(0);
             *count += 1;
             if *count == 1 {
-                self.presence(room, PresenceEvent::Join, session);
+                queue = self.presence_change(room, PresenceEvent::Join, session.user());
             }
+            self.members.insert(
+                session.id(),
+                Member {
+                    session: session.clone(),
+                    presence,
+                    floor: self.presence_version,
+                },
+            );
         }
-        let members: Vec<&str> = if presence {
-            self.users.keys().map(|u| &**u).collect()
+        // A re-join is answered like a join, from the same bounded list: no amplification.
+        let (members, members_truncated) = if presence {
+            presence::joined_list(
+                self.users.keys().map(|u| &**u),
+                self.presence_config.max_joined_members,
+            )
         } else {
-            Vec::new()
+            (Vec::new(), false)
         };
+        let member_count = if presence { self.member_count() } else { 0 };
         self.history.expire(now_ms);
         // What to replay: every message after the position, if history has them all and they
         // fit comfortably in the outbox (a replay must not itself make a slow consumer).
@@ -159,6 +188,8 @@ impl RoomState {
             room,
             id,
             members: &members,
+            member_count,
+            members_truncated,
             seq: self.seq,
             epoch: &self.epoch,
             recovered: since.map(|_| replay.is_some()),
@@ -168,10 +199,11 @@ impl RoomState {
         for frame in replay.into_iter().flatten() {
             let _ = outbox.push(frame.clone());
         }
+        queue
     }
 
-    /// Removes `session`; queues `left` when `id_reply` is given. Returns false if it was not
-    /// a member.
+    /// Removes `session`; queues `left` when `id_reply` is given. Returns whether the room
+    /// must be put on the list of rooms with presence to hand out.
     pub(crate) fn leave(
         &mut self,
         room: &str,
@@ -181,18 +213,97 @@ impl RoomState {
         if self.members.remove(&session.id()).is_none() {
             return false;
         }
-        if let Entry::Occupied(mut count) = self.users.entry(session.user().clone()) {
+        let mut queue = false;
+        if let btree_map::Entry::Occupied(mut count) = self.users.entry(session.user().clone()) {
             *count.get_mut() -= 1;
             if *count.get() == 0 {
                 count.remove();
-                self.presence(room, PresenceEvent::Leave, session);
+                queue = self.presence_change(room, PresenceEvent::Leave, session.user());
             }
         }
         if let Some(id) = reply {
             let left = ServerMessage::Left { room, id };
             let _ = session.outbox().push(Outbound::Text(left.encode()));
         }
-        true
+        queue
+    }
+
+    fn member_count(&self) -> u64 {
+        u64::try_from(self.users.len()).unwrap_or(u64::MAX)
+    }
+
+    /// Records a presence change for the next hand-out. Returns whether the room must be
+    /// queued for it.
+    fn presence_change(&mut self, room: &str, event: PresenceEvent, user: &Arc<str>) -> bool {
+        self.presence_version += 1;
+        let config = self.presence_config;
+        match self.batch.record(
+            &config,
+            self.presence_version,
+            user,
+            event,
+            self.users.len(),
+        ) {
+            Recorded::Waiting => false,
+            Recorded::Queue => true,
+            // A list window (count-only windows keep no names): the clock only matters to
+            // count-only windows.
+            Recorded::FlushNow => {
+                self.hand_out_presence(room, 0);
+                false
+            }
+            Recorded::FlushNowAndQueue => {
+                self.hand_out_presence(room, 0);
+                true
+            }
+        }
+    }
+
+    /// Hands out the presence window if it is due. Returns whether the room stays on the
+    /// list (presence waits, or it was handed out recently).
+    pub(crate) fn flush_presence(&mut self, room: &str, now_ms: u64) -> bool {
+        if self
+            .batch
+            .due(&self.presence_config, self.users.len(), now_ms)
+        {
+            self.hand_out_presence(room, now_ms);
+        }
+        self.batch.tick()
+    }
+
+    /// Queues the window's frames: each member gets the changes after its `floor`.
+    fn hand_out_presence(&mut self, room: &str, now_ms: u64) {
+        let count = self.member_count();
+        let mut flush = self.batch.take(&self.presence_config, room, count, now_ms);
+        for member in self.members.values_mut() {
+            if !member.presence {
+                continue;
+            }
+            if let Some(frame) = flush.frame_for(member.floor) {
+                let _ = member.session.outbox().push(frame);
+            }
+            member.floor = self.presence_version;
+        }
+    }
+
+    /// The `members` reply: one page of users in byte order, after `after`.
+    pub(crate) fn members_reply(
+        &self,
+        room: &str,
+        session: &Session,
+        id: Option<RequestId>,
+        after: Option<&str>,
+        limit: usize,
+    ) {
+        let range = match after {
+            Some(after) => self
+                .users
+                .range::<str, _>((Bound::Excluded(after), Bound::Unbounded)),
+            None => self.users.range::<str, _>(..),
+        };
+        let (list, next) = presence::page(range.map(|(u, _)| &**u), limit);
+        let reply = presence::members_reply(room, id, &list, self.member_count(), next);
+        let _ = session.outbox().push(reply);
     }
 
     /// Sequences a JSON message and shares its one encoding with every member and the
@@ -316,21 +427,6 @@ impl RoomState {
         }
         .encode();
         self.fan_out(Some(from.id()), &Outbound::Text(frame));
-    }
-
-    fn presence(&self, room: &str, event: PresenceEvent, about: &Session) {
-        let frame = ServerMessage::Presence {
-            room,
-            event,
-            user: about.user(),
-        }
-        .encode();
-        let frame = Outbound::Text(frame);
-        for (id, member) in &self.members {
-            if *id != about.id() && member.presence {
-                let _ = member.session.outbox().push(frame.clone());
-            }
-        }
     }
 
     /// Queues `frame` for every member but `skip`. A member whose outbox overflows is aborted

@@ -68,6 +68,18 @@ pub enum ClientMessage<'a> {
         /// Request id.
         id: Option<RequestId>,
     },
+    /// `{"type":"members","room":R,"id"?:N,"after"?:USER,"limit"?:N}`: one page of a room's
+    /// members, in byte order of their names, starting after `after`.
+    Members {
+        /// The room.
+        room: Cow<'a, str>,
+        /// Request id.
+        id: Option<RequestId>,
+        /// List the users whose names sort after this one (the previous page's `next`).
+        after: Option<Cow<'a, str>>,
+        /// How many users at most (1 to [`MAX_MEMBERS_PAGE`]; default [`MAX_MEMBERS_PAGE`]).
+        limit: usize,
+    },
     /// `{"type":"ping","id"?:N}` (an application-level ping, answered by `pong`).
     Ping {
         /// Request id.
@@ -85,6 +97,9 @@ pub struct Since<'a> {
     pub epoch: Cow<'a, str>,
 }
 
+/// Most users one `members` reply lists.
+pub const MAX_MEMBERS_PAGE: usize = 1_000;
+
 /// Longest `msg_id`, in bytes.
 pub const MAX_MSG_ID_LEN: usize = 64;
 
@@ -99,6 +114,7 @@ impl ClientMessage<'_> {
             Self::Ping { .. } => "ping",
             Self::History { .. } => "history",
             Self::Refresh { .. } => "refresh",
+            Self::Members { .. } => "members",
         }
     }
 
@@ -110,6 +126,7 @@ impl ClientMessage<'_> {
             | Self::Publish { id, .. }
             | Self::History { id, .. }
             | Self::Refresh { id, .. }
+            | Self::Members { id, .. }
             | Self::Ping { id } => *id,
             Self::Typing { .. } => None,
         }
@@ -139,8 +156,8 @@ impl DecodeError {
 }
 
 /// The known message types, for error messages.
-pub const CLIENT_TYPES: [&str; 7] = [
-    "join", "leave", "publish", "typing", "ping", "history", "refresh",
+pub const CLIENT_TYPES: [&str; 8] = [
+    "join", "leave", "publish", "typing", "ping", "history", "refresh", "members",
 ];
 
 /// The wire shape of every client message: all fields optional, checked per type afterwards.
@@ -165,6 +182,8 @@ struct Envelope<'a> {
     limit: Option<u64>,
     #[serde(default, borrow)]
     token: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    after: Option<Cow<'a, str>>,
 }
 
 /// `data` may be any JSON value, `null` included: present-but-null must not read as absent.
@@ -270,6 +289,28 @@ pub fn decode<'a>(text: &'a str) -> Result<ClientMessage<'a>, DecodeError> {
             })?,
             id,
         }),
+        "members" => {
+            let room = room(envelope.room, kind)?;
+            let limit = match envelope.limit {
+                None => MAX_MEMBERS_PAGE,
+                Some(limit) => usize::try_from(limit)
+                    .ok()
+                    .filter(|l| (1..=MAX_MEMBERS_PAGE).contains(l))
+                    .ok_or_else(|| {
+                        DecodeError::new(
+                            ErrorCode::InvalidMessage,
+                            id,
+                            format!("`limit` must be 1 to {MAX_MEMBERS_PAGE}"),
+                        )
+                    })?,
+            };
+            Ok(ClientMessage::Members {
+                room,
+                id,
+                after: envelope.after,
+                limit,
+            })
+        }
         "ping" => Ok(ClientMessage::Ping { id }),
         other => Err(DecodeError::new(
             ErrorCode::UnknownType,
@@ -455,6 +496,24 @@ mod tests {
             decode(r#"{"type":"typing","room":"a"}"#)?,
             ClientMessage::Typing { room } if room == "a"
         ));
+        assert!(matches!(
+            decode(r#"{"type":"members","room":"a","id":4,"after":"bob","limit":10}"#)?,
+            ClientMessage::Members { room, id: Some(4), after: Some(after), limit: 10 }
+                if room == "a" && after == "bob"
+        ));
+        assert!(matches!(
+            decode(r#"{"type":"members","room":"a"}"#)?,
+            ClientMessage::Members {
+                after: None,
+                limit: MAX_MEMBERS_PAGE,
+                ..
+            }
+        ));
+        assert_eq!(
+            err(r#"{"type":"members","room":"a","id":5,"limit":1001}"#).code,
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(err(r#"{"type":"members","room":"a","limit":0}"#).id, None);
         assert!(matches!(
             decode(r#"{"type":"ping","id":9}"#)?,
             ClientMessage::Ping { id: Some(9) }

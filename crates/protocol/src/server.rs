@@ -29,8 +29,14 @@ pub enum ServerMessage<'a> {
         /// The request id of the `join`.
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
-        /// The room's members, each user once.
+        /// The room's members, each user once: at most the server's list limit of them (then
+        /// `members_truncated`). Empty without the presence right.
         members: &'a [&'a str],
+        /// Distinct users in the room, the joiner included (0 without the presence right).
+        member_count: u64,
+        /// `members` lists only part of the room: page through the rest with `members`.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        members_truncated: bool,
         /// The room's current sequence number (that of its last message; 0 if none yet).
         seq: u64,
         /// The room's epoch: changes whenever its history is reset.
@@ -76,6 +82,37 @@ pub enum ServerMessage<'a> {
         /// The user.
         user: &'a str,
     },
+    /// Several presence changes of a room at once, or only its new member count (in a room
+    /// larger than the list limit): `{"type":"presence","room":R,"joins"?:[..],"leaves"?:[..],
+    /// "member_count":C}`. (The single form above with a count is [`presence_single`].)
+    #[serde(rename = "presence")]
+    PresenceBatch {
+        /// The room.
+        room: &'a str,
+        /// Users now present who were not.
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        joins: &'a [&'a str],
+        /// Users now gone who were present.
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        leaves: &'a [&'a str],
+        /// Distinct users in the room after these changes.
+        member_count: u64,
+    },
+    /// The reply to `members`: one page of the room's users in byte order.
+    Members {
+        /// The room.
+        room: &'a str,
+        /// The request id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
+        /// The users of this page.
+        members: &'a [&'a str],
+        /// Distinct users in the room.
+        member_count: u64,
+        /// More follow: ask again with this as `after`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next: Option<&'a str>,
+    },
     /// Acknowledges a `publish` that carried an id.
     Ack {
         /// The request id of the `publish`.
@@ -112,6 +149,28 @@ pub enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
     },
+}
+
+/// The single-change `presence` frame with the room's member count after it:
+/// `{"type":"presence","room":R,"event":E,"user":U,"member_count":C}`.
+pub fn presence_single(room: &str, event: PresenceEvent, user: &str, member_count: u64) -> Bytes {
+    #[derive(Serialize)]
+    struct Single<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        room: &'a str,
+        event: PresenceEvent,
+        user: &'a str,
+        member_count: u64,
+    }
+    let single = Single {
+        kind: "presence",
+        room,
+        event,
+        user,
+        member_count,
+    };
+    Bytes::from(serde_json::to_vec(&single).unwrap_or_default())
 }
 
 /// A binary message as it appears in a `history` reply (JSON has no bytes: base64).
@@ -294,22 +353,58 @@ mod tests {
                 room: "r",
                 id: Some(1),
                 members: &["a", "b"],
+                member_count: 2,
+                members_truncated: false,
                 seq: 0,
                 epoch: "e",
                 recovered: None,
             }),
-            r#"{"type":"joined","room":"r","id":1,"members":["a","b"],"seq":0,"epoch":"e"}"#
+            r#"{"type":"joined","room":"r","id":1,"members":["a","b"],"member_count":2,"seq":0,"epoch":"e"}"#
         );
         assert_eq!(
             text(&ServerMessage::Joined {
                 room: "r",
                 id: None,
-                members: &[],
+                members: &["a"],
+                member_count: 3,
+                members_truncated: true,
                 seq: 4,
                 epoch: "e",
                 recovered: Some(false),
             }),
-            r#"{"type":"joined","room":"r","members":[],"seq":4,"epoch":"e","recovered":false}"#
+            r#"{"type":"joined","room":"r","members":["a"],"member_count":3,"members_truncated":true,"seq":4,"epoch":"e","recovered":false}"#
+        );
+        assert_eq!(
+            text(&ServerMessage::PresenceBatch {
+                room: "r",
+                joins: &["a", "b"],
+                leaves: &[],
+                member_count: 7,
+            }),
+            r#"{"type":"presence","room":"r","joins":["a","b"],"member_count":7}"#
+        );
+        assert_eq!(
+            text(&ServerMessage::PresenceBatch {
+                room: "r",
+                joins: &[],
+                leaves: &[],
+                member_count: 7,
+            }),
+            r#"{"type":"presence","room":"r","member_count":7}"#
+        );
+        assert_eq!(
+            &presence_single("r", PresenceEvent::Join, "a", 2)[..],
+            br#"{"type":"presence","room":"r","event":"join","user":"a","member_count":2}"#
+        );
+        assert_eq!(
+            text(&ServerMessage::Members {
+                room: "r",
+                id: Some(3),
+                members: &["a", "b"],
+                member_count: 5,
+                next: Some("b"),
+            }),
+            r#"{"type":"members","room":"r","id":3,"members":["a","b"],"member_count":5,"next":"b"}"#
         );
         assert_eq!(
             text(&ServerMessage::Left {

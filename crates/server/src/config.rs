@@ -84,6 +84,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Server-wide memory budgets and the timeouts that bound held memory in time.
     pub memory: MemoryConfig,
+    /// Member lists and presence events in large rooms.
+    pub presence: PresenceSettings,
 }
 
 /// `[cluster]`: the broker that keeps rooms, and how nodes share them.
@@ -337,6 +339,7 @@ impl Default for Config {
             tls_key: None,
             cluster: ClusterConfig::default(),
             memory: MemoryConfig::default(),
+            presence: PresenceSettings::default(),
         }
     }
 }
@@ -390,6 +393,68 @@ fn deserialize_listen<'de, D: serde::Deserializer<'de>>(
 ) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(deserializer)?;
     parse_listen(&text).map_err(serde::de::Error::custom)
+}
+
+/// `[presence]`: member lists and presence events, bounded in large rooms (protocol.md §4.1,
+/// §4.5, §5.4).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceSettings {
+    /// Most users a `joined` lists (the rest by paging with `members`); also the room size
+    /// above which presence frames carry only the member count. Default 1,000 (a `joined` of
+    /// ~12 KB).
+    pub max_joined_members: usize,
+    /// How long a room's presence changes are collected before one frame per member tells
+    /// them (joins and leaves of one user within it cancel). Default 50 ms.
+    #[serde(with = "humantime_serde")]
+    pub batch_interval: Duration,
+    /// In a room above `max_joined_members`: the least time between two count-only presence
+    /// frames. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub count_interval: Duration,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        let hub = switchboard_hub::PresenceConfig::default();
+        Self {
+            max_joined_members: hub.max_joined_members,
+            batch_interval: hub.batch_interval,
+            count_interval: hub.count_interval,
+        }
+    }
+}
+
+impl PresenceSettings {
+    /// The hub's form.
+    pub fn hub(&self) -> switchboard_hub::PresenceConfig {
+        switchboard_hub::PresenceConfig {
+            max_joined_members: self.max_joined_members,
+            batch_interval: self.batch_interval,
+            count_interval: self.count_interval,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |reason: &str| {
+            Err(ConfigError::Invalid {
+                field: "presence",
+                reason: reason.to_owned(),
+            })
+        };
+        if self.max_joined_members == 0
+            || self.max_joined_members > switchboard_protocol::client::MAX_MEMBERS_PAGE * 10
+        {
+            return invalid("max_joined_members must be 1 to 10,000");
+        }
+        if self.batch_interval.is_zero() || self.batch_interval > Duration::from_secs(5) {
+            return invalid("batch_interval must be above zero and at most 5 s");
+        }
+        if self.count_interval < self.batch_interval {
+            return invalid("count_interval must be at least batch_interval");
+        }
+        Ok(())
+    }
 }
 
 /// Why a configuration could not be loaded or is not usable.
@@ -532,6 +597,7 @@ impl Config {
                 "must be at least twice max_message_size (a largest message with its keys)",
             );
         }
+        self.presence.validate()?;
         Ok(())
     }
 }
@@ -633,6 +699,24 @@ mod tests {
         let config = Config::from_toml("listen = \":9000\"\nlog_format = \"json\"\n").unwrap();
         assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn presence_settings_parse_and_are_checked() {
+        let config = Config::from_toml(
+            "[presence]\nmax_joined_members = 10\nbatch_interval = \"20ms\"\ncount_interval = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.presence.max_joined_members, 10);
+        assert_eq!(config.presence.batch_interval, Duration::from_millis(20));
+        config.validate().unwrap();
+        for bad in [
+            "[presence]\nmax_joined_members = 0\n",
+            "[presence]\nbatch_interval = \"0s\"\n",
+            "[presence]\nbatch_interval = \"2s\"\ncount_interval = \"1s\"\n",
+        ] {
+            assert!(Config::from_toml(bad).unwrap().validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

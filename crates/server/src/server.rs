@@ -46,6 +46,19 @@ async fn sweep(state: Arc<AppState>, shutdown: CancellationToken) {
     }
 }
 
+/// Hands out coalesced presence every `presence.batch_interval`, until shutdown (a room's
+/// changes wait at most one interval; see `switchboard_hub::PresenceConfig`).
+async fn flush_presence(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(state.config.presence.batch_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => state.broker.flush_presence(crate::ws::session::now_millis()),
+        }
+    }
+}
+
 /// Serves HTTP/1.1 (with upgrades) on one connection, plain or TLS. On shutdown the request
 /// in flight finishes and the connection closes; upgraded connections have left hyper by then
 /// and close themselves with 1001.
@@ -193,6 +206,9 @@ impl Server {
         } = self;
         let router = routes::router(state.clone());
         state.tracker.spawn(sweep(state.clone(), shutdown.clone()));
+        state
+            .tracker
+            .spawn(flush_presence(state.clone(), shutdown.clone()));
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(state.config.handshake_timeout)
@@ -388,6 +404,7 @@ fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, ServerError> {
             outbox_pool_bytes: config.memory.outbox_pool(),
             history_bytes: config.memory.history_bytes,
             max_idempotency_ids: config.memory.max_idempotency_ids,
+            presence: config.presence.hub(),
         })),
         Some(url) => {
             let cluster = &config.cluster;
@@ -404,6 +421,7 @@ fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, ServerError> {
                 publish_queue: crate::ws::session::MAX_PIPELINED
                     .saturating_mul(config.limits.max_connections),
                 publish_queue_bytes: cluster.publish_queue_bytes,
+                presence: config.presence.hub(),
             })?)
         }
     })

@@ -75,6 +75,8 @@ struct Frame {
     recovered: Option<bool>,
     /// Counted only (a zero-sized element per member: nothing is kept).
     members: Option<Vec<serde::de::IgnoredAny>>,
+    /// In `joined` and `presence` frames: distinct users in the room.
+    member_count: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -92,6 +94,11 @@ struct Counters {
     connect_failures: AtomicU64,
     server_closes: AtomicU64,
     errors: AtomicU64,
+    /// `presence` frames (single, coalesced or count-only) and their bytes, every client.
+    presence_frames: AtomicU64,
+    presence_bytes: AtomicU64,
+    /// The largest `member_count` a `joined` or `presence` frame reported.
+    max_member_count: AtomicU64,
     published: AtomicU64,
     /// The room's seq of the publisher's last acknowledged message.
     last_seq: AtomicU64,
@@ -338,6 +345,9 @@ pub async fn run(args: JitterArgs) -> anyhow::Result<()> {
     report.count("reconnects", load(&counters.reconnects));
     report.count("recovered", load(&counters.recovered));
     report.count("not_recovered", load(&counters.not_recovered));
+    report.count("presence_frames", load(&counters.presence_frames));
+    report.count("presence_bytes", load(&counters.presence_bytes));
+    report.count("max_member_count", load(&counters.max_member_count));
     report.latency("replay", &replay);
     report.latency("live_latency", &live);
     stats::report_cpu(&mut report, cpu_used, "");
@@ -523,7 +533,18 @@ impl Session<'_> {
             shared.problem(format!("unreadable frame: {}", client::clip(text)));
             return;
         };
+        if let Some(count) = frame.member_count {
+            counters
+                .max_member_count
+                .fetch_max(count, Ordering::Relaxed);
+        }
         match frame.kind.as_str() {
+            "presence" => {
+                counters.presence_frames.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .presence_bytes
+                    .fetch_add(text.len() as u64, Ordering::Relaxed);
+            }
             "message" => {
                 let Some(seq) = frame.seq else { return };
                 if tracker.observe(seq) == Seen::New && catchup.is_none() {

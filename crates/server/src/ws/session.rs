@@ -273,6 +273,23 @@ impl SessionHandler {
                 let history = broker.history(&self.session, &room, id, limit, now_millis());
                 deadline::within(due, history).await.map_err(hub_err)?;
             }
+            ClientMessage::Members {
+                room,
+                id,
+                after,
+                limit,
+            } => {
+                let rights = self.check(id, &room, Need::Join)?;
+                if !rights.presence {
+                    return Err(Rejection::new(
+                        id,
+                        ErrorCode::Forbidden,
+                        format!("your token does not allow you to see who is in room {room:?}"),
+                    ));
+                }
+                let members = broker.members(&self.session, &room, id, after.as_deref(), limit);
+                deadline::within(due, members).await.map_err(hub_err)?;
+            }
             ClientMessage::Typing { room } => {
                 self.check(None, &room, Need::Publish)?;
                 deadline::within(due, broker.typing(&self.session, &room))

@@ -426,6 +426,34 @@ impl Client {
         );
     }
 
+    /// The next presence frames must tell `event` of exactly `users` in `room`, in the single
+    /// form or coalesced (`joins`/`leaves`, several changes in one frame).
+    pub async fn expect_presence_of(&mut self, room: &str, event: &str, users: &[&str]) {
+        let field = if event == "join" { "joins" } else { "leaves" };
+        let mut told: Vec<String> = Vec::new();
+        while told.len() < users.len() {
+            let presence = self.expect("presence").await;
+            assert_eq!(presence["room"], room, "{}: {presence}", self.name);
+            match presence["user"].as_str() {
+                Some(user) => {
+                    assert_eq!(presence["event"], event, "{}: {presence}", self.name);
+                    told.push(user.to_owned());
+                }
+                None => told.extend(
+                    presence[field]
+                        .as_array()
+                        .unwrap_or_else(|| panic!("{}: {presence}", self.name))
+                        .iter()
+                        .filter_map(|u| u.as_str().map(str::to_owned)),
+                ),
+            }
+        }
+        told.sort();
+        let mut expected: Vec<String> = users.iter().map(|u| (*u).to_owned()).collect();
+        expected.sort();
+        assert_eq!(told, expected, "{}", self.name);
+    }
+
     /// Starts a clean close (1000) and completes the handshake.
     pub async fn close(mut self) {
         self.send(Message::close(Some(CloseCode::NORMAL_CLOSURE), ""))
