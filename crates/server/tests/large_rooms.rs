@@ -40,6 +40,7 @@ fn redis_config(max_joined_members: usize, redis: &RedisServer) -> Config {
             presence_ttl: Duration::from_secs(30),
             presence_interval: Duration::from_secs(1),
             redis_timeout: Duration::from_secs(2),
+            ..ClusterConfig::default()
         },
         ..config(max_joined_members)
     }
