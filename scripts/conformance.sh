@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the Autobahn|Testsuite (../shared/conformance) against Switchboard's /echo endpoint and
-# fails unless every case of groups 1-10 passes (no FAILED, no UNIMPLEMENTED).
-# Compression groups 12.*/13.* are excluded until permessage-deflate exists.
+# fails unless every case passes (no FAILED, no UNIMPLEMENTED): all 517, permessage-deflate
+# (12.*, 13.*) included.
 #
 #   scripts/conformance.sh [BINARY]     (default: target/debug/switchboard, built by the caller)
 # Report: out/conformance/index.html
@@ -33,7 +33,7 @@ for _ in $(seq 1 200); do
 done
 [ -n "$ADDR" ] || { echo "conformance: server did not report its address" >&2; exit 1; }
 
-"$SUITE/run.sh" "ws://$ADDR/echo" "$OUT" --no-compression --agent switchboard --timeout 900
+"$SUITE/run.sh" "ws://$ADDR/echo" "$OUT" --agent switchboard --timeout 900
 SUMMARY="$("$AUTOBAHN_VENV/bin/python" "$SUITE/summarize.py" "$OUT")"
 echo "$SUMMARY" | tail -n 16
 LAST="$(echo "$SUMMARY" | tail -n 1)"

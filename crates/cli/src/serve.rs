@@ -132,6 +132,15 @@ pub(crate) struct ServeArgs {
     /// [default: 2s].
     #[arg(long, env = "SWITCHBOARD_REDIS_TIMEOUT", value_parser = humantime_duration)]
     redis_timeout: Option<Duration>,
+    /// permessage-deflate for clients that offer it: on or off [default: on].
+    #[arg(long, env = "SWITCHBOARD_COMPRESSION")]
+    compression: Option<switchboard_server::CompressionMode>,
+    /// Messages shorter than this many bytes go uncompressed [default: 256].
+    #[arg(long, env = "SWITCHBOARD_COMPRESSION_THRESHOLD")]
+    compression_threshold: Option<usize>,
+    /// zlib level 0-9 for permessage-deflate (1 fastest, 9 smallest) [default: 1].
+    #[arg(long, env = "SWITCHBOARD_COMPRESSION_LEVEL")]
+    compression_level: Option<u32>,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -160,7 +169,10 @@ impl ServeArgs {
             handshake_timeout,
             max_violations,
             log,
-            idempotency_window
+            idempotency_window,
+            compression,
+            compression_threshold,
+            compression_level
         );
         macro_rules! apply_to {
             ($($field:ident => $($target:ident).+),* $(,)?) => {

@@ -11,7 +11,8 @@ use switchboard_protocol::codes::close;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{self, Incoming, WsError, WsSink, WsStream};
+use super::codec::{self, Incoming, ReadError, WsError, WsSink, WsStream};
+use super::deflate::Deflate;
 use super::heartbeat::{Beat, Heartbeat};
 
 /// How long a close we start may take to complete (peer's close frame) before we drop the
@@ -58,6 +59,10 @@ pub(crate) struct DriveOptions {
     pub(crate) ping_interval: Duration,
     pub(crate) pong_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// Largest message, after reassembly and inflation, in bytes.
+    pub(crate) max_message_size: usize,
+    /// permessage-deflate, when negotiated.
+    pub(crate) deflate: Option<Deflate>,
 }
 
 /// How a connection ended, for the logs.
@@ -118,7 +123,7 @@ pub(crate) fn drive<'a, H: Handler>(
     async move {
         let mut reader =
             std::pin::pin!(read_loop(&mut socket.1, outbox, handler, options, shutdown));
-        let mut writer = std::pin::pin!(write_loop(&mut socket.0, outbox));
+        let mut writer = std::pin::pin!(write_loop(&mut socket.0, outbox, options.deflate));
         tokio::select! {
             ending = &mut reader => {
                 if matches!(ending, Ending::PingTimeout) {
@@ -200,11 +205,22 @@ fn read_loop<'a, H: Handler>(
                             }
                             error = Some(Box::new(err));
                         }
-                        Some(Ok(message)) => match codec::incoming(message) {
-                            Incoming::Close(code, reason) => peer_close = Some((code, reason)),
-                            Incoming::Control => {}
+                        // A compressed message that inflates past the limit (1009) or to garbage
+                        // (1007): the close is ours to send.
+                        Some(Ok(message)) => match codec::incoming(message, options.max_message_size) {
+                            Err(err) if closing.is_none() => {
+                                let frame = match err {
+                                    ReadError::TooBig(_) => CloseFrame::new(close::MESSAGE_TOO_BIG, "message too big"),
+                                    ReadError::Invalid(reason) => CloseFrame::new(close::INVALID_PAYLOAD, reason),
+                                };
+                                tracing::debug!(error = %err, "unreadable compressed message");
+                                outbox.close(frame.clone());
+                                closing = Some((now + CLOSE_GRACE, frame));
+                            }
+                            Ok(Incoming::Close(code, reason)) => peer_close = Some((code, reason)),
+                            Ok(Incoming::Control) => {}
                             // After we start closing, late messages are dropped (RFC 6455 §1.4).
-                            message if closing.is_none() => {
+                            Ok(message) if closing.is_none() => {
                                 // Boxed: the handler's future is large next to an idle
                                 // connection's task, and exists only while a request is handled.
                                 if let Some(frame) = Box::pin(handler.on_message(message, now)).await {
@@ -265,6 +281,7 @@ fn read_loop<'a, H: Handler>(
 fn write_loop<'a>(
     sink: &'a mut WsSink,
     outbox: &'a Outbox,
+    deflate: Option<Deflate>,
 ) -> impl Future<Output = WriterEnd> + 'a {
     async move {
         let mut batch = VecDeque::new();
@@ -280,7 +297,7 @@ fn write_loop<'a>(
                 }
                 Batch::Frames => {
                     let written = tokio::select! {
-                        result = Box::pin(write_batch(sink, &mut batch)) => Some(result),
+                        result = Box::pin(write_batch(sink, &mut batch, deflate.as_ref())) => Some(result),
                         () = outbox.aborted() => None,
                     };
                     match written {
@@ -301,11 +318,15 @@ fn write_loop<'a>(
 }
 
 /// Writes a batch and flushes once. Returns whether the batch ended with our close frame.
-async fn write_batch(sink: &mut WsSink, batch: &mut VecDeque<Outbound>) -> Result<bool, WsError> {
+async fn write_batch(
+    sink: &mut WsSink,
+    batch: &mut VecDeque<Outbound>,
+    deflate: Option<&Deflate>,
+) -> Result<bool, WsError> {
     let mut closed = false;
     for frame in batch.drain(..) {
         closed = matches!(frame, Outbound::Close(_));
-        sink.feed(codec::outgoing(frame)).await?;
+        sink.feed(codec::outgoing(frame, deflate)).await?;
         if closed {
             break;
         }
