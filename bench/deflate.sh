@@ -103,7 +103,10 @@ fanout "switchboard, compression off" --deflate
 stop
 start sb-on "$BIN" "${SB_ARGS[@]}" --compression on
 fanout "switchboard, compression on, clients without deflate"
-fanout "switchboard, compression on, clients offer deflate" --deflate
+fanout "switchboard, compression on (level 1, the default), clients offer deflate" --deflate
+stop
+start sb-on6 "$BIN" "${SB_ARGS[@]}" --compression on --compression-level 6
+fanout "switchboard, compression on (level 6), clients offer deflate" --deflate
 stop
 if [ -n "$BUN" ]; then
   start bun-off env PORT=0 "$BUN" "$ROOT/bench/peers/bun-server.ts"

@@ -33,7 +33,7 @@ for _ in $(seq 1 200); do
 done
 [ -n "$ADDR" ] || { echo "conformance: server did not report its address" >&2; exit 1; }
 
-"$SUITE/run.sh" "ws://$ADDR/echo" "$OUT" --agent switchboard --timeout 900
+"$SUITE/run.sh" "ws://$ADDR/echo" "$OUT" --agent switchboard --timeout 1800
 SUMMARY="$("$AUTOBAHN_VENV/bin/python" "$SUITE/summarize.py" "$OUT")"
 echo "$SUMMARY" | tail -n 16
 LAST="$(echo "$SUMMARY" | tail -n 1)"
