@@ -501,15 +501,20 @@ where
         let max_len = self.inner.decoder().limits.max_payload_len;
 
         loop {
-            let (opcode, payload, fin, compressed) = match ready!(self.as_mut().poll_next_frame(cx)?) {
-                Some(frame) => (frame.opcode, frame.payload, frame.is_final, frame.rsv1),
-                None => return Poll::Ready(None),
-            };
+            let (opcode, payload, fin, compressed) =
+                match ready!(self.as_mut().poll_next_frame(cx)?) {
+                    Some(frame) => (frame.opcode, frame.payload, frame.is_final, frame.rsv1),
+                    None => return Poll::Ready(None),
+                };
             let len = self.partial_payload.len() + payload.len();
 
             if opcode != OpCode::Continuation {
                 if fin {
-                    return Poll::Ready(Some(Ok(Message { opcode, payload, compressed })));
+                    return Poll::Ready(Some(Ok(Message {
+                        opcode,
+                        payload,
+                        compressed,
+                    })));
                 }
                 self.partial_opcode = opcode;
                 self.partial_compressed = compressed;
@@ -530,7 +535,11 @@ where
         let mut payload = Payload::from(take(&mut self.partial_payload));
         payload.set_utf8_validated(opcode == OpCode::Text && !compressed);
 
-        Poll::Ready(Some(Ok(Message { opcode, payload, compressed })))
+        Poll::Ready(Some(Ok(Message {
+            opcode,
+            payload,
+            compressed,
+        })))
     }
 }
 

@@ -673,7 +673,8 @@ impl Frame {
     /// Encode the frame head into `out`, returning a subslice where the mask
     /// should be written to.
     pub fn encode<'a>(&self, out: &'a mut [u8; 14]) -> &'a mut [u8; 4] {
-        out[0] = (u8::from(self.is_final) << 7) | (u8::from(self.rsv1) << 6) | u8::from(self.opcode);
+        out[0] =
+            (u8::from(self.is_final) << 7) | (u8::from(self.rsv1) << 6) | u8::from(self.opcode);
         let mask_slice = if u16::try_from(self.payload.len()).is_err() {
             out[1] = 127;
             let len = u64::try_from(self.payload.len()).unwrap();
