@@ -9,6 +9,7 @@ import type { ServerWebSocket } from 'bun';
 
 type Data = { echo: boolean; user: string };
 
+const DEFLATE = process.env.DEFLATE === '1';
 const seqs = new Map<string, number>();
 
 function reply(ws: ServerWebSocket<Data>, obj: unknown) {
@@ -33,7 +34,9 @@ const server = Bun.serve<Data, never>({
     return new Response('not found', { status: 404 });
   },
   websocket: {
-    perMessageDeflate: false,
+    // DEFLATE=1: permessage-deflate with Bun's default (shared) compressor, for the
+    // compression comparison in docs/benchmarks.md; off otherwise (Bun's own default).
+    perMessageDeflate: DEFLATE,
     maxPayloadLength: 64 * 1024 * 1024,
     backpressureLimit: 64 * 1024 * 1024,
     closeOnBackpressureLimit: false,
@@ -73,7 +76,7 @@ const server = Bun.serve<Data, never>({
           const seq = (seqs.get(msg.room) ?? 0) + 1;
           seqs.set(msg.room, seq);
           const out = JSON.stringify({ type: 'message', room: msg.room, from: ws.data.user, data: msg.data, seq, ts: Date.now() });
-          ws.publish(msg.room, out);
+          ws.publish(msg.room, out, DEFLATE);
           if (msg.echo === true) ws.send(out);
           if (id !== undefined) reply(ws, { type: 'ack', id, seq });
           break;

@@ -181,6 +181,15 @@ pub(crate) struct ServeArgs {
     /// (`unavailable`) [default: 33554432].
     #[arg(long, env = "SWITCHBOARD_PUBLISH_QUEUE_BYTES")]
     publish_queue_bytes: Option<usize>,
+    /// permessage-deflate for clients that offer it: on or off [default: on].
+    #[arg(long, env = "SWITCHBOARD_COMPRESSION")]
+    compression: Option<switchboard_server::CompressionMode>,
+    /// Messages shorter than this many bytes go uncompressed [default: 256].
+    #[arg(long, env = "SWITCHBOARD_COMPRESSION_THRESHOLD")]
+    compression_threshold: Option<usize>,
+    /// zlib level 0-9 for permessage-deflate (1 fastest, 9 smallest) [default: 1].
+    #[arg(long, env = "SWITCHBOARD_COMPRESSION_LEVEL")]
+    compression_level: Option<u32>,
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {
@@ -218,7 +227,10 @@ impl ServeArgs {
             max_violations,
             log,
             log_format,
-            idempotency_window
+            idempotency_window,
+            compression,
+            compression_threshold,
+            compression_level
         );
         macro_rules! apply_to {
             ($($field:ident => $($target:ident).+),* $(,)?) => {

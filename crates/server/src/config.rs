@@ -80,12 +80,44 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for TLS; needs `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// permessage-deflate (RFC 7692) for clients that offer it: `on` or `off`. Default `on`:
+    /// a broadcast is compressed once for all its recipients and no connection keeps deflate
+    /// state, so it costs little CPU and no memory (docs/benchmarks.md) while JSON shrinks 3–10×.
+    pub compression: CompressionMode,
+    /// Messages shorter than this many bytes are sent uncompressed. Default 256: below that
+    /// the saving is a few bytes and not worth the compression's CPU.
+    pub compression_threshold: usize,
+    /// zlib compression level, 1 (fastest) to 9 (smallest); 0 stores. Default 1: JSON gets
+    /// most of its saving at level 1 at a third of level 6's CPU (docs/benchmarks.md).
+    pub compression_level: u32,
     /// Where rooms live: this process only, or shared with other nodes through Redis.
     pub cluster: ClusterConfig,
     /// Server-wide memory budgets and the timeouts that bound held memory in time.
     pub memory: MemoryConfig,
     /// Member lists and presence events in large rooms.
     pub presence: PresenceSettings,
+}
+
+/// Whether permessage-deflate is offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionMode {
+    /// Answer clients' permessage-deflate offers.
+    On,
+    /// Decline them: every connection runs uncompressed.
+    Off,
+}
+
+impl std::str::FromStr for CompressionMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "on" | "true" => Ok(Self::On),
+            "off" | "false" => Ok(Self::Off),
+            other => Err(format!("expected `on` or `off`, got `{other}`")),
+        }
+    }
 }
 
 /// `[cluster]`: the broker that keeps rooms, and how nodes share them.
@@ -337,6 +369,9 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             tls_cert: None,
             tls_key: None,
+            compression: CompressionMode::On,
+            compression_threshold: 256,
+            compression_level: 1,
             cluster: ClusterConfig::default(),
             memory: MemoryConfig::default(),
             presence: PresenceSettings::default(),
@@ -535,6 +570,9 @@ impl Config {
         }
         if self.ping_interval.is_zero() || self.pong_timeout.is_zero() {
             return invalid("ping_interval/pong_timeout", "must be greater than zero");
+        }
+        if self.compression_level > 9 {
+            return invalid("compression_level", "must be 0 to 9");
         }
         if self.max_violations == 0 {
             return invalid("max_violations", "must be at least 1");

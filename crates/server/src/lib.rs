@@ -17,6 +17,6 @@ mod state;
 mod tls;
 mod ws;
 
-pub use config::{Config, ConfigError, LogFormat};
+pub use config::{CompressionMode, Config, ConfigError, LogFormat};
 pub use server::{Server, ServerError};
 pub use tokio_util::sync::CancellationToken;

@@ -14,7 +14,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_websockets::{
-    ClientBuilder, CloseCode, Error as WsError, Message, WebSocketStream, upgrade,
+    ClientBuilder, CloseCode, Error as WsError, Limits, Message, WebSocketStream, upgrade,
 };
 
 /// One client connection.
@@ -31,13 +31,15 @@ const CONNECTIONS_PER_SOURCE: u64 = 1000;
 const CONN_PLACEHOLDER: &str = "{conn}";
 
 /// Where the scenario connects to.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Target {
     /// The URL as given.
     pub url: String,
     uri: Uri,
     addr: SocketAddr,
     spread: bool,
+    /// Offer permessage-deflate (RFC 7692) on every connection.
+    deflate: bool,
 }
 
 impl Target {
@@ -71,7 +73,15 @@ impl Target {
             uri,
             addr,
             spread,
+            deflate: false,
         })
+    }
+
+    /// Offers permessage-deflate on every connection (what a browser sends); compressed
+    /// messages must then go through [`plain`] before their text is read.
+    pub fn with_deflate(mut self, deflate: bool) -> Self {
+        self.deflate = deflate;
+        self
     }
 
     /// Whether connections are made from spread source addresses.
@@ -107,7 +117,18 @@ impl Target {
             }
             let stream = socket.connect(self.addr).await.context("TCP connect")?;
             stream.set_nodelay(true).context("TCP_NODELAY")?;
-            let builder = ClientBuilder::from_uri(self.uri_for(index)?);
+            let mut builder = ClientBuilder::from_uri(self.uri_for(index)?);
+            if self.deflate {
+                builder = builder
+                    .limits(Limits::default().allow_compressed(true))
+                    .add_header(
+                        http::header::SEC_WEBSOCKET_EXTENSIONS,
+                        http::HeaderValue::from_static(
+                            "permessage-deflate; client_max_window_bits",
+                        ),
+                    )
+                    .context("extension header")?;
+            }
             match builder.connect_on(stream).await {
                 Ok((ws, _response)) => Ok(ws),
                 Err(WsError::Upgrade(upgrade::Error::DidNotSwitchProtocols(status))) => {
@@ -150,6 +171,38 @@ pub fn clip(text: &str) -> String {
         text.get(..end).unwrap_or_default(),
         text.len()
     )
+}
+
+/// The message with its payload inflated if it arrived compressed (permessage-deflate); a
+/// message that does not inflate becomes an empty binary one (no text to read).
+pub fn plain(msg: Message) -> Message {
+    use std::cell::RefCell;
+    thread_local! {
+        static INFLATER: RefCell<flate2::Decompress> = RefCell::new(flate2::Decompress::new(false));
+    }
+    if !msg.is_compressed() {
+        return msg;
+    }
+    let inflated = INFLATER.with_borrow_mut(|inflater| {
+        inflater.reset(false);
+        let mut input = msg.as_payload().to_vec();
+        input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        let mut out = Vec::with_capacity(input.len() * 4 + 64);
+        loop {
+            let read = usize::try_from(inflater.total_in()).unwrap_or(usize::MAX);
+            let rest = input.get(read..).unwrap_or_default();
+            inflater
+                .decompress_vec(rest, &mut out, flate2::FlushDecompress::Sync)
+                .ok()?;
+            if inflater.total_in() as usize >= input.len() && out.len() < out.capacity() {
+                return Some(out);
+            }
+            out.reserve(out.capacity());
+        }
+    });
+    inflated
+        .and_then(|bytes| msg.inflated(bytes.into()).ok())
+        .unwrap_or_else(|| Message::binary(bytes::Bytes::new()))
 }
 
 /// The source address of connection `index` (see [`Target::resolve`]).

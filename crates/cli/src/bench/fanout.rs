@@ -71,6 +71,10 @@ pub struct FanoutArgs {
     /// … but never longer than this after publishing stopped.
     #[arg(long, default_value = "60", value_parser = parse_seconds)]
     drain_max: Duration,
+    /// Offer permessage-deflate (RFC 7692) on every connection, as browsers do, and inflate
+    /// what arrives compressed.
+    #[arg(long)]
+    deflate: bool,
     /// Connect the publishers to this URL instead of --url: with two nodes of a cluster,
     /// every delivery crosses the broker (cross-node fan-out).
     #[arg(long, value_name = "URL")]
@@ -142,7 +146,8 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     if !(args.rate >= 0.0 && args.rate.is_finite()) {
         bail!("--rate must be a non-negative number");
     }
-    let target = common.target("/ws").await?;
+    let target =
+        Arc::new(Arc::unwrap_or_clone(common.target("/ws").await?).with_deflate(args.deflate));
     let layout = Layout {
         subscribers: args.subscribers,
         rooms: args.rooms,
@@ -192,7 +197,11 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
     }
     let template = Template::new(&args.publish_template);
     let publisher_target = match &args.publisher_url {
-        Some(url) => Arc::new(client::Target::resolve(url, !common.no_spread).await?),
+        Some(url) => Arc::new(
+            client::Target::resolve(url, !common.no_spread)
+                .await?
+                .with_deflate(args.deflate),
+        ),
         None => target.clone(),
     };
     let mut publishers = Vec::with_capacity(args.publishers);
@@ -451,7 +460,7 @@ async fn publisher(
             () = &mut draining => break,
             frame = ws.next() => match frame {
                 Some(Ok(msg)) if msg.is_close() => { failed = Some(client::describe_end(Some(Ok(msg)))); break; }
-                Some(Ok(msg)) => note_error(&msg, shared),
+                Some(Ok(msg)) => note_error(&client::plain(msg), shared),
                 other => { failed = Some(client::describe_end(other)); break; }
             },
             _ = tick.tick() => {
@@ -519,7 +528,7 @@ async fn publisher(
             tokio::select! {
                 () = &mut stopping => break,
                 frame = ws.next() => match frame {
-                    Some(Ok(msg)) if !msg.is_close() => note_error(&msg, shared),
+                    Some(Ok(msg)) if !msg.is_close() => note_error(&client::plain(msg), shared),
                     other => { failed = Some(client::describe_end(other)); break; }
                 },
             }
@@ -570,7 +579,7 @@ async fn subscriber(
             frame = ws.next(), if open => frame,
         };
         let msg = match frame {
-            Some(Ok(msg)) if msg.is_text() => msg,
+            Some(Ok(msg)) if msg.is_text() => client::plain(msg),
             Some(Ok(msg)) if !msg.is_close() => continue,
             other => {
                 result.ended = Some(client::describe_end(other));

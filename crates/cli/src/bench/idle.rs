@@ -37,6 +37,9 @@ pub struct IdleArgs {
     /// Seconds to hold the connections once all are open.
     #[arg(long, default_value = "10", value_parser = parse_seconds)]
     hold: Duration,
+    /// Offer permessage-deflate on every connection (idle memory with deflate negotiated).
+    #[arg(long)]
+    deflate: bool,
 }
 
 #[derive(Debug, Default)]
@@ -48,7 +51,8 @@ struct Shared {
 
 pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let common = &args.common;
-    let target = common.target("/ws").await?;
+    let target =
+        Arc::new(Arc::unwrap_or_clone(common.target("/ws").await?).with_deflate(args.deflate));
     let mut report = Report::new("idle", &target.url);
     let fd_limit = raise_fd_limit(&mut report);
     if let Some(limit) = fd_limit

@@ -140,6 +140,7 @@ impl SubscribeArgs {
                         bail!("while subscribing: {}", client::describe_end(Some(Ok(msg))))
                     }
                     Some(Ok(msg)) => {
+                        let msg = client::plain(msg);
                         let text = msg.as_text().unwrap_or_default();
                         if text.contains(&self.ready_marker) {
                             confirmed += 1;

@@ -17,6 +17,8 @@ use tokio_websockets::{
     CloseCode, Config, Limits, Message, Payload, ServerBuilder, WebSocketStream,
 };
 
+use super::deflate::{self, Deflate, InflateError};
+
 /// A server-side WebSocket over an upgraded HTTP/1.1 connection.
 type Socket = WebSocketStream<Watched<TokioIo<Upgraded>>>;
 
@@ -94,17 +96,23 @@ pub(crate) type WsError = tokio_websockets::Error;
 /// Takes over an upgraded connection (the 101 response has been sent). Split at once: the
 /// socket moves to the heap (shared by the halves) instead of sitting in the caller's task.
 ///
-/// Pings are not answered by the codec (the driver answers them through the outbox, one
-/// pong at most waiting, within the rate limit), and the start of a fragmented message is
-/// reported so that the driver can bound it in time.
+/// Pings are not answered by the codec (the driver answers them through the outbox, 16 pongs
+/// at most waiting, within the rate limit), and the start of a fragmented message is reported
+/// so that the driver can bound it in time. `compressed`: permessage-deflate was negotiated
+/// (frames may carry RSV1).
 pub(crate) fn server_socket(
     upgraded: Upgraded,
     max_message_size: usize,
+    compressed: bool,
 ) -> (WsSink, WsStream, WriteProgress) {
     let written = WriteProgress::default();
     let (sink, stream) = ServerBuilder::new()
         .config(Config::default().auto_pong(false).report_fragments(true))
-        .limits(Limits::default().max_payload_len(Some(max_message_size)))
+        .limits(
+            Limits::default()
+                .max_payload_len(Some(max_message_size))
+                .allow_compressed(compressed),
+        )
         .serve(Watched {
             io: TokioIo::new(upgraded),
             written: written.clone(),
@@ -133,7 +141,36 @@ pub(crate) enum Incoming {
     FragmentStart,
 }
 
-pub(crate) fn incoming(message: Message) -> Incoming {
+/// Why a received message could not be read (the connection closes with the given code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ReadError {
+    /// Inflated, the message exceeds the size limit (1009).
+    #[error("{0}")]
+    TooBig(InflateError),
+    /// Not valid deflate data, or inflated text that is not UTF-8 (1007).
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+/// A received message as the handlers see it; a compressed one (permessage-deflate) is
+/// inflated here, at most `max_message_size` bytes of it.
+pub(crate) fn incoming(message: Message, max_message_size: usize) -> Result<Incoming, ReadError> {
+    let message = if message.is_compressed() {
+        let plain =
+            deflate::inflate(message.as_payload(), max_message_size).map_err(|err| match err {
+                InflateError::TooBig { .. } => ReadError::TooBig(err),
+                InflateError::Corrupt => ReadError::Invalid("invalid compressed data"),
+            })?;
+        message
+            .inflated(plain)
+            .map_err(|_| ReadError::Invalid("invalid utf-8"))?
+    } else {
+        message
+    };
+    Ok(classify(message))
+}
+
+fn classify(message: Message) -> Incoming {
     if message.is_text() {
         Incoming::Text(message)
     } else if message.is_binary() {
@@ -160,11 +197,19 @@ pub(crate) fn bytes_of(message: WsMessage) -> bytes::Bytes {
     message.into_payload().into()
 }
 
-/// The codec message for a queued frame.
-pub(crate) fn outgoing(frame: Outbound) -> Message {
+/// The codec message for a queued frame; with permessage-deflate negotiated, text and binary
+/// frames over the threshold go out compressed (a broadcast's compression made once, shared).
+pub(crate) fn outgoing(frame: Outbound, deflate: Option<&Deflate>) -> Message {
+    let compressed = |bytes: &bytes::Bytes| deflate.and_then(|d| d.compress(bytes));
     match frame {
-        Outbound::Text(bytes) => Message::text(Payload::from(bytes)),
-        Outbound::Binary(bytes) => Message::binary(Payload::from(bytes)),
+        Outbound::Text(bytes) => match compressed(&bytes) {
+            Some(packed) => Message::text(Payload::from(packed)).into_compressed(),
+            None => Message::text(Payload::from(bytes)),
+        },
+        Outbound::Binary(bytes) => match compressed(&bytes) {
+            Some(packed) => Message::binary(Payload::from(packed)).into_compressed(),
+            None => Message::binary(Payload::from(bytes)),
+        },
         Outbound::Ping => Message::ping(Payload::from(bytes::Bytes::new())),
         Outbound::Pong(payload) => Message::pong(Payload::from(payload)),
         Outbound::Close(frame) => close_message(&frame),

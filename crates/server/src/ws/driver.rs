@@ -13,7 +13,8 @@ use switchboard_protocol::codes::close;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{self, Incoming, WriteProgress, WsError, WsSink, WsStream};
+use super::codec::{self, Incoming, ReadError, WriteProgress, WsError, WsSink, WsStream};
+use super::deflate::Deflate;
 use super::heartbeat::{Beat, Heartbeat};
 
 /// How long a close we start may take to complete (peer's close frame) before we drop the
@@ -70,6 +71,10 @@ pub(crate) struct DriveOptions {
     pub(crate) write_timeout: Duration,
     /// How long a fragmented message may stay incomplete.
     pub(crate) fragment_timeout: Duration,
+    /// Largest message, after reassembly and inflation, in bytes.
+    pub(crate) max_message_size: usize,
+    /// permessage-deflate, when negotiated.
+    pub(crate) deflate: Option<Deflate>,
 }
 
 /// How a connection ended, for the logs.
@@ -138,7 +143,8 @@ pub(crate) fn drive<'a, H: Handler>(
             &mut socket.0,
             outbox,
             &socket.2,
-            options.write_timeout
+            options.write_timeout,
+            options.deflate,
         ));
         tokio::select! {
             ending = &mut reader => {
@@ -241,10 +247,21 @@ fn read_loop<'a, H: Handler>(
                             }
                             error = Some(Box::new(err));
                         }
-                        Some(Ok(message)) => match codec::incoming(message) {
-                            Incoming::Close(code, reason) => peer_close = Some((code, reason)),
-                            Incoming::Ping(_) | Incoming::Control if closing.is_some() => {}
-                            control @ (Incoming::Ping(_) | Incoming::Control) => {
+                        // A compressed message that inflates past the limit (1009) or to garbage
+                        // (1007): the close is ours to send.
+                        Some(Ok(message)) => match codec::incoming(message, options.max_message_size) {
+                            Err(err) if closing.is_none() => {
+                                let frame = match err {
+                                    ReadError::TooBig(_) => CloseFrame::new(close::MESSAGE_TOO_BIG, "message too big"),
+                                    ReadError::Invalid(reason) => CloseFrame::new(close::INVALID_PAYLOAD, reason),
+                                };
+                                tracing::debug!(error = %err, "unreadable compressed message");
+                                outbox.close(frame.clone());
+                                closing = Some((now + CLOSE_GRACE, frame));
+                            }
+                            Ok(Incoming::Close(code, reason)) => peer_close = Some((code, reason)),
+                            Ok(Incoming::Ping(_) | Incoming::Control) if closing.is_some() => {}
+                            Ok(control @ (Incoming::Ping(_) | Incoming::Control)) => {
                                 match handler.on_control(now) {
                                     // At most 16 pongs wait (then the newest takes the latest payload).
                                     Ok(()) => if let Incoming::Ping(payload) = control {
@@ -257,11 +274,11 @@ fn read_loop<'a, H: Handler>(
                                     }
                                 }
                             }
-                            Incoming::FragmentStart => {
+                            Ok(Incoming::FragmentStart) => {
                                 fragment_due = Some(now + options.fragment_timeout);
                             }
                             // After we start closing, late messages are dropped (RFC 6455 §1.4).
-                            message if closing.is_none() => {
+                            Ok(message) if closing.is_none() => {
                                 fragment_due = None;
                                 // Boxed: the handler's future is large next to an idle
                                 // connection's task, and exists only while a request is handled.
@@ -332,6 +349,7 @@ fn write_loop<'a>(
     outbox: &'a Outbox,
     progress: &'a WriteProgress,
     write_timeout: Duration,
+    deflate: Option<Deflate>,
 ) -> impl Future<Output = WriterEnd> + 'a {
     async move {
         let mut batch = VecDeque::new();
@@ -352,6 +370,7 @@ fn write_loop<'a>(
                         outbox,
                         progress,
                         write_timeout,
+                        deflate.as_ref(),
                     ))
                     .await;
                     match written {
@@ -389,8 +408,9 @@ async fn write_watched(
     outbox: &Outbox,
     progress: &WriteProgress,
     write_timeout: Duration,
+    deflate: Option<&Deflate>,
 ) -> Written {
-    let mut write = std::pin::pin!(write_batch(sink, batch));
+    let mut write = std::pin::pin!(write_batch(sink, batch, deflate));
     // Most batches go straight into the socket buffer: no timer for them (a timer per batch
     // would be a timer-wheel entry per delivery for a reader that keeps up).
     if let Poll::Ready(result) =
@@ -423,11 +443,15 @@ async fn write_watched(
 }
 
 /// Writes a batch and flushes once. Returns whether the batch ended with our close frame.
-async fn write_batch(sink: &mut WsSink, batch: &mut VecDeque<Outbound>) -> Result<bool, WsError> {
+async fn write_batch(
+    sink: &mut WsSink,
+    batch: &mut VecDeque<Outbound>,
+    deflate: Option<&Deflate>,
+) -> Result<bool, WsError> {
     let mut closed = false;
     for frame in batch.drain(..) {
         closed = matches!(frame, Outbound::Close(_));
-        sink.feed(codec::outgoing(frame)).await?;
+        sink.feed(codec::outgoing(frame, deflate)).await?;
         if closed {
             break;
         }

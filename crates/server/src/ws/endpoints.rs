@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::codec;
+use super::deflate::{self, Deflate};
 use super::driver::{self, DriveOptions, Ending};
 use super::echo::EchoHandler;
 use super::session::SessionHandler;
@@ -154,6 +155,7 @@ pub(crate) async fn ws(
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
+    let deflate = deflate::negotiate(request.headers(), state.config.compression_settings());
     let on_upgrade = hyper::upgrade::on(request);
     state.tracker.spawn(session_task(
         state.clone(),
@@ -161,8 +163,20 @@ pub(crate) async fn ws(
         identity,
         permit,
         peer,
+        deflate.as_ref().map(|(d, _)| *d),
     ));
-    upgrade::switching_protocols(&accept)
+    answer(&accept, deflate)
+}
+
+/// The 101 response, with the `Sec-WebSocket-Extensions` answer when deflate was agreed.
+fn answer(accept: &str, deflate: Option<(Deflate, HeaderValue)>) -> Response {
+    let mut response = upgrade::switching_protocols(accept);
+    if let Some((_, extensions)) = deflate {
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
+    }
+    response
 }
 
 /// `GET /echo`: echoes every message (only with `echo_endpoint`).
@@ -182,20 +196,27 @@ pub(crate) async fn echo(
             Some(Duration::from_secs(5)),
         );
     };
+    let deflate = deflate::negotiate(request.headers(), state.config.compression_settings());
     let on_upgrade = hyper::upgrade::on(request);
-    state
-        .tracker
-        .spawn(echo_task(state.clone(), on_upgrade, permit, peer));
-    upgrade::switching_protocols(&accept)
+    state.tracker.spawn(echo_task(
+        state.clone(),
+        on_upgrade,
+        permit,
+        peer,
+        deflate.as_ref().map(|(d, _)| *d),
+    ));
+    answer(&accept, deflate)
 }
 
-fn options(state: &AppState) -> DriveOptions {
+fn options(state: &AppState, max_message_size: usize, deflate: Option<Deflate>) -> DriveOptions {
     DriveOptions {
         ping_interval: state.config.ping_interval,
         pong_timeout: state.config.pong_timeout,
         shutdown_timeout: state.config.shutdown_timeout,
         write_timeout: state.config.memory.write_timeout,
         fragment_timeout: state.config.memory.fragment_timeout,
+        max_message_size,
+        deflate,
     }
 }
 
@@ -213,6 +234,7 @@ fn session_task(
     identity: Identity,
     permit: Slots,
     peer: SocketAddr,
+    deflate: Option<Deflate>,
 ) -> impl Future<Output = ()> + Send {
     async move {
         let upgraded = match on_upgrade.await {
@@ -231,10 +253,10 @@ fn session_task(
         debug!(%peer, session = session.id().0, user = %session.user(), "connected");
         let mut handler = SessionHandler::new(state.clone(), session.clone(), identity);
         let ending = driver::drive(
-            codec::server_socket(upgraded, state.config.max_message_size),
+            codec::server_socket(upgraded, state.config.max_message_size, deflate.is_some()),
             session.outbox(),
             &mut handler,
-            options(&state),
+            options(&state, state.config.max_message_size, deflate),
             &state.shutdown,
         )
         .await;
@@ -265,6 +287,7 @@ fn echo_task(
     on_upgrade: OnUpgrade,
     permit: OwnedSemaphorePermit,
     peer: SocketAddr,
+    deflate: Option<Deflate>,
 ) -> impl Future<Output = ()> + Send {
     async move {
         let upgraded = match on_upgrade.await {
@@ -279,10 +302,10 @@ fn echo_task(
         let outbox = Outbox::new(max.saturating_mul(2).saturating_add(64 * 1024));
         let mut handler = EchoHandler::new(&outbox);
         let ending = driver::drive(
-            codec::server_socket(upgraded, max),
+            codec::server_socket(upgraded, max, deflate.is_some()),
             &outbox,
             &mut handler,
-            options(&state),
+            options(&state, max, deflate),
             &state.shutdown,
         )
         .await;

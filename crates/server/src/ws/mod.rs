@@ -2,6 +2,7 @@
 //! connection (a reader and a single writer) shared by `/ws` and `/echo`.
 
 pub(crate) mod codec;
+pub(crate) mod deflate;
 pub(crate) mod driver;
 pub(crate) mod echo;
 pub(crate) mod endpoints;

@@ -37,6 +37,9 @@ pub(super) struct WebSocketProtocol {
     payload_processed: usize,
     /// UTF-8 validator.
     validator: Validator,
+    /// Switchboard patch: the message being assembled is compressed (its first frame had
+    /// RSV1): its text is validated after inflation, not here.
+    fragmented_compressed: bool,
 }
 
 impl WebSocketProtocol {
@@ -49,6 +52,7 @@ impl WebSocketProtocol {
             fragmented_message_opcode: OpCode::Continuation,
             payload_processed: 0,
             validator: Validator::new(),
+            fragmented_compressed: false,
         }
     }
 }
@@ -82,12 +86,20 @@ impl Decoder for WebSocketProtocol {
         // Bits 1-3
         let rsv = first_two_bytes[0] & 0x70;
 
-        if rsv != 0 {
-            return Err(Error::Protocol(ProtocolError::InvalidRsv));
-        }
-
         // Bits 4-7
         let opcode = OpCode::try_from(first_two_bytes[0] & 0xF)?;
+
+        // Switchboard patch: RSV1 marks a permessage-deflate message (RFC 7692 section 6):
+        // allowed once negotiated, and only on the first frame of a data message.
+        let rsv1 = rsv == 0x40;
+        if rsv != 0
+            && !(rsv1
+                && self.limits.allow_rsv1
+                && !opcode.is_control()
+                && opcode != OpCode::Continuation)
+        {
+            return Err(Error::Protocol(ProtocolError::InvalidRsv));
+        }
 
         if opcode.is_control() {
             if !fin {
@@ -160,10 +172,18 @@ impl Decoder for WebSocketProtocol {
             }
         }
 
+        // Switchboard patch: whether this frame belongs to a compressed message.
+        let compressed = if opcode == OpCode::Continuation {
+            self.fragmented_compressed
+        } else {
+            !opcode.is_control() && rsv1
+        };
+
         if payload_length != 0 {
-            let is_text = opcode == OpCode::Text
-                || (opcode == OpCode::Continuation
-                    && self.fragmented_message_opcode == OpCode::Text);
+            let is_text = !compressed
+                && (opcode == OpCode::Text
+                    || (opcode == OpCode::Continuation
+                        && self.fragmented_message_opcode == OpCode::Text));
             let payload_available = (src.len() - offset).min(payload_length);
             let is_complete = payload_available == payload_length;
 
@@ -220,7 +240,7 @@ impl Decoder for WebSocketProtocol {
         src.advance(offset);
         // Take the payload
         let mut payload = Payload::from(src.split_to(payload_length));
-        payload.set_utf8_validated(opcode == OpCode::Text && fin);
+        payload.set_utf8_validated(opcode == OpCode::Text && fin && !compressed);
 
         // It is possible to receive intermediate control frames between a large other
         // frame. We therefore can't simply reset the fragmented opcode after we receive
@@ -229,6 +249,8 @@ impl Decoder for WebSocketProtocol {
             // Full chunked message received (and opcode is Continuation)
             // or first frame of a multi-frame message received
             self.fragmented_message_opcode = opcode;
+            // Switchboard patch: a compressed message stays compressed to its last frame.
+            self.fragmented_compressed = !fin && compressed;
         }
         // In all other cases, we have either a continuation or control frame, neither
         // of which change change the opcode being assembled
@@ -239,6 +261,7 @@ impl Decoder for WebSocketProtocol {
             opcode,
             payload,
             is_final: fin,
+            rsv1,
         }))
     }
 }

@@ -10,6 +10,8 @@ pub use self::{
 };
 
 mod codec;
+// Switchboard patch: RSV1 for permessage-deflate (see PATCHED.md).
+mod compressed;
 mod error;
 mod reader;
 mod stream;

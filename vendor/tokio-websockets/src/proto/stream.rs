@@ -263,6 +263,8 @@ pub struct WebSocketStream<T> {
     partial_payload: BytesMut,
     /// Opcode of the full message that is being assembled.
     partial_opcode: OpCode,
+    /// Switchboard patch: whether the message being assembled is compressed (RSV1).
+    partial_compressed: bool,
 
     /// Buffer that outgoing frame headers are formatted into.
     header_buf: [u8; 14],
@@ -288,6 +290,7 @@ where
             state: StreamState::Active,
             partial_payload: BytesMut::new(),
             partial_opcode: OpCode::Continuation,
+            partial_compressed: false,
             header_buf: [0; 14],
             frame_queue: FrameQueue::new(),
             flushing_waker: None,
@@ -312,6 +315,7 @@ where
             state: StreamState::Active,
             partial_payload: BytesMut::new(),
             partial_opcode: OpCode::Continuation,
+            partial_compressed: false,
             header_buf: [0; 14],
             frame_queue: FrameQueue::new(),
             flushing_waker: None,
@@ -497,17 +501,23 @@ where
         let max_len = self.inner.decoder().limits.max_payload_len;
 
         loop {
-            let (opcode, payload, fin) = match ready!(self.as_mut().poll_next_frame(cx)?) {
-                Some(frame) => (frame.opcode, frame.payload, frame.is_final),
-                None => return Poll::Ready(None),
-            };
+            let (opcode, payload, fin, compressed) =
+                match ready!(self.as_mut().poll_next_frame(cx)?) {
+                    Some(frame) => (frame.opcode, frame.payload, frame.is_final, frame.rsv1),
+                    None => return Poll::Ready(None),
+                };
             let len = self.partial_payload.len() + payload.len();
 
             if opcode != OpCode::Continuation {
                 if fin {
-                    return Poll::Ready(Some(Ok(Message { opcode, payload })));
+                    return Poll::Ready(Some(Ok(Message {
+                        opcode,
+                        payload,
+                        compressed,
+                    })));
                 }
                 self.partial_opcode = opcode;
+                self.partial_compressed = compressed;
                 self.partial_payload = BytesMut::from(payload);
                 if self.config.report_fragments {
                     // Switchboard patch: the application learns that a message is being
@@ -529,10 +539,15 @@ where
         }
 
         let opcode = replace(&mut self.partial_opcode, OpCode::Continuation);
+        let compressed = take(&mut self.partial_compressed);
         let mut payload = Payload::from(take(&mut self.partial_payload));
-        payload.set_utf8_validated(opcode == OpCode::Text);
+        payload.set_utf8_validated(opcode == OpCode::Text && !compressed);
 
-        Poll::Ready(Some(Ok(Message { opcode, payload })))
+        Poll::Ready(Some(Ok(Message {
+            opcode,
+            payload,
+            compressed,
+        })))
     }
 }
 

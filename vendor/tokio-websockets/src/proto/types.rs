@@ -304,6 +304,9 @@ pub struct Message {
     pub(super) opcode: OpCode,
     /// The payload of the message.
     pub(super) payload: Payload,
+    /// Switchboard patch: sent or received with RSV1 set, i.e. the payload is
+    /// permessage-deflate data (see `compressed.rs`).
+    pub(super) compressed: bool,
 }
 
 impl Message {
@@ -313,6 +316,7 @@ impl Message {
         Self {
             opcode: OpCode::Text,
             payload: payload.into(),
+            compressed: false,
         }
     }
 
@@ -322,6 +326,7 @@ impl Message {
         Self {
             opcode: OpCode::Binary,
             payload: payload.into(),
+            compressed: false,
         }
     }
 
@@ -348,6 +353,7 @@ impl Message {
         Self {
             opcode: OpCode::Close,
             payload: payload.into(),
+            compressed: false,
         }
     }
 
@@ -363,6 +369,7 @@ impl Message {
         Self {
             opcode: OpCode::Ping,
             payload,
+            compressed: false,
         }
     }
 
@@ -378,6 +385,7 @@ impl Message {
         Self {
             opcode: OpCode::Pong,
             payload,
+            compressed: false,
         }
     }
 
@@ -484,6 +492,7 @@ impl Message {
             frame_size,
             payload: self.payload,
             opcode: self.opcode,
+            rsv1: self.compressed,
         }
     }
 }
@@ -496,6 +505,8 @@ pub(super) struct MessageFrames {
     payload: Payload,
     /// Opcode for the next frame.
     opcode: OpCode,
+    /// Switchboard patch: RSV1 for the next frame (only the first frame of a message has it).
+    rsv1: bool,
 }
 
 impl Iterator for MessageFrames {
@@ -512,6 +523,7 @@ impl Iterator for MessageFrames {
             Frame {
                 opcode: replace(&mut self.opcode, OpCode::Continuation),
                 is_final: self.payload.is_empty(),
+                rsv1: replace(&mut self.rsv1, false),
                 payload,
             }
         })
@@ -526,6 +538,8 @@ impl Iterator for MessageFrames {
 pub struct Limits {
     /// The maximum allowed payload length. The default is 64 MiB.
     pub(super) max_payload_len: usize,
+    /// Switchboard patch: whether frames may carry RSV1 (permessage-deflate negotiated).
+    pub(super) allow_rsv1: bool,
 }
 
 impl Limits {
@@ -534,6 +548,7 @@ impl Limits {
     pub fn unlimited() -> Self {
         Self {
             max_payload_len: usize::MAX,
+            allow_rsv1: false,
         }
     }
 
@@ -557,6 +572,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_payload_len: 64 * 1024 * 1024,
+            allow_rsv1: false,
         }
     }
 }
@@ -672,6 +688,9 @@ pub(super) struct Frame {
     pub opcode: OpCode,
     /// Whether this is the last frame of a message.
     pub is_final: bool,
+    /// Switchboard patch: the RSV1 bit (permessage-deflate: set on the first frame of a
+    /// compressed message).
+    pub rsv1: bool,
     /// The payload bytes of the frame.
     pub payload: Payload,
 }
@@ -682,13 +701,15 @@ impl Frame {
     pub const DEFAULT_CLOSE: Self = Self {
         opcode: OpCode::Close,
         is_final: true,
+        rsv1: false,
         payload: Payload::from_static(&CloseCode::NORMAL_CLOSURE.0.get().to_be_bytes()),
     };
 
     /// Encode the frame head into `out`, returning a subslice where the mask
     /// should be written to.
     pub fn encode<'a>(&self, out: &'a mut [u8; 14]) -> &'a mut [u8; 4] {
-        out[0] = (u8::from(self.is_final) << 7) | u8::from(self.opcode);
+        out[0] =
+            (u8::from(self.is_final) << 7) | (u8::from(self.rsv1) << 6) | u8::from(self.opcode);
         let mask_slice = if u16::try_from(self.payload.len()).is_err() {
             out[1] = 127;
             let len = u64::try_from(self.payload.len()).unwrap();
@@ -712,6 +733,7 @@ impl From<Message> for Frame {
         Self {
             opcode: value.opcode,
             is_final: true,
+            rsv1: value.compressed,
             payload: value.payload,
         }
     }
