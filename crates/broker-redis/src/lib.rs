@@ -30,8 +30,8 @@ use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use switchboard_hub::{
     Broker, BrokerFuture, BrokerHealth, Departure, HistoryRules, HubError, HubStats, JoinRequest,
-    Outbound, OutboxPool, Position, PresenceConfig, PublishRequest, Published, Relay, ResyncRequest,
-    Session, Snapshot, members_page as page_of, members_reply,
+    Outbound, OutboxPool, Position, PresenceConfig, PublishRequest, Published, Relay,
+    ResyncRequest, Session, Snapshot, members_page as page_of, members_reply,
 };
 use switchboard_protocol::binary::encode_server_parts;
 use switchboard_protocol::client::RequestId;

@@ -525,6 +525,7 @@ where
                     return Poll::Ready(Some(Ok(Message {
                         opcode: OpCode::Continuation,
                         payload: Payload::from(Bytes::new()),
+                        compressed: false,
                     })));
                 }
             } else if len > max_len {
