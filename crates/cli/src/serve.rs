@@ -148,10 +148,10 @@ pub(crate) struct ServeArgs {
     /// [default: 2s].
     #[arg(help_heading = "Cluster", long, env = "SWITCHBOARD_REDIS_TIMEOUT", value_parser = humantime_duration)]
     redis_timeout: Option<Duration>,
-    // --- Admission and fail-closed settings (issue 11; docs/security.md "Admission").
     /// Host name browser requests may address the server by (repeatable; `*.example.com`,
     /// `*` for any) [default: loopback names and the listen address].
     #[arg(
+        help_heading = "Origins and proxies",
         long = "server-name",
         env = "SWITCHBOARD_SERVER_NAMES",
         value_delimiter = ','
@@ -159,37 +159,82 @@ pub(crate) struct ServeArgs {
     server_names: Option<Vec<String>>,
     /// Prefix of anonymous user names when anonymous access is on beside a key
     /// [default: guest-].
-    #[arg(long, env = "SWITCHBOARD_ANONYMOUS_PREFIX")]
+    #[arg(help_heading = "Auth", long, env = "SWITCHBOARD_ANONYMOUS_PREFIX")]
     anonymous_prefix: Option<String>,
     /// Longest accepted token lifetime (exp - now) [default: 30days].
-    #[arg(long, env = "SWITCHBOARD_MAX_TOKEN_LIFETIME", value_parser = humantime_duration)]
+    #[arg(help_heading = "Auth", long, env = "SWITCHBOARD_MAX_TOKEN_LIFETIME", value_parser = humantime_duration)]
     max_token_lifetime: Option<Duration>,
     /// WebSocket connections one address (IPv4, or IPv6 /64) may hold open
     /// [default: max-connections / 4, at most 1000].
-    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP")]
+    #[arg(
+        help_heading = "Limits",
+        long,
+        env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP"
+    )]
     max_connections_per_ip: Option<usize>,
     /// Connections accepted but not yet upgraded, node-wide [default: 1024].
-    #[arg(long, env = "SWITCHBOARD_MAX_PENDING_CONNECTIONS")]
+    #[arg(
+        help_heading = "Limits",
+        long,
+        env = "SWITCHBOARD_MAX_PENDING_CONNECTIONS"
+    )]
     max_pending_connections: Option<usize>,
     /// Connections not yet upgraded per address (at most half the pending cap) [default: 512].
-    #[arg(long, env = "SWITCHBOARD_MAX_PENDING_PER_IP")]
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_MAX_PENDING_PER_IP")]
     max_pending_per_ip: Option<usize>,
     /// Listen backlog (capped by net.core.somaxconn) [default: 4096].
-    #[arg(long, env = "SWITCHBOARD_LISTEN_BACKLOG")]
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_LISTEN_BACKLOG")]
     listen_backlog: Option<u32>,
     /// Bytes of publishes waiting for Redis, node-wide; past it publishes are refused
     /// (`unavailable`) [default: 33554432].
-    #[arg(long, env = "SWITCHBOARD_PUBLISH_QUEUE_BYTES")]
+    #[arg(
+        help_heading = "Cluster",
+        long,
+        env = "SWITCHBOARD_PUBLISH_QUEUE_BYTES"
+    )]
     publish_queue_bytes: Option<usize>,
     /// permessage-deflate for clients that offer it: on or off [default: on].
-    #[arg(long, env = "SWITCHBOARD_COMPRESSION")]
+    #[arg(help_heading = "Server", long, env = "SWITCHBOARD_COMPRESSION")]
     compression: Option<switchboard_server::CompressionMode>,
     /// Messages shorter than this many bytes go uncompressed [default: 256].
-    #[arg(long, env = "SWITCHBOARD_COMPRESSION_THRESHOLD")]
+    #[arg(
+        help_heading = "Server",
+        long,
+        env = "SWITCHBOARD_COMPRESSION_THRESHOLD"
+    )]
     compression_threshold: Option<usize>,
     /// zlib level 0-9 for permessage-deflate (1 fastest, 9 smallest) [default: 1].
-    #[arg(long, env = "SWITCHBOARD_COMPRESSION_LEVEL")]
+    #[arg(help_heading = "Server", long, env = "SWITCHBOARD_COMPRESSION_LEVEL")]
     compression_level: Option<u32>,
+    /// Server-wide bytes outboxes may hold beyond 16 KiB each; 0 turns it off
+    /// [default: 134217728].
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_OUTBOX_POOL_BYTES")]
+    outbox_pool_bytes: Option<usize>,
+    /// Server-wide bytes of history across rooms, oldest evicted first [default: 67108864].
+    #[arg(help_heading = "History", long, env = "SWITCHBOARD_HISTORY_BYTES")]
+    history_bytes: Option<usize>,
+    /// Close a connection whose socket accepts no byte for this long [default: 50s].
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_WRITE_TIMEOUT", value_parser = humantime_duration)]
+    write_timeout: Option<Duration>,
+    /// Longest a fragmented message may stay incomplete [default: 20s].
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_FRAGMENT_TIMEOUT", value_parser = humantime_duration)]
+    fragment_timeout: Option<Duration>,
+    /// Publish msg_ids remembered for deduplication, server-wide [default: 100000].
+    #[arg(
+        help_heading = "History",
+        long,
+        env = "SWITCHBOARD_MAX_IDEMPOTENCY_IDS"
+    )]
+    max_idempotency_ids: Option<usize>,
+    /// Most users a `joined` lists (the rest via `members`) [default: 1000].
+    #[arg(help_heading = "Limits", long, env = "SWITCHBOARD_MAX_JOINED_MEMBERS")]
+    max_joined_members: Option<usize>,
+    /// How long presence changes are collected into one frame [default: 50ms].
+    #[arg(help_heading = "Server", long, env = "SWITCHBOARD_PRESENCE_BATCH_INTERVAL", value_parser = humantime_duration)]
+    presence_batch_interval: Option<Duration>,
+    /// Least time between count-only presence frames in large rooms [default: 1s].
+    #[arg(help_heading = "Server", long, env = "SWITCHBOARD_PRESENCE_COUNT_INTERVAL", value_parser = humantime_duration)]
+    presence_count_interval: Option<Duration>,
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {
@@ -253,6 +298,14 @@ impl ServeArgs {
             presence_interval => cluster.presence_interval,
             redis_timeout => cluster.redis_timeout,
             publish_queue_bytes => cluster.publish_queue_bytes,
+            outbox_pool_bytes => memory.outbox_pool_bytes,
+            history_bytes => memory.history_bytes,
+            write_timeout => memory.write_timeout,
+            fragment_timeout => memory.fragment_timeout,
+            max_idempotency_ids => memory.max_idempotency_ids,
+            max_joined_members => presence.max_joined_members,
+            presence_batch_interval => presence.batch_interval,
+            presence_count_interval => presence.count_interval,
         );
         apply_to!(
             server_names => server_names,
