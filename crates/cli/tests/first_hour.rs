@@ -102,10 +102,15 @@ impl Started {
             .unwrap_or_else(|| panic!("no address line: {line:?}"))
             .to_owned();
         let mut err = BufReader::new(child.stderr.take().unwrap());
+        // The summary and the lines after it (notes the server logs while it binds, such as
+        // the open-file limit, come before it).
         let mut log = Vec::new();
-        for _ in 0..lines {
+        while log.len() < lines {
             let mut line = String::new();
-            err.read_line(&mut line).unwrap();
+            assert!(err.read_line(&mut line).unwrap() > 0, "log ended: {log:?}");
+            if log.is_empty() && !line.contains("ready: open") {
+                continue;
+            }
             log.push(line);
         }
         Self { child, addr, log }

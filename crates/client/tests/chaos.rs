@@ -26,6 +26,8 @@ fn unthrottled() -> Config {
     config.limits.message_burst = 1_000_000;
     config.limits.connections_per_ip_per_second = 1_000_000;
     config.limits.connection_burst_per_ip = 1_000_000;
+    // Thousands of clients from one loopback address (the per-address cap is 1,000 by default).
+    config.limits.max_connections_per_ip = Some(1_000_000);
     config.history.size = 10_000;
     config
 }

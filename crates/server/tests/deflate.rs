@@ -143,8 +143,9 @@ async fn room_message_is_compressed_once_for_deflate_members_and_plain_for_other
     bob.join("r").await;
     carol.join("r").await;
     // The joins' presence events (short: sent uncompressed).
-    alice.expect_presence("r", "join", "bob").await;
-    alice.expect_presence("r", "join", "carol").await;
+    alice
+        .expect_presence_of("r", "join", &["bob", "carol"])
+        .await;
     bob.expect_presence("r", "join", "carol").await;
 
     let data = ticker();
