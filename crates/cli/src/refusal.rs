@@ -107,7 +107,13 @@ pub fn hint(status: u16, path: &str, body: &str) -> Option<String> {
 /// 429: which limit, and which server flags lift it.
 fn rate_limit_hint(body: &str) -> String {
     let per_ip = body.contains("from this address") || body.is_empty();
-    if per_ip {
+    if body.contains("open connections") {
+        "the server's cap on open connections per address was hit: close some, or start the \
+         server with a higher cap, e.g. `switchboard serve --max-connections-per-ip 1000000` \
+         (README: serve for benchmarking; behind a proxy, set --trusted-proxy so that each \
+         client counts on its own)"
+            .to_owned()
+    } else if per_ip {
         "the server's per-IP connection rate limit was hit: wait and retry, or start the server \
          with higher limits, e.g. `switchboard serve --ip-connect-rate 1000000 --ip-connect-burst \
          1000000` (README: serve for benchmarking; behind a proxy, set --trusted-proxy so that \
@@ -194,6 +200,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("--ip-connect-rate"), "{text}");
+        let text = rate_limit_hint("too many open connections from this address");
+        assert!(text.contains("--max-connections-per-ip"), "{text}");
     }
 
     #[test]
