@@ -776,7 +776,10 @@ impl Broker for RedisBroker {
         after: Option<&'a str>,
         limit: usize,
     ) -> BrokerFuture<'a, ()> {
-        Box::pin(self.members_inner(session, room, id, after, limit))
+        Box::pin(
+            self.shared
+                .bounded(self.members_inner(session, room, id, after, limit)),
+        )
     }
 
     fn flush_presence(&self, now_ms: u64) {
