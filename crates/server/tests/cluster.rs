@@ -15,13 +15,11 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream as StdTcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::redis::RedisServer;
+use support::redis::{self, RedisServer};
 use support::{Client, TestServer, http_get, members, unthrottled};
 use switchboard_server::Config;
 use switchboard_server::config::ClusterConfig;
@@ -130,22 +128,6 @@ async fn collect_messages(client: &mut Client, count: usize) -> Vec<(u64, Value)
         out.push((value["seq"].as_u64().unwrap(), value["data"].clone()));
     }
     out
-}
-
-/// Sends a RESP command to a Redis on `port` and returns the raw reply.
-fn redis_command(port: u16, args: &[&str]) -> String {
-    let mut stream = StdTcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(request.as_bytes()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut reply = [0u8; 512];
-    let n = stream.read(&mut reply).unwrap();
-    String::from_utf8_lossy(&reply[..n]).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,7 +488,7 @@ async fn a_lost_subscription_is_filled_from_history() {
             if n == TOTAL / 3 {
                 // Every node's Pub/Sub connection drops; messages keep being sequenced.
                 let reply = tokio::task::spawn_blocking(move || {
-                    redis_command(port, &["CLIENT", "KILL", "TYPE", "pubsub"])
+                    redis::command(port, &["CLIENT", "KILL", "TYPE", "pubsub"])
                 })
                 .await
                 .unwrap();

@@ -21,13 +21,11 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream as StdTcpStream;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::redis::RedisServer;
+use support::redis::{self, RedisServer};
 use support::{Client, TestServer, http_get, members};
 use switchboard_server::Config;
 use switchboard_server::config::ClusterConfig;
@@ -72,22 +70,6 @@ async fn wait_ready(node: &TestServer, ready: bool) {
 /// Runs a blocking signal/command against the test's Redis off the runtime.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
-}
-
-/// Sends a RESP command to a Redis on `port` and returns the raw reply.
-fn redis_command(port: u16, args: &[&str]) -> String {
-    let mut stream = StdTcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(request.as_bytes()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut reply = [0u8; 512];
-    let n = stream.read(&mut reply).unwrap();
-    String::from_utf8_lossy(&reply[..n]).into_owned()
 }
 
 /// Publishes once Redis is back and waits for the ack, skipping what else arrives (messages
@@ -434,7 +416,7 @@ async fn f17_after_redis_data_loss_joined_lists_the_members_present() {
     }
 
     let port = redis.port;
-    let reply = blocking(move || redis_command(port, &["FLUSHALL"])).await;
+    let reply = blocking(move || redis::command(port, &["FLUSHALL"])).await;
     assert!(reply.starts_with("+OK"), "{reply}");
     bob.send_json(json!({"type": "publish", "room": room, "data": "after", "id": 1}))
         .await;

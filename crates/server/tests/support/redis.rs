@@ -212,6 +212,23 @@ fn wait_ready(child: &mut Child, port: u16, dir: &Path) -> Result<(), String> {
     }
 }
 
+/// Sends a RESP command to a Redis on 127.0.0.1:PORT and returns the raw reply (blocking: call
+/// it off the runtime, e.g. in `spawn_blocking`).
+pub fn command(port: u16, args: &[&str]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes()).expect("send to redis");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("set a read timeout");
+    let mut reply = [0u8; 512];
+    let n = stream.read(&mut reply).expect("read redis's reply");
+    String::from_utf8_lossy(reply.get(..n).unwrap_or_default()).into_owned()
+}
+
 /// Whether a Redis on 127.0.0.1:PORT answers PING.
 fn pings(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
