@@ -156,19 +156,7 @@ async fn f8_one_address_cannot_take_every_connection_slot() {
     );
     // A closed connection gives its address's slot back.
     first.close().await;
-    let deadline = Instant::now() + RECV_TIMEOUT;
-    let admitted = loop {
-        let answer = upgrade(addr, "/ws?user=c4", &[]).await;
-        if answer.status == 101 {
-            break answer;
-        }
-        assert_eq!(answer.status, 429, "{answer:?}");
-        assert!(
-            Instant::now() < deadline,
-            "no slot freed within {RECV_TIMEOUT:?} of a clean close"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let admitted = security_support::upgrade_once_freed(addr, "/ws?user=c4", 429).await;
     assert_eq!(upgrade(addr, "/ws?user=c5", &[]).await.status, 429);
     drop(admitted);
 }

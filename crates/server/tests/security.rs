@@ -1014,19 +1014,7 @@ async fn past_max_connections_the_upgrade_is_503_with_retry_after_until_one_clos
     first.close().await;
     // The slot is freed once the server has finished with the connection; nothing tells the
     // client when, so retry (bounded).
-    let deadline = Instant::now() + RECV_TIMEOUT;
-    let admitted = loop {
-        let answer = upgrade(addr, "/ws?user=c4", &[]).await;
-        if answer.status == 101 {
-            break answer;
-        }
-        assert_eq!(answer.status, 503, "{answer:?}");
-        assert!(
-            Instant::now() < deadline,
-            "no slot freed within {RECV_TIMEOUT:?} of a clean close"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let admitted = security_support::upgrade_once_freed(addr, "/ws?user=c4", 503).await;
     // Full again.
     assert_eq!(upgrade(addr, "/ws?user=c5", &[]).await.status, 503);
     drop(admitted);

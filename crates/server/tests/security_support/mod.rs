@@ -180,6 +180,25 @@ pub async fn upgrade(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> An
     upgrade_with_host(addr, path, &addr.to_string(), extra).await
 }
 
+/// Upgrades `path` once a freed connection slot lets it through: the server frees a slot
+/// when it has finished with a closed connection, which nothing tells the client, so this
+/// retries (bounded by `RECV_TIMEOUT`) while the answer is still the `refused` status.
+pub async fn upgrade_once_freed(addr: SocketAddr, path: &str, refused: u16) -> Answer {
+    let deadline = Instant::now() + RECV_TIMEOUT;
+    loop {
+        let answer = upgrade(addr, path, &[]).await;
+        if answer.status == 101 {
+            return answer;
+        }
+        assert_eq!(answer.status, refused, "{answer:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no slot freed within {RECV_TIMEOUT:?} of a clean close"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Like [`upgrade`] with a chosen `Host` header.
 pub async fn upgrade_with_host(
     addr: SocketAddr,
