@@ -72,12 +72,7 @@ async fn f1_ping_flood_is_bounded_and_closed_as_a_violation() {
     let mut raw = raw_upgrade(connect_small_window(server.addr()).await, "/ws?user=flood").await;
     // 20,000 pings of 125 bytes (2.6 MB) in one go, without reading anything.
     let ping = masked_frame(opcode::PING, &[b'p'; 125], MASK);
-    let flood: Vec<u8> = ping
-        .iter()
-        .copied()
-        .cycle()
-        .take(ping.len() * 20_000)
-        .collect();
+    let flood = ping.repeat(20_000);
     // The server closes the connection part way: writing the rest may fail, which is fine.
     let _ = tokio::time::timeout(RECV_TIMEOUT, raw.write_all(&flood)).await;
     let drained = read_to_end_within(&mut raw, Duration::from_secs(15)).await;
@@ -120,12 +115,7 @@ async fn f1_an_endless_ping_flood_is_cut_off() {
     let raw = raw_upgrade(connect_small_window(server.addr()).await, "/ws?user=flood").await;
     let (_read, mut write) = raw.into_split();
     let ping = masked_frame(opcode::PING, &[b'p'; 125], MASK);
-    let burst: Vec<u8> = ping
-        .iter()
-        .copied()
-        .cycle()
-        .take(ping.len() * 1_000)
-        .collect();
+    let burst = ping.repeat(1_000);
     let started = Instant::now();
     loop {
         if write.write_all(&burst).await.is_err() {
@@ -152,12 +142,7 @@ async fn f1_ping_flood_on_echo_gets_coalesced_pongs() {
     .await;
     let mut raw = raw_upgrade(connect_small_window(server.addr()).await, "/echo").await;
     let ping = masked_frame(opcode::PING, &[b'p'; 125], MASK);
-    let flood: Vec<u8> = ping
-        .iter()
-        .copied()
-        .cycle()
-        .take(ping.len() * 20_000)
-        .collect();
+    let flood = ping.repeat(20_000);
     raw.write_all(&flood).await.unwrap();
     // Then a close: everything before it has been read by the server once it answers.
     raw.write_all(&masked_frame(opcode::CLOSE, &1000u16.to_be_bytes(), MASK))
@@ -213,12 +198,7 @@ async fn f2_non_readers_are_bounded_by_the_server_wide_outbox_pool() {
     let mut non_readers = Vec::new();
     for _ in 0..20 {
         let mut raw = raw_upgrade(connect_small_window(server.addr()).await, "/ws").await;
-        let burst: Vec<u8> = request
-            .iter()
-            .copied()
-            .cycle()
-            .take(request.len() * 20)
-            .collect();
+        let burst = request.repeat(20);
         raw.write_all(&burst).await.unwrap();
         non_readers.push(raw);
         let used = server.stats().outbox_pool_bytes;
