@@ -41,6 +41,9 @@ cargo test --workspace --locked --doc
 step "conformance (Autobahn|Testsuite, set up by conformance/ from PyPI; cases chosen in scripts/conformance.sh; against /echo)"
 scripts/conformance.sh "$ROOT/target/debug/switchboard"
 
+step "HTTP API fuzzing (Schemathesis from PyPI, from the OpenAPI document, against a running server: no 5xx, answers match the schema)"
+scripts/api-fuzz.sh "$ROOT/target/debug/switchboard"
+
 step "browser tests (headless Chromium)"
 scripts/browser-tests.sh
 

@@ -14,6 +14,7 @@
 //!   subscriber reconnects with backoff, resubscribes every room that has members, and
 //!   resyncs each room from its last delivered seq (missed messages come from history).
 
+mod api;
 mod publisher;
 mod scripts;
 mod subscriber;
@@ -118,6 +119,8 @@ pub(crate) struct Shared {
     /// Resyncs to perform, newest per room.
     resyncs: Mutex<Vec<ResyncRequest>>,
     resync_ready: Notify,
+    /// This node's connections by user and its deny list (kicks arrive on the control channel).
+    pub(crate) users: switchboard_hub::Users,
 }
 
 /// The Redis engine of [`Broker`].
@@ -174,6 +177,7 @@ impl RedisBroker {
             probe: Notify::new(),
             resyncs: Mutex::new(Vec::new()),
             resync_ready: Notify::new(),
+            users: switchboard_hub::Users::default(),
             config,
         });
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -307,16 +311,37 @@ impl RedisBroker {
             Ok(room) => room,
             Err(err) => return Box::pin(std::future::ready(Err(err))),
         };
-        if self.shared.stalled.load(Ordering::Acquire) {
-            return Box::pin(std::future::ready(Err(publisher::not_published(STALLED))));
-        }
-        let keys = RoomKeys::new(&self.shared.config.prefix, &room);
-        let policy = self.shared.config.history.policy_for(&room);
         let skip = if echo {
             "-".to_owned()
         } else {
             wire::skip_tag(&self.shared.node, session.id())
         };
+        let sequenced = self.enqueue(&room, session.user(), skip, kind, head, tail, ts, msg_id);
+        Box::pin(async move { sequenced.await.map(|(published, _)| published) })
+    }
+
+    /// Queues the publish of a frame `from` a user to a room (membership already checked, or
+    /// not needed: [`Broker::publish_from`]).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the parts of one message, passed through"
+    )]
+    pub(crate) fn enqueue(
+        &self,
+        room: &str,
+        from: &str,
+        skip: String,
+        kind: &str,
+        head: &[u8],
+        tail: &[u8],
+        ts: u64,
+        msg_id: Option<&str>,
+    ) -> BrokerFuture<'static, publisher::Sequenced> {
+        if self.shared.stalled.load(Ordering::Acquire) {
+            return Box::pin(std::future::ready(Err(publisher::not_published(STALLED))));
+        }
+        let keys = RoomKeys::new(&self.shared.config.prefix, room);
+        let policy = self.shared.config.history.policy_for(room);
         let mut command = redis::cmd("EVALSHA");
         command
             .arg(self.shared.scripts.publish.get_hash())
@@ -324,7 +349,7 @@ impl RedisBroker {
             .arg(&keys.meta)
             .arg(&keys.hist);
         if let Some(msg_id) = msg_id {
-            command.arg(keys.idempotency(session.user(), msg_id));
+            command.arg(keys.idempotency(from, msg_id));
         }
         command
             .arg(&keys.channel)
@@ -803,6 +828,33 @@ impl Broker for RedisBroker {
             Link::Up => BrokerHealth::Ready,
             Link::Down(reason) => BrokerHealth::Unavailable(reason.clone()),
         }
+    }
+
+    fn publish_from(
+        &self,
+        request: switchboard_hub::SourcePublish<'_>,
+    ) -> BrokerFuture<'static, switchboard_hub::SourcePublished> {
+        api::publish_from(self, &request)
+    }
+
+    fn rooms<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BrokerFuture<'a, switchboard_hub::RoomsPage> {
+        Box::pin(
+            self.shared
+                .bounded(api::rooms(&self.shared, prefix, after, limit)),
+        )
+    }
+
+    fn users(&self) -> &switchboard_hub::Users {
+        &self.shared.users
+    }
+
+    fn kick<'a>(&'a self, kick: &'a switchboard_hub::Kick, now_ms: u64) -> BrokerFuture<'a, usize> {
+        Box::pin(self.shared.bounded(api::kick(&self.shared, kick, now_ms)))
     }
 
     /// Stops the background tasks after writing the presence removals still queued (each

@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use redis::{Cmd, RedisError, ServerErrorKind, Value};
 use switchboard_hub::{HubError, Published};
+
+/// A publish's outcome: the result and the room's epoch it was sequenced under.
+pub(crate) type Sequenced = (Published, String);
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -104,7 +107,7 @@ impl Drop for Reservation {
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) command: Cmd,
-    pub(crate) reply: oneshot::Sender<Result<Published, HubError>>,
+    pub(crate) reply: oneshot::Sender<Result<Sequenced, HubError>>,
     pub(crate) deadline: Instant,
     pub(crate) fate: Arc<Fate>,
     pub(crate) _bytes: Reservation,
@@ -200,9 +203,9 @@ async fn send(
     shared: &Shared,
     conn: &mut redis::aio::ConnectionManager,
     batch: &[Job],
-) -> Vec<Result<Published, HubError>> {
+) -> Vec<Result<Sequenced, HubError>> {
     let all: Vec<usize> = (0..batch.len()).collect();
-    let mut outcomes: Vec<Result<Published, HubError>> = batch
+    let mut outcomes: Vec<Result<Sequenced, HubError>> = batch
         .iter()
         .map(|_| Err(HubError::Unavailable("not sent".to_owned())))
         .collect();
@@ -248,10 +251,13 @@ async fn send(
             }
             overtaken |= !again.is_empty();
             let outcome = match redis::from_redis_value::<(String, u64, u8)>(value) {
-                Ok((_epoch, seq, duplicate)) => Ok(Published {
-                    seq,
-                    duplicate: duplicate == 1,
-                }),
+                Ok((epoch, seq, duplicate)) => Ok((
+                    Published {
+                        seq,
+                        duplicate: duplicate == 1,
+                    },
+                    epoch,
+                )),
                 Err(err) => Err(shared.failed("publish", &RedisError::from(err))),
             };
             if let Some(slot) = outcomes.get_mut(index) {

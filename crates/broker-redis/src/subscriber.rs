@@ -152,6 +152,15 @@ async fn connect(shared: &Shared) -> Result<(PubSubSink, PubSubStream, HashSet<A
         .map_err(|_| "connection timed out".to_owned())?
         .map_err(|err| err.to_string())?;
     let (mut sink, stream) = pubsub.split();
+    // Kicks from the HTTP API of any node (see `crate::api`).
+    tokio::time::timeout(
+        shared.config.timeout,
+        sink.subscribe(crate::api::control_channel(&shared.config.prefix)),
+    )
+    .await
+    .map_err(|_| "subscribe timed out".to_owned())?
+    .map_err(|err| format!("subscribe failed: {err}"))?;
+    crate::api::load_denied(shared).await;
     let rooms: Vec<Arc<str>> = shared
         .relay
         .rooms()
@@ -172,6 +181,14 @@ async fn connect(shared: &Shared) -> Result<(PubSubSink, PubSubStream, HashSet<A
 }
 
 fn dispatch(shared: &Shared, message: &redis::Msg) {
+    // Room channels end with `}`: the check costs nothing on the message path.
+    let channel = message.get_channel_name();
+    if channel.ends_with(":!control")
+        && channel == crate::api::control_channel(&shared.config.prefix)
+    {
+        crate::api::on_control(shared, message.get_payload_bytes());
+        return;
+    }
     let Some(room) = wire::room_of_channel(&shared.config.prefix, message.get_channel_name())
     else {
         return;

@@ -87,7 +87,7 @@ fn redact(value: &mut Value, key: &str) {
         Value::Array(items) => items.iter_mut().for_each(|inner| redact(inner, key)),
         Value::String(text) => {
             let key = key.to_ascii_lowercase();
-            if key.contains("secret") || key.contains("password") {
+            if key.contains("secret") || key.contains("password") || key == "key" {
                 *text = format!("[redacted: {} bytes]", text.len());
             } else if text.contains("://") {
                 *text = crate::startup::redact_url_password(text);

@@ -1,10 +1,12 @@
 //! The `switchboard` binary. Parses the command line, installs the log subscriber and hands
 //! over to one subcommand; exit codes are decided here.
 
+mod api_client;
 mod bench;
 mod config_cmd;
 mod connect;
 mod errors;
+mod publish;
 mod refusal;
 mod serve;
 mod startup;
@@ -64,6 +66,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Check a configuration file, or print the effective settings.
     Config(config_cmd::ConfigArgs),
+    /// Publish one message through the server's HTTP API (needs an API key).
+    Publish(publish::PublishArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
             Command::Token(args) => token::run(args),
             Command::Bench(args) => bench::run(args).await,
             Command::Config(args) => config_cmd::run(args),
+            Command::Publish(args) => publish::run(args).await,
         }
     });
     match result {

@@ -235,6 +235,35 @@ pub(crate) struct ServeArgs {
     /// Least time between count-only presence frames in large rooms [default: 1s].
     #[arg(help_heading = "Server", long, env = "SWITCHBOARD_PRESENCE_COUNT_INTERVAL", value_parser = humantime_duration)]
     presence_count_interval: Option<Duration>,
+    /// Turns the HTTP API (/api/v1/) on with this key, which has every right (at least 16
+    /// bytes; named keys with scopes: [[api.keys]] in the file) [default: none, API off].
+    #[arg(
+        help_heading = "HTTP API",
+        long,
+        env = "SWITCHBOARD_API_KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
+    /// Largest API request body, in bytes (larger: 413) [default: 1048576].
+    #[arg(
+        help_heading = "HTTP API",
+        long,
+        env = "SWITCHBOARD_API_MAX_BODY_BYTES"
+    )]
+    api_max_body_bytes: Option<usize>,
+    /// API requests per second per key (over it: 429) [default: 10000].
+    #[arg(
+        help_heading = "HTTP API",
+        long,
+        env = "SWITCHBOARD_API_REQUESTS_PER_SECOND"
+    )]
+    api_requests_per_second: Option<u32>,
+    /// API request burst per key [default: 20000].
+    #[arg(help_heading = "HTTP API", long, env = "SWITCHBOARD_API_BURST")]
+    api_burst: Option<u32>,
+    /// Longest `revoke_for` of an API disconnect [default: 24h].
+    #[arg(help_heading = "HTTP API", long, env = "SWITCHBOARD_API_MAX_REVOKE", value_parser = humantime_duration)]
+    api_max_revoke: Option<Duration>,
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {
@@ -314,7 +343,15 @@ impl ServeArgs {
             max_pending_connections => limits.max_pending_connections,
             max_pending_per_ip => limits.max_pending_per_ip,
             listen_backlog => limits.listen_backlog,
+            api_max_body_bytes => api.max_body_bytes,
+            api_requests_per_second => api.requests_per_second,
+            api_burst => api.burst,
+            api_max_revoke => api.max_revoke,
         );
+        // An empty SWITCHBOARD_API_KEY is no key (the API stays off).
+        if let Some(key) = self.api_key.filter(|key| !key.is_empty()) {
+            config.api.key = Some(key);
+        }
         if self.max_connections_per_ip.is_some() {
             config.limits.max_connections_per_ip = self.max_connections_per_ip;
         }

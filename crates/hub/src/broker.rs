@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use switchboard_protocol::client::RequestId;
 
+use crate::api::{Kick, RoomsPage, SourcePublish, SourcePublished, Users};
 use crate::error::HubError;
 use crate::hub::{Hub, HubStats};
 use crate::room::{Position, Published};
@@ -147,6 +148,28 @@ pub trait Broker: Send + Sync + fmt::Debug {
     /// Whether room operations can be served now.
     fn health(&self) -> BrokerHealth;
 
+    /// Publishes on behalf of a source that is not a connection (the HTTP API): sequenced,
+    /// kept in history, delivered and deduplicated on `(from, msg_id)` through the same room
+    /// code as [`Broker::publish`]; the room need not have members.
+    fn publish_from(&self, request: SourcePublish<'_>) -> BrokerFuture<'static, SourcePublished>;
+
+    /// A page of the rooms (with members or history) whose names start with `prefix`, in
+    /// byte order after `after`: the same on every node.
+    fn rooms<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BrokerFuture<'a, RoomsPage>;
+
+    /// This node's connections by user, and its deny list. The transport registers every
+    /// connection and checks the deny list at the upgrade and on `refresh`.
+    fn users(&self) -> &Users;
+
+    /// Closes the user's connections on every node and, with a deny deadline, keeps the user
+    /// out until then. Returns how many connections were closed on this node.
+    fn kick<'a>(&'a self, kick: &'a Kick, now_ms: u64) -> BrokerFuture<'a, usize>;
+
     /// Stops background work, after writing what connections that ended left behind (their
     /// presence). Call it once every connection has ended.
     fn shutdown(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -263,5 +286,26 @@ impl Broker for Hub {
 
     fn health(&self) -> BrokerHealth {
         BrokerHealth::Ready
+    }
+
+    fn publish_from(&self, request: SourcePublish<'_>) -> BrokerFuture<'static, SourcePublished> {
+        ready(Hub::publish_from(self, &request))
+    }
+
+    fn rooms<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BrokerFuture<'a, RoomsPage> {
+        ready(Ok(Hub::rooms_page(self, prefix, after, limit)))
+    }
+
+    fn users(&self) -> &Users {
+        &self.users
+    }
+
+    fn kick<'a>(&'a self, kick: &'a Kick, now_ms: u64) -> BrokerFuture<'a, usize> {
+        ready(Ok(self.users.kick(kick, now_ms)))
     }
 }

@@ -72,14 +72,16 @@ pub struct HubStats {
 /// The room registry. Cheap to share (`Arc<Hub>`); several hubs can live in one process.
 #[derive(Debug)]
 pub struct Hub {
-    rooms: Registry<Room>,
+    pub(crate) rooms: Registry<Room>,
     next_session: AtomicU64,
     sessions: AtomicUsize,
-    config: HubConfig,
+    pub(crate) config: HubConfig,
     outbox_pool: Option<Arc<OutboxPool>>,
     history_budget: Arc<HistoryBudget>,
     /// Rooms with presence changes waiting for [`Hub::flush_presence`].
     presence_queue: Mutex<Vec<Arc<Room>>>,
+    /// Connections by user and the deny list (the HTTP API's disconnect).
+    pub(crate) users: crate::api::Users,
 }
 
 impl Default for Hub {
@@ -99,6 +101,7 @@ impl Hub {
             history_budget: HistoryBudget::new(config.history_bytes, config.max_idempotency_ids),
             config,
             presence_queue: Mutex::new(Vec::new()),
+            users: crate::api::Users::default(),
         }
     }
 
@@ -337,7 +340,7 @@ impl Hub {
     /// Past the server-wide history budget, evicts the oldest entries of any room (empty
     /// rooms included) down to the low-water mark: a k-way merge over the rooms' oldest
     /// entries, one scan of the registry per pass. Runs outside every room lock.
-    fn enforce_history_budget(&self) {
+    pub(crate) fn enforce_history_budget(&self) {
         let budget = &self.history_budget;
         if !budget.over() {
             return;
@@ -390,7 +393,7 @@ impl Hub {
         Err(HubError::NotJoined(room.to_owned()))
     }
 
-    fn get_or_create(&self, room: &str) -> Arc<Room> {
+    pub(crate) fn get_or_create(&self, room: &str) -> Arc<Room> {
         self.rooms.get_or_create(room, |name| {
             Room::new(
                 name.clone(),
@@ -419,7 +422,7 @@ impl Hub {
 
     /// Removes a room with no members and no history (as of `now_ms`) from the registry, so
     /// that rooms do not outlive their last member and their history.
-    fn drop_if_empty(&self, entry: &Arc<Room>, now_ms: u64) {
+    pub(crate) fn drop_if_empty(&self, entry: &Arc<Room>, now_ms: u64) {
         let mut shard = self.rooms.shard(&entry.name).write();
         if shard
             .get(&entry.name)

@@ -123,6 +123,11 @@ impl RoomState {
         self.history.evict_oldest()
     }
 
+    /// The epoch of the room's sequence.
+    pub(crate) fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
     pub(crate) fn is_member(&self, session: SessionId) -> bool {
         self.members.contains_key(&session)
     }
@@ -228,7 +233,7 @@ impl RoomState {
         queue
     }
 
-    fn member_count(&self) -> u64 {
+    pub(crate) fn member_count(&self) -> u64 {
         u64::try_from(self.users.len()).unwrap_or(u64::MAX)
     }
 

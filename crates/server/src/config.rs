@@ -96,6 +96,8 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// Member lists and presence events in large rooms.
     pub presence: PresenceSettings,
+    /// The HTTP API under `/api/v1/` (off until a key is configured).
+    pub api: ApiConfig,
 }
 
 /// Whether permessage-deflate is offered.
@@ -375,6 +377,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             memory: MemoryConfig::default(),
             presence: PresenceSettings::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -487,6 +490,102 @@ impl PresenceSettings {
         }
         if self.count_interval < self.batch_interval {
             return invalid("count_interval must be at least batch_interval");
+        }
+        Ok(())
+    }
+}
+
+/// `[api]`: the HTTP API for backends under `/api/v1/` (docs/http-api.md). Off (every path
+/// answers 404) until a key is configured.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// One key with every right (`SWITCHBOARD_API_KEY`); named `default` in logs. Default none.
+    pub key: Option<String>,
+    /// Named keys with scopes (`[[api.keys]]`). Default none.
+    pub keys: Vec<ApiKeyConfig>,
+    /// Largest request body, in bytes; larger: 413. Default 1 MiB (a broadcast names many
+    /// rooms; a message's `data` is also bounded by `max_message_size`, like on `/ws`).
+    pub max_body_bytes: usize,
+    /// Requests per second each key may make; over it: 429 with `Retry-After`. Default 10,000.
+    pub requests_per_second: u32,
+    /// Burst of requests a key may make above its rate. Default 20,000.
+    pub burst: u32,
+    /// Longest `revoke_for` a disconnect may ask (how long a user stays denied). Default 24 h.
+    #[serde(with = "humantime_serde")]
+    pub max_revoke: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            key: None,
+            keys: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            requests_per_second: 10_000,
+            burst: 20_000,
+            max_revoke: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// One `[[api.keys]]` entry: a name (for logs), the key or its SHA-256, and its scopes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Shown in logs instead of the key.
+    pub name: String,
+    /// The key itself (prefer `sha256`: the file then holds no secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The key's SHA-256, 64 hex digits (`printf %s KEY | sha256sum`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// What the key may do: `publish`, `read`, `admin`.
+    pub scopes: Vec<ApiScope>,
+}
+
+/// A right of an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiScope {
+    /// `publish`, `broadcast`.
+    Publish,
+    /// `presence`, `history`, `rooms`.
+    Read,
+    /// `disconnect`.
+    Admin,
+}
+
+impl ApiConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |reason: String| {
+            Err(ConfigError::Invalid {
+                field: "api",
+                reason,
+            })
+        };
+        if self.key.as_deref().is_some_and(|key| key.len() < 16) {
+            return invalid("key must be at least 16 bytes (e.g. `openssl rand -hex 32`)".into());
+        }
+        for entry in &self.keys {
+            match (&entry.key, &entry.sha256) {
+                (Some(key), None) if key.len() >= 16 => {}
+                (None, Some(hash))
+                    if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {}
+                _ => {
+                    return invalid(format!(
+                        "keys entry {:?} needs `key` (at least 16 bytes) or `sha256` (64 hex digits), not both",
+                        entry.name
+                    ));
+                }
+            }
+        }
+        if self.max_body_bytes < 1024 || self.requests_per_second == 0 || self.burst == 0 {
+            return invalid(
+                "max_body_bytes must be at least 1 KiB, requests_per_second and burst above 0"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -636,6 +735,7 @@ impl Config {
             );
         }
         self.presence.validate()?;
+        self.api.validate()?;
         Ok(())
     }
 }

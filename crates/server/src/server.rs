@@ -164,6 +164,7 @@ impl Server {
                     addr.ip(),
                 ),
                 auth,
+                api: crate::http::api::ApiKeys::from_config(&config.api),
                 ip_limiter: IpLimiter::new(
                     limits.connections_per_ip_per_second,
                     limits.connection_burst_per_ip,

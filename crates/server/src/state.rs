@@ -20,6 +20,8 @@ pub(crate) struct AppState {
     pub(crate) config: Config,
     /// Verifies tokens at the upgrade and on `refresh`.
     pub(crate) auth: Authenticator,
+    /// The HTTP API's keys; `None`: the API is off (`crate::http::api`).
+    pub(crate) api: Option<crate::http::api::ApiKeys>,
     /// New connections per IP address.
     pub(crate) ip_limiter: IpLimiter,
     /// Proxies whose `X-Forwarded-For` names the client (`Config::trusted_proxies`).

@@ -6,6 +6,7 @@
 //! once a second. Templates and the payload stamp (`client::MARKER`) let the same tool drive
 //! other servers: a delivered message is recognised by the stamp anywhere in a text frame.
 
+mod api;
 mod client;
 mod connect;
 mod echo;
@@ -46,6 +47,10 @@ enum Scenario {
     /// Clients cut off every ~15 s that reconnect and recover (`join` with `since`):
     /// delivered %, gaps, duplicates, replay latency. Switchboard only.
     Jitter(jitter::JitterArgs),
+    /// HTTP API publishes (POST /api/v1/publish, keep-alive connections) into one room of
+    /// WebSocket subscribers: publishes/s, request and publish→delivery latency. Switchboard
+    /// only.
+    Api(api::ApiArgs),
 }
 
 /// Flags every scenario has.
@@ -172,6 +177,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Scenario::Idle(args) => idle::run(args).await,
         Scenario::Connect(args) => connect::run(args).await,
         Scenario::Jitter(args) => jitter::run(args).await,
+        Scenario::Api(args) => api::run(args).await,
     }?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! Plain HTTP: the router and the static demo page.
 
+pub(crate) mod api;
 pub(crate) mod assets;
 pub(crate) mod client_ip;
 pub(crate) mod headers;

@@ -29,6 +29,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     if state.config.echo_endpoint {
         router = router.route("/echo", get(endpoints::echo));
     }
+    if state.api.is_some() {
+        router = router.merge(super::api::routes());
+    }
     router
         .layer(axum::middleware::map_response(
             super::headers::security_headers,

@@ -100,6 +100,18 @@ fn admit(
                 }
             }
         })?;
+    if state
+        .broker
+        .users()
+        .is_denied(&identity.user, crate::ws::session::now_millis())
+    {
+        info!(%peer, reason = "denied", user = %identity.user, "upgrade refused");
+        return Err(refusal(
+            StatusCode::FORBIDDEN,
+            "this user is refused for now (disconnected through the API)",
+            None,
+        ));
+    }
     let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
         warn!(%peer, reason = "capacity", max = state.config.limits.max_connections, "upgrade refused");
         refusal(StatusCode::SERVICE_UNAVAILABLE, "server at its connection limit", Some(Duration::from_secs(5)))
@@ -245,6 +257,7 @@ fn session_task(
             }
         };
         let session = state.broker.connect(identity.user.clone());
+        state.broker.users().register(&session);
         // Leaves every room when the task ends, however it ends (a panic included).
         let _registered = Registered {
             broker: &*state.broker,
@@ -273,6 +286,7 @@ struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
+        self.broker.users().unregister(self.session);
         self.broker.disconnect(self.session);
     }
 }

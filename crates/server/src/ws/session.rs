@@ -313,6 +313,20 @@ impl SessionHandler {
             .auth
             .verify(token)
             .map_err(|err| Rejection::new(id, ErrorCode::InvalidToken, err.to_string()))?;
+        if self
+            .state
+            .broker
+            .users()
+            .is_denied(&identity.user, now_millis())
+        {
+            info!(session = self.session.id().0, user = %self.session.user(), "refresh of a denied user; closing");
+            self.reply(&ServerMessage::Error {
+                id,
+                code: ErrorCode::Forbidden,
+                message: "this user is refused for now",
+            });
+            return Ok(Some(CloseFrame::new(close::FORBIDDEN, "denied")));
+        }
         if identity.user != *self.session.user() {
             info!(session = self.session.id().0, user = %self.session.user(), new_user = %identity.user, "refresh names another user; closing");
             self.reply(&ServerMessage::Error {
