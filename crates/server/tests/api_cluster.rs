@@ -87,6 +87,7 @@ async fn a_publish_through_node_a_reaches_members_on_node_b_in_order_with_the_sa
     let joined = on_b.join("ticks").await;
     let mut on_a = Client::connect(&a, "other").await;
     on_a.join("ticks").await;
+    on_b.expect_presence("ticks", "join", "other").await;
     let mut seqs = Vec::new();
     for n in 0..20 {
         let (status, body) = call(
