@@ -162,6 +162,7 @@ fn query_value<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError
 #[serde(deny_unknown_fields)]
 pub(crate) struct PublishBody {
     /// The room (it need not have members: the message is kept in its history).
+    #[schema(pattern = r"^[A-Za-z0-9_\-.:@/=+]{1,128}$")]
     room: String,
     /// Any JSON value but null: delivered as the message's `data`. Give `data` or
     /// `data_base64`.
@@ -380,6 +381,7 @@ async fn publish(
 #[serde(deny_unknown_fields)]
 pub(crate) struct BroadcastBody {
     /// The rooms (1 to 100), each published to as by `publish`.
+    #[schema(min_items = 1, max_items = 100)]
     rooms: Vec<String>,
     /// Any JSON value but null: delivered as the message's `data`. Give `data` or
     /// `data_base64`.
