@@ -202,7 +202,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     report.count("out_of_order", delivered.out_of_order);
     report.latency("request_latency", &published.latency);
     report.latency("delivery_latency", &delivered.latency);
-    stats::report_cpu(&mut report, cpu, "publishing");
+    stats::report_cpu(&mut report, cpu, "");
     if let Some(err) = published.first_error {
         report.warn(format!("first failed publish: {err}"));
     }
