@@ -78,7 +78,11 @@ async fn top_once_prints_the_node_and_its_busiest_room() {
     let port = server.addr.rsplit(':').next().unwrap();
     let node = stdout
         .lines()
-        .find(|line| line.contains(&format!(":{port} ")))
+        .find(|line| {
+            line.split_whitespace()
+                .next()
+                .is_some_and(|cell| cell.ends_with(&format!(":{port}")))
+        })
         .unwrap_or_else(|| panic!("no node line:\n{stdout}"));
     // NODE BROKER UP CONN ROOMS MEMBERS ...
     let cells: Vec<&str> = node.split_whitespace().collect();
