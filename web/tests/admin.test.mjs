@@ -126,12 +126,15 @@ describe('switchboard operator page', { timeout: 90_000 }, () => {
     const load = await openPage(`http://${addr}/`, 'load');
     await load.page.evaluate((host) => {
       window.loadSockets = [];
+      window.loadTimers = [];
       for (let i = 0; i < 3; i++) {
         const ws = new WebSocket(`ws://${host}/ws?user=load${i}`);
         ws.onopen = () => {
           ws.send(JSON.stringify({ type: 'join', room: 'load-room', id: 1 }));
           let n = 0;
-          setInterval(() => ws.send(JSON.stringify({ type: 'publish', room: 'load-room', data: { n: n++ }, echo: false })), 50);
+          window.loadTimers.push(
+            setInterval(() => ws.send(JSON.stringify({ type: 'publish', room: 'load-room', data: { n: n++ }, echo: false })), 50),
+          );
         };
         window.loadSockets.push(ws);
       }
@@ -153,7 +156,10 @@ describe('switchboard operator page', { timeout: 90_000 }, () => {
     assert.ok(Number(await page.evaluate(() => document.getElementById('chart-connections').dataset.points)) > 1);
 
     // And back down when the load stops.
-    await load.page.evaluate(() => window.loadSockets.forEach((ws) => ws.close()));
+    await load.page.evaluate(() => {
+      window.loadTimers.forEach(clearInterval);
+      window.loadSockets.forEach((ws) => ws.close());
+    });
     await page.waitForFunction(() => {
       const last = JSON.parse(document.getElementById('chart-connections').dataset.last || '{}');
       return Object.values(last).some((values) => values[0] === 0);

@@ -154,7 +154,9 @@ impl Server {
                 })?;
         let limits = &config.limits;
         let admin = config.admin.enabled().then(|| {
-            let port = listener.local_addr().map_or(addr.port(), |bound| bound.port());
+            let port = listener
+                .local_addr()
+                .map_or(addr.port(), |bound| bound.port());
             Arc::new(crate::admin::sampler::AdminState::new(port))
         });
         Ok(Self {
