@@ -379,7 +379,7 @@ fn render(view: &View, url: &str) -> String {
                     .then(b.0.members.cmp(&a.0.members))
             });
         } else {
-            rows.sort_by(|a, b| b.0.members.cmp(&a.0.members));
+            rows.sort_by_key(|row| std::cmp::Reverse(row.0.members));
         }
         let _ = writeln!(
             out,

@@ -4,7 +4,7 @@
 //!
 //! Off unless `[admin] key` is set: then none of these routes exists (404).
 //!
-//! - [`config`]: `[admin]`.
+//! - `config`: the `[admin]` settings.
 //! - `sampler`: the once-a-second snapshot and the cluster view, shared through the broker.
 //! - `rooms`: the busiest rooms from seq deltas; `counters`: rates and latency quantiles from
 //!   the traffic counters.
