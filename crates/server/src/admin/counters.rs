@@ -32,10 +32,89 @@ pub(crate) struct Counters {
 
 /// Reads this node's counters; `None` while the process has no metrics recorder to read.
 ///
-/// The seam for `/metrics` (item 1 of issue 16, built beside this): the counters above are
-/// read from its recorder here, and nothing else in the operator page changes.
+/// The seam for `/metrics` (item 1 of issue 16, built beside this): its recorder's text
+/// exposition goes through [`from_exposition`] here, and nothing else in the operator page
+/// changes.
 pub(crate) fn read(_state: &AppState) -> Option<Counters> {
     None
+}
+
+/// The counters in a Prometheus text exposition (what `GET /metrics` answers), read with a
+/// real parser. Series absent from the text count 0; label sets are summed, except the close
+/// reason, of which only `slow_consumer` is kept.
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "called by `read` once the /metrics recorder is in this branch"
+    )
+)]
+pub(crate) fn from_exposition(text: &str) -> Counters {
+    use prometheus_parse::{Scrape, Value};
+    let lines = text.lines().map(|line| Ok(line.to_owned()));
+    let Ok(scrape) = Scrape::parse(lines) else {
+        return Counters::default();
+    };
+    let mut counters = Counters::default();
+    for sample in &scrape.samples {
+        let value = match &sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(buckets) if sample.metric == names::DELIVERY_LATENCY => {
+                for bucket in buckets {
+                    let count = as_count(bucket.count);
+                    match counters
+                        .latency_buckets
+                        .iter_mut()
+                        .find(|(bound, _)| bound.total_cmp(&bucket.less_than).is_eq())
+                    {
+                        Some((_, total)) => *total = total.saturating_add(count),
+                        None => counters.latency_buckets.push((bucket.less_than, count)),
+                    }
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let count = as_count(value);
+        let target = match sample.metric.as_str() {
+            names::MESSAGES_PUBLISHED => &mut counters.published,
+            names::DELIVERIES => &mut counters.deliveries,
+            names::BYTES_RECEIVED => &mut counters.bytes_received,
+            names::BYTES_SENT => &mut counters.bytes_sent,
+            names::CONNECTIONS_CLOSED if sample.labels.get("reason") == Some("slow_consumer") => {
+                &mut counters.slow_consumer_closes
+            }
+            _ => continue,
+        };
+        *target = target.saturating_add(count);
+    }
+    counters.latency_buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    counters
+}
+
+/// A counter's value as a count (exposed as a float; negative or NaN: 0).
+fn as_count(value: f64) -> u64 {
+    if value.is_finite() && value > 0.0 {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a finite non-negative count, saturating at u64::MAX"
+        )]
+        let count = value as u64;
+        count
+    } else {
+        0
+    }
+}
+
+/// The metric names read here (docs/metrics.md).
+mod names {
+    pub(super) const MESSAGES_PUBLISHED: &str = "switchboard_messages_published_total";
+    pub(super) const DELIVERIES: &str = "switchboard_deliveries_total";
+    pub(super) const BYTES_RECEIVED: &str = "switchboard_bytes_received_total";
+    pub(super) const BYTES_SENT: &str = "switchboard_bytes_sent_total";
+    pub(super) const CONNECTIONS_CLOSED: &str = "switchboard_connections_closed_total";
+    pub(super) const DELIVERY_LATENCY: &str = "switchboard_delivery_latency_seconds";
 }
 
 /// What the operator page charts from two readings.
@@ -181,6 +260,54 @@ mod tests {
         assert_eq!(rates.slow_consumer_cuts_total, 3);
         let p50 = rates.latency_p50_ms.unwrap();
         assert!((p50 - 7.5).abs() < 1e-9, "{p50}");
+    }
+
+    /// What metrics-exporter-prometheus renders for the names this page reads.
+    const EXPOSITION: &str = r#"# HELP switchboard_messages_published_total Messages published.
+# TYPE switchboard_messages_published_total counter
+switchboard_messages_published_total{source="ws"} 120
+switchboard_messages_published_total{source="binary"} 5
+switchboard_messages_published_total{source="api"} 0
+# TYPE switchboard_deliveries_total counter
+switchboard_deliveries_total 2400
+# TYPE switchboard_bytes_sent_total counter
+switchboard_bytes_sent_total 99000
+# TYPE switchboard_bytes_received_total counter
+switchboard_bytes_received_total 15000
+# TYPE switchboard_connections_closed_total counter
+switchboard_connections_closed_total{reason="normal"} 7
+switchboard_connections_closed_total{reason="slow_consumer"} 2
+# TYPE switchboard_delivery_latency_seconds histogram
+switchboard_delivery_latency_seconds_bucket{le="0.0005"} 10
+switchboard_delivery_latency_seconds_bucket{le="0.001"} 40
+switchboard_delivery_latency_seconds_bucket{le="0.0025"} 90
+switchboard_delivery_latency_seconds_bucket{le="+Inf"} 100
+switchboard_delivery_latency_seconds_sum 0.12
+switchboard_delivery_latency_seconds_count 100
+# TYPE switchboard_rooms gauge
+switchboard_rooms 3
+"#;
+
+    #[test]
+    fn counters_are_read_from_the_prometheus_exposition_by_name() {
+        let counters = from_exposition(EXPOSITION);
+        assert_eq!(counters.published, 125);
+        assert_eq!(counters.deliveries, 2400);
+        assert_eq!(counters.bytes_sent, 99_000);
+        assert_eq!(counters.bytes_received, 15_000);
+        assert_eq!(counters.slow_consumer_closes, 2);
+        assert_eq!(
+            counters.latency_buckets,
+            [
+                (0.0005, 10),
+                (0.001, 40),
+                (0.0025, 90),
+                (f64::INFINITY, 100)
+            ]
+        );
+        let p50 = quantile(&counters.latency_buckets, 0.5).unwrap();
+        assert!((p50 - 0.0013).abs() < 1e-9, "{p50}");
+        assert_eq!(from_exposition(""), Counters::default());
     }
 
     #[test]
