@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, info};
 
 use super::counters::{self, Counters, Rates};
 use super::rooms::{RoomFigures, RoomSampler};
@@ -99,6 +99,7 @@ struct View<'a> {
 pub(crate) async fn run(state: Arc<AppState>, admin: Arc<AdminState>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    info!(node = %admin.node, "operator page on: /admin and GET /admin/api/stats (admin key set)");
     let mut rooms = RoomSampler::default();
     let mut last: Option<(Instant, Option<Counters>)> = None;
     loop {
