@@ -4,14 +4,18 @@
 //!   parse of the same text (type, room, id, data, ...), and its `data` must be valid JSON
 //!   within the nesting bound (`parse_json`: a former finding is tolerated only with
 //!   `SWITCHBOARD_FUZZ_LENIENT` set). An error that names a request id must have read it.
+//!   Re-encoded as a client would send it (`ClientMessage::encode`), a decoded message must
+//!   decode again to the same message.
 //! - Binary: `binary::decode_client` / `decode_server` must not panic, and what they decode
 //!   must re-encode to the very same bytes. A server envelope spliced into a `history` reply
-//!   must still give valid JSON.
+//!   must still give valid JSON, which a client decodes (`owned::decode`) to the envelope's
+//!   fields.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use switchboard_fuzz::{depth, is_json_array, parse_json, strict};
+use switchboard_protocol::owned::{self, OwnedServerMessage};
 use switchboard_protocol::ErrorCode;
 use switchboard_protocol::binary::{self, ServerBinary};
 use switchboard_protocol::client::{self, ClientMessage, MAX_DATA_DEPTH, MAX_MSG_ID_LEN};
@@ -118,6 +122,13 @@ fn check_text(text: &str) {
     {
         assert!(!room.is_empty() && room.len() <= MAX_ROOM_LEN && room.is_ascii());
     }
+    // The contract both ways: what a client encodes for this message, the server decodes to
+    // the same message.
+    let encoded = message.encode();
+    match client::decode(&encoded) {
+        Ok(again) => assert_eq!(again.encode(), encoded, "{text:?}"),
+        Err(err) => panic!("{encoded:?} (from {text:?}) does not decode: {err}"),
+    }
 }
 
 fn check_binary(bytes: &[u8]) {
@@ -145,5 +156,18 @@ fn check_binary(bytes: &[u8]) {
         assert_eq!(record["from"].as_str(), Some(message.from));
         assert_eq!(record["seq"].as_u64(), Some(message.seq));
         assert_eq!(record["ts"].as_u64(), Some(message.ts));
+        match owned::decode(&reply.to_string()) {
+            Ok(OwnedServerMessage::History { messages, .. }) => match messages.as_slice() {
+                [entry] => {
+                    assert_eq!(
+                        (entry.room.as_str(), entry.from.as_str(), entry.seq, entry.ts),
+                        (message.room, message.from, message.seq, message.ts)
+                    );
+                    assert!(entry.binary.is_some());
+                }
+                other => panic!("one binary message in, {} out", other.len()),
+            },
+            other => panic!("a history reply decodes as {other:?}"),
+        }
     }
 }
