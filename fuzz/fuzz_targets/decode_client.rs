@@ -15,11 +15,11 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use switchboard_fuzz::{depth, is_json_array, parse_json, strict};
-use switchboard_protocol::owned::{self, OwnedServerMessage};
 use switchboard_protocol::ErrorCode;
 use switchboard_protocol::binary::{self, ServerBinary};
 use switchboard_protocol::client::{self, ClientMessage, MAX_DATA_DEPTH, MAX_MSG_ID_LEN};
 use switchboard_protocol::names::{MAX_ROOM_LEN, MAX_USER_LEN, validate_room, validate_user};
+use switchboard_protocol::owned::{self, OwnedServerMessage};
 use switchboard_protocol::server::{HistoryItem, encode_history};
 
 fuzz_target!(|bytes: &[u8]| {
@@ -60,7 +60,10 @@ fn check_text(text: &str) {
         }
     };
     // A message is one JSON object.
-    assert!(reference.as_ref().is_none_or(Value::is_object), "{text:?} decoded");
+    assert!(
+        reference.as_ref().is_none_or(Value::is_object),
+        "{text:?} decoded"
+    );
     let object = reference.as_ref().and_then(Value::as_object);
     if let Some(object) = object {
         assert_eq!(
@@ -106,6 +109,12 @@ fn check_text(text: &str) {
             if let Some(v) = field("data") {
                 // (Only reached when the whole text parsed strictly, so `parsed` is exact.)
                 assert_eq!(v, &parsed);
+            }
+        }
+        ClientMessage::Members { room, after, .. } => {
+            same_string("room", room);
+            if let Some(after) = after {
+                same_string("after", after);
             }
         }
         ClientMessage::Refresh { token, .. } => same_string("token", token),
@@ -160,7 +169,12 @@ fn check_binary(bytes: &[u8]) {
             Ok(OwnedServerMessage::History { messages, .. }) => match messages.as_slice() {
                 [entry] => {
                     assert_eq!(
-                        (entry.room.as_str(), entry.from.as_str(), entry.seq, entry.ts),
+                        (
+                            entry.room.as_str(),
+                            entry.from.as_str(),
+                            entry.seq,
+                            entry.ts
+                        ),
                         (message.room, message.from, message.seq, message.ts)
                     );
                     assert!(entry.binary.is_some());
