@@ -84,6 +84,12 @@ fn check_text(text: &str) {
         ClientMessage::Leave { room, .. }
         | ClientMessage::History { room, .. }
         | ClientMessage::Typing { room } => same_string("room", room),
+        ClientMessage::Members { room, after, .. } => {
+            same_string("room", room);
+            if let Some(after) = after {
+                same_string("after", after);
+            }
+        }
         ClientMessage::Publish {
             room, data, msg_id, ..
         } => {

@@ -242,7 +242,7 @@ impl Client {
         if self.paused {
             return !self.session.outbox().is_aborted();
         }
-        let mut frames = Vec::new();
+        let mut frames = VecDeque::new();
         match self.session.outbox().try_batch(&mut frames) {
             None | Some(Batch::Frames) => {}
             Some(Batch::Aborted(_)) => return false,
