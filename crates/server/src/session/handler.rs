@@ -383,7 +383,7 @@ impl SessionHandler {
         );
         self.reply(&ServerMessage::Error {
             id: rejection.id,
-            code: rejection.code,
+            code: rejection.code.clone(),
             message: &rejection.message,
         });
         if rejection.code == ErrorCode::Unavailable {
