@@ -5,8 +5,10 @@
 //! - [`auth`]: JWT verification at the upgrade, room grants, token minting.
 //! - [`Server`]: bind, then [`Server::run`] until a cancellation token fires.
 //!
-//! Layout: `http/` (router, embedded demo page), `ws/` (upgrade handshake, codec seam,
-//! per-connection driver, the `/ws` protocol handler and the `/echo` handler).
+//! Layout: `http/` (router, embedded demo page), `session/` (protocol v1 on a connection,
+//! transport-neutral: fed text and binary messages, answering on the session's outbox), `ws/`
+//! (upgrade handshake, codec seam, per-connection driver, the WebSocket adapter of `session/`
+//! and the `/echo` handler).
 
 mod admin;
 pub mod auth;
@@ -14,6 +16,7 @@ pub mod config;
 mod http;
 mod limits;
 mod server;
+pub mod session;
 mod state;
 mod tls;
 mod ws;

@@ -36,7 +36,7 @@ async fn sweep(state: Arc<AppState>, shutdown: CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                let dropped = state.broker.sweep(crate::ws::session::now_millis());
+                let dropped = state.broker.sweep(crate::session::now_millis());
                 if dropped > 0 {
                     debug!(dropped, "swept rooms without members or history");
                 }
@@ -54,7 +54,7 @@ async fn flush_presence(state: Arc<AppState>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => state.broker.flush_presence(crate::ws::session::now_millis()),
+            _ = tick.tick() => state.broker.flush_presence(crate::session::now_millis()),
         }
     }
 }
@@ -429,7 +429,7 @@ fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, ServerError> {
                 outbox_bytes: config.outbox_bytes,
                 outbox_pool_bytes: config.memory.outbox_pool(),
                 timeout: cluster.redis_timeout,
-                publish_queue: crate::ws::session::MAX_PIPELINED
+                publish_queue: crate::session::MAX_PIPELINED
                     .saturating_mul(config.limits.max_connections),
                 publish_queue_bytes: cluster.publish_queue_bytes,
                 presence: config.presence.hub(),
