@@ -167,6 +167,44 @@ impl Client {
         value
     }
 
+    /// The next frame of type `kind`, skipping presence events (and nothing else): for tests
+    /// where other members come and go meanwhile (through a load balancer, across nodes).
+    pub async fn expect_past_presence(&mut self, kind: &str) -> Value {
+        loop {
+            let value = self.recv_json().await;
+            if value["type"] == kind {
+                return value;
+            }
+            assert_eq!(
+                value["type"], "presence",
+                "{}: expected `{kind}`, got {value}",
+                self.name
+            );
+        }
+    }
+
+    /// Publishes `data` without echo and returns the `seq` from its `ack`, skipping presence
+    /// events and others' messages that arrive first.
+    pub async fn publish_without_echo(&mut self, room: &str, data: Value) -> u64 {
+        let id = NEXT_SYNC_ID.fetch_add(1, Ordering::Relaxed);
+        self.send_json(
+            json!({"type": "publish", "room": room, "data": data, "id": id, "echo": false}),
+        )
+        .await;
+        loop {
+            let value = self.recv_json().await;
+            match value["type"].as_str() {
+                Some("ack") if value["id"] == id => {
+                    return value["seq"]
+                        .as_u64()
+                        .unwrap_or_else(|| panic!("{}: ack without seq: {value}", self.name));
+                }
+                Some("presence" | "message") => {}
+                _ => panic!("{}: expected the ack of {id}, got {value}", self.name),
+            }
+        }
+    }
+
     /// The next frame, which must be a binary frame.
     pub async fn expect_binary(&mut self) -> Bytes {
         let message = self.recv().await;
