@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchboard_hub::{HistoryPolicy, HistoryRule, HistoryRules};
 
+pub use crate::admin::config::AdminConfig;
+
 /// Every setting of `switchboard serve`. Field docs give the default and why it is what it is.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -96,6 +98,8 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// Member lists and presence events in large rooms.
     pub presence: PresenceSettings,
+    /// The operator page (`/admin`) and `switchboard top`.
+    pub admin: AdminConfig,
 }
 
 /// Whether permessage-deflate is offered.
@@ -375,6 +379,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             memory: MemoryConfig::default(),
             presence: PresenceSettings::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -645,6 +650,12 @@ impl Config {
             );
         }
         self.presence.validate()?;
+        if let Err(reason) = self.admin.check() {
+            return Err(ConfigError::Invalid {
+                field: "admin.key",
+                reason,
+            });
+        }
         Ok(trusted_proxies)
     }
 }

@@ -8,6 +8,7 @@ mod connect;
 mod examples;
 mod first_hour;
 mod shutdown;
+mod top;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");

@@ -2,6 +2,7 @@
 //! in-process servers on ephemeral ports, real sockets, real Redis where a test needs it —
 //! all through the shared test kit (`crates/testkit`). One module per topic.
 
+mod admin;
 mod admission;
 mod bad_input;
 mod cluster;
