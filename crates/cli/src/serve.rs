@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use switchboard_server::config::parse_listen;
-use switchboard_server::{CancellationToken, Config, LogFormat, Server};
+use switchboard_server::{CancellationToken, Config, LogFormat, Server, Settings};
 use tracing::info;
 
 /// Flags of `switchboard serve`. Each flag also reads the environment variable named in its
@@ -360,7 +360,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.into_config()?;
     crate::startup::init_logging(&config)?;
     let summary_config = config.clone();
-    let server = Server::bind(config)
+    let settings = Settings::new(config)?;
+    let engine = switchboard_cli::engine::start(&settings)?;
+    let server = Server::bind(settings, engine)
         .await
         .map_err(crate::startup::explain_bind_error)?;
     let addr = server.local_addr().context("reading the bound address")?;

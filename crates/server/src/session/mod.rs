@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::state::AppState;
 
 pub use handler::SessionHandler;
-pub(crate) use pipeline::MAX_PIPELINED;
+pub use pipeline::MAX_PIPELINED;
 
 /// What a session needs of the server.
 pub trait SessionContext: Send + Sync + 'static {

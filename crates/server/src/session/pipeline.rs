@@ -12,7 +12,7 @@ use switchboard_protocol::client::RequestId;
 /// Publishes of one connection on their way through the broker at once, at most. A remote
 /// broker (Redis) answers after a round trip; pipelining lets one connection publish faster
 /// than one message per round trip.
-pub(crate) const MAX_PIPELINED: usize = 64;
+pub const MAX_PIPELINED: usize = 64;
 
 /// Bytes of publishes (as received) of one connection on their way through the broker at
 /// once, at most: while Redis hangs, each waits up to `redis_timeout` holding its payload
