@@ -36,7 +36,7 @@ fi
 
 mkdir -p "$OUT"
 KEY="api-fuzz-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-# Rates high enough that the fuzzer itself is never refused (429 is tested in tests/api.rs).
+# Rates high enough that the fuzzer itself is never refused (429 is tested in crates/server/tests/it/api.rs).
 SWITCHBOARD_API_KEY="$KEY" "$BIN" serve --listen 127.0.0.1:0 --log warn \
     --api-requests-per-second 1000000 --api-burst 1000000 >"$OUT/server.out" 2>"$OUT/server.log" &
 PID=$!

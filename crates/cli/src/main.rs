@@ -11,6 +11,7 @@ mod refusal;
 mod serve;
 mod startup;
 mod token;
+mod top;
 
 use std::process::ExitCode;
 
@@ -68,6 +69,9 @@ enum Command {
     Config(config_cmd::ConfigArgs),
     /// Publish one message through the server's HTTP API (needs an API key).
     Publish(publish::PublishArgs),
+    /// Live figures of a running server (every node of a cluster): connections, messages,
+    /// latency, busiest rooms. Needs the server's admin key. q quits.
+    Top(top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Config(args) => config_cmd::run(args),
             Command::Publish(args) => publish::run(args).await,
+            Command::Top(args) => top::run(args).await,
         }
     });
     match result {

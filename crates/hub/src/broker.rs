@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use switchboard_protocol::client::RequestId;
 
+use crate::activity::RoomActivity;
 use crate::api::{Kick, RoomsPage, SourcePublish, SourcePublished, Users};
 use crate::error::HubError;
 use crate::hub::{Hub, HubStats};
@@ -170,6 +171,23 @@ pub trait Broker: Send + Sync + fmt::Debug {
     /// out until then. Returns how many connections were closed on this node.
     fn kick<'a>(&'a self, kick: &'a Kick, now_ms: u64) -> BrokerFuture<'a, usize>;
 
+    /// Calls `visit` with every room that has members (or, in this process, history) on this
+    /// node, for the operator page (see [`RoomActivity`]).
+    fn visit_rooms(&self, visit: &mut dyn FnMut(RoomActivity<'_>));
+
+    /// The operator page's cluster view: stores this node's latest `snapshot` (opaque JSON,
+    /// written by the server once per second under the name `node`) where the other nodes read
+    /// it, and returns the latest snapshot of every live node, this one's included. The
+    /// in-memory engine has no other node: it returns `snapshot` alone.
+    fn share_node_stats<'a>(
+        &'a self,
+        node: &'a str,
+        snapshot: String,
+    ) -> BrokerFuture<'a, Vec<String>> {
+        let _ = node;
+        ready(Ok(vec![snapshot]))
+    }
+
     /// Stops background work, after writing what connections that ended left behind (their
     /// presence). Call it once every connection has ended.
     fn shutdown(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -307,5 +325,9 @@ impl Broker for Hub {
 
     fn kick<'a>(&'a self, kick: &'a Kick, now_ms: u64) -> BrokerFuture<'a, usize> {
         ready(Ok(self.users.kick(kick, now_ms)))
+    }
+
+    fn visit_rooms(&self, visit: &mut dyn FnMut(RoomActivity<'_>)) {
+        Hub::visit_rooms(self, visit);
     }
 }

@@ -15,6 +15,7 @@ use http::Method;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::client::{self, Stamp, Ws};
+use super::runner::{Need, Runner};
 use super::stats::{self, Report};
 use super::{CommonArgs, SubscribeArgs, parse_seconds};
 use crate::api_client::ApiTarget;
@@ -90,22 +91,23 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
     let target = common.target("/ws").await?;
     let room = args.subscribe.room(0);
     let progress = Arc::new(Progress::default());
-    let (setup, waiter) = super::setup(common.connect_concurrency);
+    let mut run = Runner::new(common);
     let subscribe = Arc::new(args.subscribe.clone());
     let mut subscribers = Vec::with_capacity(args.subscribers);
     for index in 0..args.subscribers {
-        let (setup, target, subscribe, progress, room) = (
-            setup.clone(),
+        let (target, subscribe, progress, room) = (
             target.clone(),
             subscribe.clone(),
             progress.clone(),
             room.clone(),
         );
-        let (timeout, drain) = (common.connect_timeout, args.drain);
-        subscribers.push(tokio::spawn(async move {
+        let drain = args.drain;
+        // The subscribers read until the publishers are done (`Progress::stopped`), not by
+        // the runner's phases.
+        subscribers.push(run.spawn(move |connector, _phase| async move {
             let rooms = [room];
-            let ws = setup
-                .connect(&target, index as u64, timeout, async |ws| {
+            let ws = connector
+                .connect(&target, index as u64, async |ws| {
                     subscribe.subscribe(ws, &rooms).await
                 })
                 .await?;
@@ -113,8 +115,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
             Some(subscriber(ws, &progress, drain, latency).await)
         }));
     }
-    let outcome = waiter.wait(args.subscribers, common, "subscribers").await;
-    outcome.require_all(args.subscribers)?;
+    run.set_up("subscribers", Need::All).await?;
 
     let mut connections = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {

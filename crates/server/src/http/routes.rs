@@ -32,6 +32,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     if state.api.is_some() {
         router = router.merge(super::api::routes());
     }
+    router = crate::admin::routes(router, &state);
     router
         .layer(axum::middleware::map_response(
             super::headers::security_headers,

@@ -21,12 +21,12 @@ use super::codec;
 use super::deflate::{self, Deflate};
 use super::driver::{self, DriveOptions, Ending};
 use super::echo::EchoHandler;
-use super::session::SessionHandler;
 use super::upgrade;
 use crate::auth::{AuthError, Identity};
 use crate::http::client_ip::client_ip;
 use crate::http::origin;
 use crate::limits::IpSlot;
+use crate::session::SessionHandler;
 use crate::state::{AppState, PeerAddr};
 
 #[derive(Debug, Deserialize)]
@@ -103,7 +103,7 @@ fn admit(
     if state
         .broker
         .users()
-        .is_denied(&identity.user, crate::ws::session::now_millis())
+        .is_denied(&identity.user, crate::session::now_millis())
     {
         info!(%peer, reason = "denied", user = %identity.user, "upgrade refused");
         return Err(refusal(
@@ -335,7 +335,9 @@ fn log_ending(ending: &Ending, peer: SocketAddr, session: u64, user: &str) {
             debug!(%peer, session, user, how, code, reason = %reason, "disconnected");
         }
         Ending::PeerGone(cause) => debug!(%peer, session, user, how, cause, "disconnected"),
-        Ending::ServerClosed(frame) if frame.code == 1001 => {
+        Ending::ServerClosed(frame)
+            if frame.code == switchboard_protocol::codes::close::GOING_AWAY =>
+        {
             debug!(%peer, session, user, how, code = frame.code, reason = %frame.reason, "disconnected");
         }
         Ending::ServerClosed(frame) => {

@@ -124,9 +124,16 @@ impl ApiKeys {
         found
     }
 
-    /// For other parts of the server (e.g. an admin page): the name and scopes of the key
+    /// Whether some key has the `admin` scope (`api.key` has every scope): the operator page
+    /// is then on (`crate::admin`).
+    pub(crate) fn any_admin(&self) -> bool {
+        self.keys
+            .iter()
+            .any(|key| key.scopes.contains(&ApiScope::Admin))
+    }
+
+    /// For other parts of the server (the operator page): the name and scopes of the key
     /// `presented` is, if it is one. No rate is taken.
-    #[allow(dead_code, reason = "an entry point for the admin page")]
     pub(crate) fn verify(&self, presented: &str) -> Option<(&str, &[ApiScope])> {
         self.find(presented)
             .map(|verified| (&*verified.key.name, verified.key.scopes.as_slice()))

@@ -36,8 +36,8 @@ pub(crate) use self::error::ApiError;
 use self::error::{ErrorBody, ErrorDetail};
 pub(crate) use self::keys::ApiKeys;
 use crate::config::ApiScope;
+use crate::session::now_millis;
 use crate::state::AppState;
-use crate::ws::session::now_millis;
 
 /// Rooms one broadcast may name.
 const MAX_BROADCAST_ROOMS: usize = 100;
