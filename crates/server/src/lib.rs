@@ -27,7 +27,7 @@ mod ws;
 
 pub use config::{CompressionMode, Config, ConfigError, LogFormat};
 pub use server::{Server, ServerError};
+pub use session::MAX_PIPELINED;
 pub use settings::{Engine, Settings};
 pub use switchboard_hub::Broker;
 pub use tokio_util::sync::CancellationToken;
-pub use session::MAX_PIPELINED;
