@@ -28,7 +28,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use switchboard_hub::events::{EventMessage, EventPayload};
 use switchboard_hub::{
+    EventKind, RoomEvent,
     Broker, BrokerFuture, BrokerHealth, Departure, HistoryRules, HubError, HubStats, JoinRequest,
     Outbound, OutboxPool, Position, PresenceConfig, PublishRequest, Published, Relay,
     ResyncRequest, Session, Snapshot, members_page as page_of, members_reply,
@@ -75,6 +77,10 @@ pub struct RedisConfig {
     pub publish_queue_bytes: usize,
     /// Member lists and coalesced presence.
     pub presence: PresenceConfig,
+    /// Where room, presence and message events go (webhooks): this node reports the
+    /// transitions its own scripts saw and the messages it sequenced, so each is reported
+    /// once per cluster.
+    pub events: switchboard_hub::Events,
 }
 
 /// Why the broker could not start.
@@ -302,6 +308,7 @@ impl RedisBroker {
         echo: bool,
         ts: u64,
         msg_id: Option<&str>,
+        event: Option<RoomEvent>,
     ) -> BrokerFuture<'static, Published> {
         let room = match self.shared.relay.member_room(session, room) {
             Ok(room) => room,
@@ -356,6 +363,7 @@ impl RedisBroker {
             reply,
             deadline,
             fate: fate.clone(),
+            event,
             _bytes: reservation,
         };
         if let Err(err) = self.publishes.try_send(job) {
@@ -377,6 +385,28 @@ impl RedisBroker {
                 ))),
                 Err(_) => Err(publisher::maybe_published(timeout)),
             }
+        })
+    }
+
+    /// The `message.published` event of a publish to `room`, if its messages are wanted
+    /// (its seq is filled in by the publish task, which reports it in sequence order).
+    fn message_event(
+        &self,
+        session: &Session,
+        room: &str,
+        ts: u64,
+        payload: impl FnOnce() -> EventPayload,
+    ) -> Option<RoomEvent> {
+        let sink = self.shared.config.events.as_ref()?;
+        sink.wants_messages(room).then(|| RoomEvent {
+            kind: EventKind::MessagePublished,
+            room: Arc::from(room),
+            user: Some(session.user().clone()),
+            version: 0,
+            message: Some(EventMessage {
+                ts,
+                payload: payload(),
+            }),
         })
     }
 
@@ -492,7 +522,7 @@ impl Shared {
         let keys = RoomKeys::new(&self.config.prefix, room);
         let policy = self.config.history.policy_for(room);
         let (join_head, leave_head) = presence_heads(room);
-        let (epoch, seq, pv, members, recovered, replay, member_count): (
+        let (epoch, seq, pv, members, recovered, replay, member_count, events): (
             String,
             u64,
             u64,
@@ -500,6 +530,7 @@ impl Shared {
             u8,
             Vec<Bytes>,
             u64,
+            Vec<String>,
         ) = self
             .scripts
             .join
@@ -525,6 +556,7 @@ impl Shared {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|err| self.failed("join", &err))?;
+        self.report(room, &events);
         let replay = (recovered == 1).then(|| {
             replay
                 .chunks_exact(3)
@@ -604,7 +636,7 @@ impl Shared {
     async fn leave_presence(&self, departure: &Departure) -> Result<(), redis::RedisError> {
         let keys = RoomKeys::new(&self.config.prefix, &departure.room);
         let (_, leave_head) = presence_heads(&departure.room);
-        let _: i64 = self
+        let events: Vec<String> = self
             .scripts
             .leave
             .key(&keys.meta)
@@ -617,7 +649,31 @@ impl Shared {
             .arg("-")
             .invoke_async(&mut self.conn.clone())
             .await?;
+        self.report(&departure.room, &events);
         Ok(())
+    }
+
+    /// Hands the presence transitions a script saw (`KIND USER PV` triples, see
+    /// `scripts::PRELUDE`) to the event sink, in the script's order.
+    fn report(&self, room: &str, events: &[String]) {
+        let Some(sink) = &self.config.events else {
+            return;
+        };
+        for event in events.chunks_exact(3) {
+            let [kind, user, version] = event else {
+                continue;
+            };
+            let kind = match kind.as_str() {
+                "o" => EventKind::RoomOccupied,
+                "v" => EventKind::RoomVacated,
+                "j" => EventKind::MemberJoined,
+                "l" => EventKind::MemberLeft,
+                _ => continue,
+            };
+            let user: Option<Arc<str>> = (!user.is_empty()).then(|| Arc::from(user.as_str()));
+            let version = version.parse().unwrap_or(0);
+            sink.emit(RoomEvent::presence(kind, room, user.as_ref(), version));
+        }
     }
 
     /// Refreshes this node's presence in every room it has members in, and reaps the entries
@@ -648,10 +704,14 @@ impl Shared {
             for user in &users {
                 invocation.arg(user.as_ref());
             }
-            let result: Result<i64, _> = invocation.invoke_async(&mut self.conn.clone()).await;
-            if let Err(err) = result {
-                debug!(room = %room, error = %err, "presence refresh failed");
-                return;
+            let result: Result<Vec<String>, _> =
+                invocation.invoke_async(&mut self.conn.clone()).await;
+            match result {
+                Ok(events) => self.report(&room, &events),
+                Err(err) => {
+                    debug!(room = %room, error = %err, "presence refresh failed");
+                    return;
+                }
             }
         }
     }
@@ -710,6 +770,9 @@ impl Broker for RedisBroker {
     ) -> BrokerFuture<'static, Published> {
         let (head, tail) =
             encode_message_parts(request.room, session.user(), request.data, request.ts);
+        let event = self.message_event(session, request.room, request.ts, || {
+            EventPayload::Json(request.data.to_owned())
+        });
         self.submit(
             session,
             request.room,
@@ -719,6 +782,7 @@ impl Broker for RedisBroker {
             request.echo,
             request.ts,
             request.msg_id,
+            event,
         )
     }
 
@@ -730,7 +794,10 @@ impl Broker for RedisBroker {
         ts: u64,
     ) -> BrokerFuture<'static, u64> {
         let (head, tail) = encode_server_parts(room, ts, session.user(), payload);
-        let published = self.submit(session, room, "b", &head, &tail, false, ts, None);
+        let event = self.message_event(session, room, ts, || {
+            EventPayload::Binary(Bytes::copy_from_slice(payload))
+        });
+        let published = self.submit(session, room, "b", &head, &tail, false, ts, None, event);
         Box::pin(async move { published.await.map(|published| published.seq) })
     }
 

@@ -9,6 +9,7 @@ mod refusal;
 mod serve;
 mod startup;
 mod token;
+mod webhook_args;
 
 use std::process::ExitCode;
 

@@ -235,6 +235,8 @@ pub(crate) struct ServeArgs {
     /// Least time between count-only presence frames in large rooms [default: 1s].
     #[arg(help_heading = "Server", long, env = "SWITCHBOARD_PRESENCE_COUNT_INTERVAL", value_parser = humantime_duration)]
     presence_count_interval: Option<Duration>,
+    #[command(flatten)]
+    webhooks: crate::webhook_args::WebhookArgs,
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {
@@ -245,7 +247,7 @@ fn parse_log_format(text: &str) -> Result<LogFormat, String> {
     }
 }
 
-fn humantime_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn humantime_duration(text: &str) -> Result<Duration, String> {
     humantime_serde::re::humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 
@@ -339,6 +341,7 @@ impl ServeArgs {
         if let Some(ttl) = self.history_ttl {
             config.history.ttl = ttl;
         }
+        self.webhooks.apply(&mut config.webhooks)?;
         Ok(config)
     }
 }

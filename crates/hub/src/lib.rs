@@ -18,6 +18,7 @@
 mod broker;
 pub mod deadline;
 mod error;
+pub mod events;
 mod history;
 mod hub;
 mod idempotency;
@@ -31,6 +32,7 @@ mod session;
 
 pub use broker::{Broker, BrokerFuture, BrokerHealth, JoinRequest, PublishRequest};
 pub use error::HubError;
+pub use events::{EventKind, EventSink, Events, RoomEvent};
 pub use history::HistoryBudget;
 pub use hub::{Hub, HubConfig, HubStats};
 pub use outbox::{Batch, CloseFrame, Outbound, Outbox, OutboxPool, POOL_ALLOWANCE, PushError};

@@ -14,6 +14,7 @@ use switchboard_protocol::binary::ServerBinary;
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::server::{HistoryItem, PresenceEvent, ServerMessage, encode_history};
 
+use crate::events::{self, EventPayload, Events};
 use crate::history::{self, History, HistoryBudget};
 use crate::idempotency::RecentIds;
 use crate::outbox::Outbound;
@@ -72,6 +73,8 @@ pub(crate) struct RoomState {
     /// Presence changes not yet handed out.
     batch: PresenceBatch,
     presence_config: PresenceConfig,
+    /// Where room and presence transitions are reported (webhooks), if anywhere.
+    events: Events,
     /// Set when the registry dropped this room (it was empty); a joiner holding a stale
     /// reference must look the room up again.
     pub(crate) closed: bool,
@@ -83,6 +86,7 @@ impl Room {
         policy: HistoryPolicy,
         budget: Arc<HistoryBudget>,
         presence: PresenceConfig,
+        events: Events,
     ) -> Self {
         Self {
             name,
@@ -96,6 +100,7 @@ impl Room {
                 presence_version: 0,
                 batch: PresenceBatch::default(),
                 presence_config: presence,
+                events,
                 closed: false,
             }),
         }
@@ -148,6 +153,8 @@ impl RoomState {
             *count += 1;
             if *count == 1 {
                 queue = self.presence_change(room, PresenceEvent::Join, session.user());
+                let (version, users) = (self.presence_version, self.users.len());
+                events::joined(&self.events, room, session.user(), version, users);
             }
             self.members.insert(
                 session.id(),
@@ -219,6 +226,8 @@ impl RoomState {
             if *count.get() == 0 {
                 count.remove();
                 queue = self.presence_change(room, PresenceEvent::Leave, session.user());
+                let (version, users) = (self.presence_version, self.users.len());
+                events::left(&self.events, room, session.user(), version, users);
             }
         }
         if let Some(id) = reply {
@@ -344,6 +353,9 @@ impl RoomState {
         if let Some(msg_id) = msg_id {
             self.recent_ids.insert(from.user(), msg_id, self.seq, ts);
         }
+        events::published(&self.events, room, from.user(), self.seq, ts, || {
+            EventPayload::Json(data.to_owned())
+        });
         Published {
             seq: self.seq,
             duplicate: false,
@@ -368,6 +380,9 @@ impl RoomState {
         }
         .encode();
         self.deliver(Some(from.id()), ts, Outbound::Binary(frame));
+        events::published(&self.events, room, from.user(), self.seq, ts, || {
+            EventPayload::Binary(bytes::Bytes::copy_from_slice(payload))
+        });
         self.seq
     }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchboard_hub::{HistoryPolicy, HistoryRule, HistoryRules};
 
+pub use crate::webhooks::{WebhookEndpoint, WebhooksConfig};
+
 /// Every setting of `switchboard serve`. Field docs give the default and why it is what it is.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -96,6 +98,8 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// Member lists and presence events in large rooms.
     pub presence: PresenceSettings,
+    /// Signed HTTP callbacks for room, presence and message events (docs/webhooks.md).
+    pub webhooks: WebhooksConfig,
 }
 
 /// Whether permessage-deflate is offered.
@@ -375,6 +379,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             memory: MemoryConfig::default(),
             presence: PresenceSettings::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -636,6 +641,7 @@ impl Config {
             );
         }
         self.presence.validate()?;
+        self.webhooks.validate()?;
         Ok(())
     }
 }

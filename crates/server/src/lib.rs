@@ -15,6 +15,7 @@ mod limits;
 mod server;
 mod state;
 mod tls;
+pub mod webhooks;
 mod ws;
 
 pub use config::{CompressionMode, Config, ConfigError, LogFormat};

@@ -23,6 +23,7 @@ use crate::config::{Config, ConfigError};
 use crate::http::routes;
 use crate::limits::{IpLimiter, IpSlots};
 use crate::state::{AppState, PeerAddr};
+use crate::webhooks::Webhooks;
 
 /// How often expired history, abandoned rooms and quiet per-IP buckets are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -106,6 +107,9 @@ pub enum ServerError {
     /// The broker could not start.
     #[error(transparent)]
     Broker(#[from] RedisBrokerError),
+    /// Webhooks could not start.
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::WebhookError),
 }
 
 /// A bound, not yet running server.
@@ -113,6 +117,8 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     tls: Option<TlsAcceptor>,
+    /// The webhook dispatcher, when endpoints are configured; stopped after the broker.
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -144,7 +150,11 @@ impl Server {
         let listener = listen(addr, config.limits.listen_backlog)
             .map_err(|source| ServerError::Bind { addr, source })?;
         let pending = pending_cap(&config.limits);
-        let broker = broker_for(&config)?;
+        let webhooks = Webhooks::start(&config.webhooks)?;
+        let events = webhooks
+            .clone()
+            .map(|webhooks| webhooks as Arc<dyn switchboard_hub::EventSink>);
+        let broker = broker_for(&config, events)?;
         let trusted_proxies =
             config
                 .trusted_proxy_networks()
@@ -156,6 +166,7 @@ impl Server {
         Ok(Self {
             listener,
             tls,
+            webhooks,
             state: Arc::new(AppState {
                 broker,
                 trusted_proxies,
@@ -191,6 +202,11 @@ impl Server {
         self.tls.is_some()
     }
 
+    /// Webhook delivery counts, when webhooks are configured.
+    pub fn webhook_stats(&self) -> Option<Arc<crate::webhooks::WebhookStats>> {
+        self.webhooks.as_ref().map(|webhooks| webhooks.stats())
+    }
+
     /// The broker behind this server (rooms, presence, history).
     pub fn broker(&self) -> Arc<dyn Broker> {
         self.state.broker.clone()
@@ -203,6 +219,7 @@ impl Server {
             listener,
             state,
             tls,
+            webhooks,
         } = self;
         let router = routes::router(state.clone());
         state.tracker.spawn(sweep(state.clone(), shutdown.clone()));
@@ -304,6 +321,11 @@ impl Server {
             info!("all connections closed");
         }
         state.broker.shutdown().await;
+        // After the broker: the presence it wrote on the way out (members left, rooms
+        // vacated) is still delivered, within `webhooks.drain_timeout`.
+        if let Some(webhooks) = webhooks {
+            webhooks.shutdown().await;
+        }
     }
 }
 
@@ -394,7 +416,7 @@ fn pending_cap(limits: &crate::config::LimitsConfig) -> usize {
 }
 
 /// The broker the configuration names: this process's hub, or Redis.
-fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, ServerError> {
+fn broker_for(config: &Config, events: switchboard_hub::Events) -> Result<Arc<dyn Broker>, ServerError> {
     let history = config.history.rules();
     Ok(match config.cluster.redis_url() {
         None => Arc::new(Hub::new(HubConfig {
@@ -405,6 +427,7 @@ fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, ServerError> {
             history_bytes: config.memory.history_bytes,
             max_idempotency_ids: config.memory.max_idempotency_ids,
             presence: config.presence.hub(),
+            events,
         })),
         Some(url) => {
             let cluster = &config.cluster;
@@ -422,6 +445,7 @@ fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, ServerError> {
                     .saturating_mul(config.limits.max_connections),
                 publish_queue_bytes: cluster.publish_queue_bytes,
                 presence: config.presence.hub(),
+                events,
             })?)
         }
     })

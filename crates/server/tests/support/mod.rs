@@ -56,6 +56,8 @@ pub struct TestServer {
     sessions: Box<dyn Fn() -> usize + Send + Sync>,
     /// The broker, for the memory counters ([`TestServer::stats`]).
     broker: std::sync::Arc<dyn switchboard_hub::Broker>,
+    /// Webhook delivery counts, when webhooks are configured.
+    webhooks: Option<std::sync::Arc<switchboard_server::webhooks::WebhookStats>>,
 }
 
 impl TestServer {
@@ -70,6 +72,7 @@ impl TestServer {
             .local_addr()
             .expect("local address of the test server");
         let broker = server.broker();
+        let webhooks = server.webhook_stats();
         let token = CancellationToken::new();
         let run = tokio::spawn(server.run(token.clone()));
         Self {
@@ -77,6 +80,7 @@ impl TestServer {
             token,
             run: Some(run),
             broker: broker.clone(),
+            webhooks,
             sessions: Box::new(move || broker.stats().sessions),
         }
     }
@@ -116,6 +120,11 @@ impl TestServer {
     /// rooms, so this tells when a disconnect that sends no frame has been fully processed.
     pub fn sessions(&self) -> usize {
         (self.sessions)()
+    }
+
+    /// Webhook delivery counts (`None` without webhook endpoints).
+    pub fn webhooks(&self) -> Option<std::sync::Arc<switchboard_server::webhooks::WebhookStats>> {
+        self.webhooks.clone()
     }
 
     /// The hub's counters: sessions, rooms and the server-wide memory budgets' use.
