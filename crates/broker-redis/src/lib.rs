@@ -30,10 +30,9 @@ use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use switchboard_hub::events::{EventMessage, EventPayload};
 use switchboard_hub::{
-    EventKind, RoomEvent,
-    Broker, BrokerFuture, BrokerHealth, Departure, HistoryRules, HubError, HubStats, JoinRequest,
-    Outbound, OutboxPool, Position, PresenceConfig, PublishRequest, Published, Relay,
-    ResyncRequest, Session, Snapshot, members_page as page_of, members_reply,
+    Broker, BrokerFuture, BrokerHealth, Departure, EventKind, HistoryRules, HubError, HubStats,
+    JoinRequest, Outbound, OutboxPool, Position, PresenceConfig, PublishRequest, Published, Relay,
+    ResyncRequest, RoomEvent, Session, Snapshot, members_page as page_of, members_reply,
 };
 use switchboard_protocol::binary::encode_server_parts;
 use switchboard_protocol::client::RequestId;
@@ -522,16 +521,7 @@ impl Shared {
         let keys = RoomKeys::new(&self.config.prefix, room);
         let policy = self.config.history.policy_for(room);
         let (join_head, leave_head) = presence_heads(room);
-        let (epoch, seq, pv, members, recovered, replay, member_count, events): (
-            String,
-            u64,
-            u64,
-            Vec<String>,
-            u8,
-            Vec<Bytes>,
-            u64,
-            Vec<String>,
-        ) = self
+        let (epoch, seq, pv, members, recovered, replay, member_count, events): JoinReply = self
             .scripts
             .join
             .key(&keys.meta)
@@ -996,6 +986,19 @@ fn frame_of(kind: &[u8], frame: Bytes) -> Outbound {
         Outbound::Text(frame)
     }
 }
+
+/// What the join script returns: epoch, seq, presence version, members, recovered, replay,
+/// member count, events (see `scripts::JOIN`).
+type JoinReply = (
+    String,
+    u64,
+    u64,
+    Vec<String>,
+    u8,
+    Vec<Bytes>,
+    u64,
+    Vec<String>,
+);
 
 /// Why requests are refused at once during a hang.
 const STALLED: &str =

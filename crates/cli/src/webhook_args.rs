@@ -10,7 +10,12 @@ use switchboard_server::config::{WebhookEndpoint, WebhooksConfig};
 pub(crate) struct WebhookArgs {
     /// POST room, presence and message events to this URL (an endpoint besides those of
     /// the config file; needs --webhook-secret).
-    #[arg(help_heading = "Webhooks", long, env = "SWITCHBOARD_WEBHOOK_URL", value_name = "URL")]
+    #[arg(
+        help_heading = "Webhooks",
+        long,
+        env = "SWITCHBOARD_WEBHOOK_URL",
+        value_name = "URL"
+    )]
     webhook_url: Option<String>,
     /// Signing key of --webhook-url's events (at least 16 bytes); prefer the environment.
     #[arg(
@@ -22,16 +27,34 @@ pub(crate) struct WebhookArgs {
     webhook_secret: Option<String>,
     /// Events sent to --webhook-url, comma-separated [default:
     /// room.occupied,room.vacated,member.joined,member.left].
-    #[arg(help_heading = "Webhooks", long, env = "SWITCHBOARD_WEBHOOK_EVENTS", value_delimiter = ',')]
+    #[arg(
+        help_heading = "Webhooks",
+        long,
+        env = "SWITCHBOARD_WEBHOOK_EVENTS",
+        value_delimiter = ','
+    )]
     webhook_events: Option<Vec<String>>,
     /// Room-name patterns whose events go to --webhook-url, comma-separated [default: *].
-    #[arg(help_heading = "Webhooks", long, env = "SWITCHBOARD_WEBHOOK_ROOMS", value_delimiter = ',')]
+    #[arg(
+        help_heading = "Webhooks",
+        long,
+        env = "SWITCHBOARD_WEBHOOK_ROOMS",
+        value_delimiter = ','
+    )]
     webhook_rooms: Option<Vec<String>>,
     /// Events waiting per endpoint; past it new ones are dropped and counted [default: 10000].
-    #[arg(help_heading = "Webhooks", long, env = "SWITCHBOARD_WEBHOOK_QUEUE_SIZE")]
+    #[arg(
+        help_heading = "Webhooks",
+        long,
+        env = "SWITCHBOARD_WEBHOOK_QUEUE_SIZE"
+    )]
     webhook_queue_size: Option<usize>,
     /// Attempts per event, the first included [default: 8].
-    #[arg(help_heading = "Webhooks", long, env = "SWITCHBOARD_WEBHOOK_MAX_ATTEMPTS")]
+    #[arg(
+        help_heading = "Webhooks",
+        long,
+        env = "SWITCHBOARD_WEBHOOK_MAX_ATTEMPTS"
+    )]
     webhook_max_attempts: Option<u32>,
     /// Wait before the first retry, doubled at each one [default: 500ms].
     #[arg(help_heading = "Webhooks", long, env = "SWITCHBOARD_WEBHOOK_RETRY_INITIAL", value_parser = crate::serve::humantime_duration)]
@@ -43,7 +66,11 @@ pub(crate) struct WebhookArgs {
     #[arg(help_heading = "Webhooks", long, env = "SWITCHBOARD_WEBHOOK_TIMEOUT", value_parser = crate::serve::humantime_duration)]
     webhook_timeout: Option<Duration>,
     /// Deliveries in flight at once per endpoint (a room's events stay in order) [default: 16].
-    #[arg(help_heading = "Webhooks", long, env = "SWITCHBOARD_WEBHOOK_CONCURRENCY")]
+    #[arg(
+        help_heading = "Webhooks",
+        long,
+        env = "SWITCHBOARD_WEBHOOK_CONCURRENCY"
+    )]
     webhook_concurrency: Option<usize>,
     /// On shutdown, how long queued events may still be delivered [default: 5s].
     #[arg(help_heading = "Webhooks", long, env = "SWITCHBOARD_WEBHOOK_DRAIN_TIMEOUT", value_parser = crate::serve::humantime_duration)]

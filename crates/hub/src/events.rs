@@ -120,18 +120,38 @@ pub type Events = Option<Arc<dyn EventSink>>;
 pub fn joined(events: &Events, room: &str, user: &Arc<str>, version: u64, users_now: usize) {
     if let Some(sink) = events {
         if users_now == 1 {
-            sink.emit(RoomEvent::presence(EventKind::RoomOccupied, room, None, version));
+            sink.emit(RoomEvent::presence(
+                EventKind::RoomOccupied,
+                room,
+                None,
+                version,
+            ));
         }
-        sink.emit(RoomEvent::presence(EventKind::MemberJoined, room, Some(user), version));
+        sink.emit(RoomEvent::presence(
+            EventKind::MemberJoined,
+            room,
+            Some(user),
+            version,
+        ));
     }
 }
 
 /// Reports a user's departure from a room (and the room's vacancy when it is now empty).
 pub fn left(events: &Events, room: &str, user: &Arc<str>, version: u64, users_now: usize) {
     if let Some(sink) = events {
-        sink.emit(RoomEvent::presence(EventKind::MemberLeft, room, Some(user), version));
+        sink.emit(RoomEvent::presence(
+            EventKind::MemberLeft,
+            room,
+            Some(user),
+            version,
+        ));
         if users_now == 0 {
-            sink.emit(RoomEvent::presence(EventKind::RoomVacated, room, None, version));
+            sink.emit(RoomEvent::presence(
+                EventKind::RoomVacated,
+                room,
+                None,
+                version,
+            ));
         }
     }
 }
@@ -169,8 +189,11 @@ mod tests {
     use super::*;
     use crate::{Hub, HubConfig};
 
+    /// Kind, room, user, version.
+    type Seen = (EventKind, String, Option<String>, u64);
+
     #[derive(Debug, Default)]
-    struct Recorder(Mutex<Vec<(EventKind, String, Option<String>, u64)>>);
+    struct Recorder(Mutex<Vec<Seen>>);
 
     impl EventSink for Recorder {
         fn wants_messages(&self, room: &str) -> bool {

@@ -416,7 +416,10 @@ fn pending_cap(limits: &crate::config::LimitsConfig) -> usize {
 }
 
 /// The broker the configuration names: this process's hub, or Redis.
-fn broker_for(config: &Config, events: switchboard_hub::Events) -> Result<Arc<dyn Broker>, ServerError> {
+fn broker_for(
+    config: &Config,
+    events: switchboard_hub::Events,
+) -> Result<Arc<dyn Broker>, ServerError> {
     let history = config.history.rules();
     Ok(match config.cluster.redis_url() {
         None => Arc::new(Hub::new(HubConfig {

@@ -298,7 +298,10 @@ async fn events_are_signed_retried_and_delivered_once_in_order_per_room() {
     assert!(attempts.values().all(|n| *n == 3), "{attempts:?}");
     assert_eq!(receiver.bad_signatures.load(Ordering::Relaxed), 0);
     let stats = server.webhooks().unwrap();
-    assert_eq!((stats.delivered(), stats.retried(), stats.dropped()), (11, 22, 0));
+    assert_eq!(
+        (stats.delivered(), stats.retried(), stats.dropped()),
+        (11, 22, 0)
+    );
     drop((alice, bob, carol));
     server.shutdown().await;
     // Shutdown drained everything: nothing more arrived.
@@ -434,8 +437,14 @@ async fn three_nodes_send_each_event_once_per_cluster() {
         .iter()
         .find(|e| e["type"] == "message.published")
         .unwrap();
-    assert_eq!((&message["seq"], &message["data"]), (&json!(seq), &json!(42)));
+    assert_eq!(
+        (&message["seq"], &message["data"]),
+        (&json!(seq), &json!(42))
+    );
     assert_eq!(receiver.bad_signatures.load(Ordering::Relaxed), 0);
     let attempts = receiver.attempts_per_id();
-    assert!(attempts.values().all(|n| *n == 2), "retried once each: {attempts:?}");
+    assert!(
+        attempts.values().all(|n| *n == 2),
+        "retried once each: {attempts:?}"
+    );
 }

@@ -106,14 +106,23 @@ mod tests {
     #[test]
     fn bodies_carry_id_type_time_room_and_the_event_fields() {
         let user: Arc<str> = Arc::from("alice");
-        let joined = Envelope::new(RoomEvent::presence(EventKind::MemberJoined, "lobby", Some(&user), 7));
+        let joined = Envelope::new(RoomEvent::presence(
+            EventKind::MemberJoined,
+            "lobby",
+            Some(&user),
+            7,
+        ));
         let value: Value = serde_json::from_slice(&joined.body()).unwrap_or_default();
         assert_eq!(value["type"], "member.joined");
         assert_eq!(value["room"], "lobby");
         assert_eq!(value["user"], "alice");
         assert_eq!(value["version"], 7);
         assert_eq!(value["id"].as_str().map(str::len), Some(36));
-        assert!(value["time"].as_u64().is_some_and(|t| t > 1_600_000_000_000));
+        assert!(
+            value["time"]
+                .as_u64()
+                .is_some_and(|t| t > 1_600_000_000_000)
+        );
         let message = Envelope::new(RoomEvent {
             kind: EventKind::MessagePublished,
             room: Arc::from("lobby"),

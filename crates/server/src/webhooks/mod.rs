@@ -13,7 +13,7 @@ mod body;
 mod settings;
 mod sign;
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -112,14 +112,15 @@ impl Endpoint {
     fn wants(&self, kind: EventKind, room: &str) -> bool {
         let index = EventKind::ALL.iter().position(|k| *k == kind);
         index.is_some_and(|i| self.events.get(i).copied().unwrap_or(false))
-            && self.rooms.iter().any(|pattern| matches_pattern(pattern, room))
+            && self
+                .rooms
+                .iter()
+                .any(|pattern| matches_pattern(pattern, room))
     }
 
     fn lane_of(&self, room: &str) -> Option<&mpsc::UnboundedSender<Arc<Envelope>>> {
-        let mut hasher = LANE_HASH.build_hasher();
-        room.hash(&mut hasher);
-        let n = self.lanes.len().max(1);
-        let index = usize::try_from(hasher.finish() % n as u64).unwrap_or(0);
+        let n = u64::try_from(self.lanes.len().max(1)).unwrap_or(1);
+        let index = usize::try_from(LANE_HASH.hash_one(room) % n).unwrap_or(0);
         self.lanes.get(index)
     }
 
@@ -364,7 +365,12 @@ async fn lane(
         endpoint.pending.fetch_sub(1, Ordering::AcqRel);
         metrics::gauge!(QUEUE_GAUGE).decrement(1.0);
         if !delivered && stop.is_cancelled() {
-            endpoint.dropped(&delivery.stats, envelope.event.kind, &envelope.event.room, "drain deadline");
+            endpoint.dropped(
+                &delivery.stats,
+                envelope.event.kind,
+                &envelope.event.room,
+                "drain deadline",
+            );
             break;
         }
     }
@@ -373,7 +379,12 @@ async fn lane(
     while let Ok(envelope) = events.try_recv() {
         endpoint.pending.fetch_sub(1, Ordering::AcqRel);
         metrics::gauge!(QUEUE_GAUGE).decrement(1.0);
-        endpoint.dropped(&delivery.stats, envelope.event.kind, &envelope.event.room, "drain deadline");
+        endpoint.dropped(
+            &delivery.stats,
+            envelope.event.kind,
+            &envelope.event.room,
+            "drain deadline",
+        );
     }
 }
 
@@ -403,11 +414,21 @@ async fn deliver(
         };
         if attempt == delivery.max_attempts {
             warn!(url = %endpoint.url, id = %envelope.id, event = kind.name(), room = %envelope.event.room, attempts = attempt, error = %failure, "webhook event given up");
-            endpoint.dropped(&delivery.stats, kind, &envelope.event.room, "attempts exhausted");
+            endpoint.dropped(
+                &delivery.stats,
+                kind,
+                &envelope.event.room,
+                "attempts exhausted",
+            );
             return false;
         }
         delivery.stats.count(kind, "retried", 1);
-        let wait = backoff(delivery.retry_initial, delivery.retry_max, attempt, fastrand::f64());
+        let wait = backoff(
+            delivery.retry_initial,
+            delivery.retry_max,
+            attempt,
+            fastrand::f64(),
+        );
         debug!(url = %endpoint.url, id = %envelope.id, attempt, error = %failure, wait_ms = wait.as_millis(), "webhook attempt failed; retrying");
         tokio::select! {
             () = stop.cancelled() => return false,
@@ -444,7 +465,9 @@ async fn post(
         .await
         .map_err(|err| format!("request failed: {err}"))?;
     let status = response.status();
-    let _ = Limited::new(response.into_body(), MAX_ANSWER).collect().await;
+    let _ = Limited::new(response.into_body(), MAX_ANSWER)
+        .collect()
+        .await;
     Ok(status)
 }
 
