@@ -113,3 +113,48 @@ impl WebhookArgs {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: WebhookArgs,
+    }
+
+    fn apply(flags: &[&str]) -> anyhow::Result<WebhooksConfig> {
+        let args = Wrapper::try_parse_from(std::iter::once("x").chain(flags.iter().copied()))?.args;
+        let mut config = WebhooksConfig::default();
+        args.apply(&mut config)?;
+        Ok(config)
+    }
+
+    #[test]
+    fn flags_add_an_endpoint_and_override_the_settings() {
+        let config = apply(&[
+            "--webhook-url",
+            "https://backend.example/hooks",
+            "--webhook-secret",
+            "0123456789abcdef",
+            "--webhook-events",
+            "member.joined,message.published",
+            "--webhook-queue-size",
+            "5",
+            "--webhook-retry-initial",
+            "1s",
+        ])
+        .unwrap();
+        assert_eq!(config.queue_size, 5);
+        assert_eq!(config.retry_initial, Duration::from_secs(1));
+        let endpoint = config.endpoints.first().unwrap();
+        assert_eq!(endpoint.url, "https://backend.example/hooks");
+        assert_eq!(endpoint.events, ["member.joined", "message.published"]);
+        assert_eq!(endpoint.rooms, ["*"]);
+        let err = apply(&["--webhook-url", "https://backend.example/hooks"]).unwrap_err();
+        assert!(err.to_string().contains("--webhook-secret"), "{err}");
+    }
+}

@@ -340,6 +340,31 @@ async fn a_full_queue_drops_and_counts_the_events_that_do_not_fit() {
     assert!(receiver.accepted().is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delivers_the_leaves_of_the_connections_it_closes() {
+    let receiver = Receiver::start(1).await;
+    let server = TestServer::start(Config {
+        webhooks: webhooks(&receiver.url(), &["member.left", "room.vacated"]),
+        shutdown_timeout: Duration::from_secs(2),
+        ..Config::default()
+    })
+    .await;
+    let mut dave = Client::connect(&server, "dave").await;
+    join(&mut dave, "late").await;
+    // Dave is still in the room when the server stops: his leave and the vacancy are queued
+    // as his connection closes, and delivered (after a refused first attempt) before `run`
+    // returns.
+    let stats = server.webhooks().unwrap();
+    let closing = tokio::spawn(async move { dave.expect_close().await });
+    server.shutdown().await;
+    assert_eq!(closing.await.unwrap().0, 1001);
+    assert_eq!(
+        story(&receiver.accepted(), "late"),
+        pairs(&[("member.left", "dave"), ("room.vacated", "")])
+    );
+    assert_eq!((stats.delivered(), stats.dropped()), (2, 0));
+}
+
 fn node_config(redis: &RedisServer, prefix: &str, url: &str) -> Config {
     unthrottled(Config {
         cluster: ClusterConfig {

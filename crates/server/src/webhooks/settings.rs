@@ -150,3 +150,40 @@ impl WebhooksConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(endpoint: WebhookEndpoint) -> WebhooksConfig {
+        WebhooksConfig {
+            endpoints: vec![endpoint],
+            ..WebhooksConfig::default()
+        }
+    }
+
+    #[test]
+    fn endpoints_need_an_http_url_a_real_secret_and_known_events() {
+        let good = WebhookEndpoint::new("https://backend.example/hooks", "0123456789abcdef");
+        assert!(with(good.clone()).validate().is_ok());
+        let bad = [
+            WebhookEndpoint::new("ftp://backend.example/", "0123456789abcdef"),
+            WebhookEndpoint::new("backend.example/hooks", "0123456789abcdef"),
+            WebhookEndpoint::new("https://backend.example/hooks", "short"),
+            WebhookEndpoint {
+                events: vec!["room.created".to_owned()],
+                ..good.clone()
+            },
+            WebhookEndpoint {
+                events: Vec::new(),
+                ..good
+            },
+        ];
+        for endpoint in bad {
+            assert!(with(endpoint.clone()).validate().is_err(), "{endpoint:?}");
+        }
+        let toml = "url = \"http://127.0.0.1:9000/\"\nsecret = \"0123456789abcdef\"\n";
+        let parsed: WebhookEndpoint = toml::from_str(toml).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.events.len(), 4, "message.published is opt-in");
+    }
+}
