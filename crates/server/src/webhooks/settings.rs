@@ -18,7 +18,8 @@ pub struct WebhooksConfig {
     /// an event ~3 MiB per endpoint.
     pub queue_size: usize,
     /// Attempts per event, the first included; after the last the event is dropped (counted
-    /// and logged). Default 8: with the default backoff, retries over about 2 minutes.
+    /// and logged). Default 8: with the default backoff the 7 retries
+    /// wait 32–64 s in all, plus the attempts themselves (at most `timeout` each).
     pub max_attempts: u32,
     /// Wait before the first retry; each retry doubles it (with full jitter). Default 500 ms.
     #[serde(with = "humantime_serde")]
