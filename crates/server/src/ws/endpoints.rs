@@ -321,7 +321,9 @@ fn log_ending(ending: &Ending, peer: SocketAddr, session: u64, user: &str) {
             debug!(%peer, session, user, how, code, reason = %reason, "disconnected");
         }
         Ending::PeerGone(cause) => debug!(%peer, session, user, how, cause, "disconnected"),
-        Ending::ServerClosed(frame) if frame.code == 1001 => {
+        Ending::ServerClosed(frame)
+            if frame.code == switchboard_protocol::codes::close::GOING_AWAY =>
+        {
             debug!(%peer, session, user, how, code = frame.code, reason = %frame.reason, "disconnected");
         }
         Ending::ServerClosed(frame) => {

@@ -450,7 +450,7 @@ impl SessionHandler {
         );
         self.reply(&ServerMessage::Error {
             id: rejection.id,
-            code: rejection.code,
+            code: rejection.code.clone(),
             message: &rejection.message,
         });
         if rejection.code == ErrorCode::Unavailable {
