@@ -14,6 +14,7 @@
 //!   subscriber reconnects with backoff, resubscribes every room that has members, and
 //!   resyncs each room from its last delivered seq (missed messages come from history).
 
+mod node_stats;
 mod publisher;
 mod scripts;
 mod subscriber;
@@ -850,6 +851,18 @@ impl Broker for RedisBroker {
 
     fn stats(&self) -> HubStats {
         self.shared.relay.stats()
+    }
+
+    fn visit_rooms(&self, visit: &mut dyn FnMut(switchboard_hub::RoomActivity<'_>)) {
+        self.shared.relay.visit_rooms(visit);
+    }
+
+    fn share_node_stats<'a>(
+        &'a self,
+        node: &'a str,
+        snapshot: String,
+    ) -> BrokerFuture<'a, Vec<String>> {
+        Box::pin(self.shared.share_node_stats(node, snapshot))
     }
 
     fn health(&self) -> BrokerHealth {

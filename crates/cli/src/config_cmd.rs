@@ -87,7 +87,8 @@ fn redact(value: &mut Value, key: &str) {
         Value::Array(items) => items.iter_mut().for_each(|inner| redact(inner, key)),
         Value::String(text) => {
             let key = key.to_ascii_lowercase();
-            if key.contains("secret") || key.contains("password") {
+            // `key`: the admin key (`[admin] key`); other `*_key` settings are file paths.
+            if key.contains("secret") || key.contains("password") || key == "key" {
                 *text = format!("[redacted: {} bytes]", text.len());
             } else if text.contains("://") {
                 *text = crate::startup::redact_url_password(text);
@@ -250,6 +251,7 @@ mod tests {
     fn show_round_trips_and_redacts() {
         let mut config = Config::default();
         config.auth.hmac_secret = Some("s".repeat(40));
+        config.admin.key = Some("k".repeat(20));
         config.cluster.broker = "redis://:hunter2@10.0.0.5:6379".to_owned();
         config
             .history
@@ -265,10 +267,12 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("key = \"[redacted: 20 bytes]\""), "{text}");
         assert!(text.contains("# public_key_file is not set"), "{text}");
         // What it prints is a valid config file (secrets aside).
         let mut back = Config::from_toml(&text).unwrap();
         back.auth.hmac_secret = config.auth.hmac_secret.clone();
+        back.admin.key = config.admin.key.clone();
         back.cluster.broker = config.cluster.broker.clone();
         assert_eq!(back, config);
     }

@@ -164,6 +164,15 @@ pub(crate) struct ServeArgs {
     /// Longest accepted token lifetime (exp - now) [default: 30days].
     #[arg(help_heading = "Auth", long, env = "SWITCHBOARD_MAX_TOKEN_LIFETIME", value_parser = humantime_duration)]
     max_token_lifetime: Option<Duration>,
+    /// Key of the operator page /admin and `switchboard top` (at least 16 bytes) [default:
+    /// none: the page is off].
+    #[arg(
+        help_heading = "Admin",
+        long,
+        env = "SWITCHBOARD_ADMIN_KEY",
+        hide_env_values = true
+    )]
+    admin_key: Option<String>,
     /// WebSocket connections one address (IPv4, or IPv6 /64) may hold open
     /// [default: max-connections / 4, at most 1000].
     #[arg(
@@ -322,6 +331,9 @@ impl ServeArgs {
         }
         if self.auth_secret.is_some() {
             config.auth.hmac_secret = self.auth_secret;
+        }
+        if self.admin_key.is_some() {
+            config.admin.key = self.admin_key;
         }
         if self.auth_public_key.is_some() {
             config.auth.public_key_file = self.auth_public_key;

@@ -326,6 +326,11 @@ impl Hub {
         dropped
     }
 
+    /// The room registry, for listings (`crate::activity`).
+    pub(crate) fn registry(&self) -> &Registry<Room> {
+        &self.rooms
+    }
+
     /// Current counts.
     pub fn stats(&self) -> HubStats {
         HubStats {

@@ -15,6 +15,7 @@
 //! this incarnation of its sequence, so that a client coming back with `since: {seq, epoch}`
 //! gets exactly what it missed, queued atomically ahead of the live stream.
 
+mod activity;
 mod broker;
 pub mod deadline;
 mod error;
@@ -30,6 +31,7 @@ mod relay;
 mod room;
 mod session;
 
+pub use activity::RoomActivity;
 pub use broker::{Broker, BrokerFuture, BrokerHealth, JoinRequest, PublishRequest};
 pub use error::HubError;
 pub use events::{EventKind, EventSink, Events, RoomEvent};

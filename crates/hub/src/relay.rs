@@ -111,6 +111,19 @@ pub struct JoinTicket {
     pub first_of_user: bool,
 }
 
+impl RelayRoom {
+    /// Its name, this node's connections in it and the last seq delivered, for the operator
+    /// page (`crate::activity`).
+    pub(crate) fn activity(&self) -> (&Arc<str>, usize, u64) {
+        let state = self.state.lock();
+        (
+            &self.name,
+            state.members.len(),
+            state.synced.as_ref().map_or(0, |(_, seq)| *seq),
+        )
+    }
+}
+
 impl JoinTicket {
     /// The room's name.
     pub fn room(&self) -> &Arc<str> {
@@ -936,6 +949,11 @@ impl Relay {
             .read()
             .get(room)
             .is_some_and(|entry| !entry.state.lock().members.is_empty())
+    }
+
+    /// The room registry, for listings (`crate::activity`).
+    pub(crate) fn registry(&self) -> &Registry<RelayRoom> {
+        &self.rooms
     }
 
     /// Current counts.

@@ -103,6 +103,12 @@ impl Room {
 }
 
 impl RoomState {
+    /// This node's connections in the room and its last seq, for the operator page
+    /// (`crate::activity`).
+    pub(crate) fn activity(&self) -> (usize, u64) {
+        (self.members.len(), self.seq)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.members.is_empty()
     }

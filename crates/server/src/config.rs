@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchboard_hub::{HistoryPolicy, HistoryRule, HistoryRules};
 
+pub use crate::admin::config::AdminConfig;
 pub use crate::webhooks::{WebhookEndpoint, WebhooksConfig};
 
 /// Every setting of `switchboard serve`. Field docs give the default and why it is what it is.
@@ -100,6 +101,8 @@ pub struct Config {
     pub presence: PresenceSettings,
     /// Signed HTTP callbacks for room, presence and message events (docs/webhooks.md).
     pub webhooks: WebhooksConfig,
+    /// The operator page (`/admin`) and `switchboard top`.
+    pub admin: AdminConfig,
 }
 
 /// Whether permessage-deflate is offered.
@@ -380,6 +383,7 @@ impl Default for Config {
             memory: MemoryConfig::default(),
             presence: PresenceSettings::default(),
             webhooks: WebhooksConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -642,6 +646,12 @@ impl Config {
         }
         self.presence.validate()?;
         self.webhooks.validate()?;
+        if let Err(reason) = self.admin.check() {
+            return Err(ConfigError::Invalid {
+                field: "admin.key",
+                reason,
+            });
+        }
         Ok(())
     }
 }

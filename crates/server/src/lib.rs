@@ -8,6 +8,7 @@
 //! Layout: `http/` (router, embedded demo page), `ws/` (upgrade handshake, codec seam,
 //! per-connection driver, the `/ws` protocol handler and the `/echo` handler).
 
+mod admin;
 pub mod auth;
 pub mod config;
 mod http;

@@ -163,6 +163,12 @@ impl Server {
                     reason,
                 })?;
         let limits = &config.limits;
+        let admin = config.admin.enabled().then(|| {
+            let port = listener
+                .local_addr()
+                .map_or(addr.port(), |bound| bound.port());
+            Arc::new(crate::admin::sampler::AdminState::new(port))
+        });
         Ok(Self {
             listener,
             tls,
@@ -187,6 +193,7 @@ impl Server {
                 pending_per_ip: IpSlots::new(limits.max_pending_per_ip.min((pending / 2).max(1))),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                admin,
                 config,
             }),
         })
@@ -226,6 +233,10 @@ impl Server {
         state
             .tracker
             .spawn(flush_presence(state.clone(), shutdown.clone()));
+        if let Some(admin) = state.admin.clone() {
+            let sampler = crate::admin::sampler::run(state.clone(), admin, shutdown.clone());
+            state.tracker.spawn(sampler);
+        }
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(state.config.handshake_timeout)

@@ -29,6 +29,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     if state.config.echo_endpoint {
         router = router.route("/echo", get(endpoints::echo));
     }
+    router = crate::admin::routes(router, &state);
     router
         .layer(axum::middleware::map_response(
             super::headers::security_headers,
