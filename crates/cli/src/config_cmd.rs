@@ -11,8 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
-use switchboard_server::Config;
-use switchboard_server::auth::Authenticator;
+use switchboard_server::{Config, Settings};
 
 use crate::serve::ServeArgs;
 
@@ -58,10 +57,10 @@ pub(crate) fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// What `Server::bind` checks before binding: values, the token key, the TLS files.
+/// What `switchboard serve` checks before binding: values and the token key (the settings),
+/// the TLS files.
 fn check(config: &Config) -> anyhow::Result<()> {
-    config.validate()?;
-    Authenticator::from_config(&config.auth)?;
+    Settings::new(config.clone())?;
     for path in [&config.tls_cert, &config.tls_key].into_iter().flatten() {
         std::fs::metadata(path)
             .with_context(|| format!("cannot read TLS file {}", path.display()))?;

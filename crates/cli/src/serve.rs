@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use switchboard_server::config::parse_listen;
-use switchboard_server::{CancellationToken, Config, LogFormat, Server};
+use switchboard_server::webhooks::Webhooks;
+use switchboard_server::{CancellationToken, Config, LogFormat, Server, Settings};
 use tracing::info;
 
 /// Flags of `switchboard serve`. Each flag also reads the environment variable named in its
@@ -363,9 +364,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.into_config()?;
     crate::startup::init_logging(&config)?;
     let summary_config = config.clone();
-    let server = Server::bind(config)
+    let settings = Settings::new(config)?;
+    // The webhook dispatcher first: the engine reports its events to it, and the server
+    // drains it after the engine on shutdown.
+    let webhooks = Webhooks::start(&settings.webhooks)?;
+    let engine = switchboard_cli::engine::start(&settings, Webhooks::events(&webhooks))?;
+    let server = Server::bind(settings, engine)
         .await
-        .map_err(crate::startup::explain_bind_error)?;
+        .map_err(crate::startup::explain_bind_error)?
+        .with_webhooks(webhooks);
     let addr = server.local_addr().context("reading the bound address")?;
     crate::startup::announce(
         &summary_config,

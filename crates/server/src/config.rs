@@ -558,8 +558,17 @@ impl Config {
         toml::from_str(text)
     }
 
-    /// Checks the values that would make the server misbehave.
+    /// Checks the values that would make the server misbehave (what [`Settings::new`]
+    /// checks, without building the settings).
+    ///
+    /// [`Settings::new`]: crate::Settings::new
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map(drop)
+    }
+
+    /// The checks of [`Config::validate`]; returns the trusted proxies' networks, which
+    /// checking them parsed (kept by [`crate::Settings`]).
+    pub(crate) fn check(&self) -> Result<Vec<crate::http::client_ip::Network>, ConfigError> {
         let invalid = |field, reason: &str| {
             Err(ConfigError::Invalid {
                 field,
@@ -606,12 +615,12 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert/tls_key", "set both or neither");
         }
-        if let Err(reason) = self.trusted_proxy_networks() {
-            return Err(ConfigError::Invalid {
-                field: "trusted_proxies",
-                reason,
-            });
-        }
+        let trusted_proxies =
+            self.trusted_proxy_networks()
+                .map_err(|reason| ConfigError::Invalid {
+                    field: "trusted_proxies",
+                    reason,
+                })?;
         let cluster = &self.cluster;
         if cluster.broker != "memory" && cluster.redis_url().is_none() {
             return invalid(
@@ -652,7 +661,7 @@ impl Config {
                 reason,
             });
         }
-        Ok(())
+        Ok(trusted_proxies)
     }
 }
 

@@ -124,7 +124,7 @@ pub(crate) async fn run(state: Arc<AppState>, admin: Arc<AdminState>, shutdown: 
         let snapshot = NodeSnapshot {
             node: &admin.node,
             broker: state.broker.kind(),
-            time_ms: crate::ws::session::now_millis(),
+            time_ms: crate::session::now_millis(),
             uptime_s: admin.started.elapsed().as_secs(),
             connections: state
                 .config

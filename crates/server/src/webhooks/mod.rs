@@ -250,6 +250,16 @@ impl Webhooks {
         })))
     }
 
+    /// The engines' event sink of `webhooks` (`None`: events go nowhere): give it to the
+    /// engine, and the dispatcher to the server ([`Server::with_webhooks`]).
+    ///
+    /// [`Server::with_webhooks`]: crate::Server::with_webhooks
+    pub fn events(webhooks: &Option<Arc<Self>>) -> switchboard_hub::Events {
+        webhooks
+            .clone()
+            .map(|webhooks| webhooks as Arc<dyn EventSink>)
+    }
+
     /// Delivery counts.
     pub fn stats(&self) -> Arc<WebhookStats> {
         self.stats.clone()
