@@ -44,6 +44,7 @@ mod activity;
 mod broker;
 pub mod deadline;
 mod error;
+pub mod events;
 mod history;
 mod hub;
 mod idempotency;
@@ -60,6 +61,7 @@ mod session;
 pub use activity::RoomActivity;
 pub use broker::{Broker, BrokerFuture, BrokerHealth, JoinRequest, PublishRequest};
 pub use error::HubError;
+pub use events::{EventKind, EventSink, Events, RoomEvent};
 pub use history::HistoryBudget;
 pub use hub::{Hub, HubConfig, HubStats};
 pub use outbox::{

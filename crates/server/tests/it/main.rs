@@ -14,3 +14,4 @@ mod memory;
 mod protocol;
 mod redis_faults;
 mod security;
+mod webhooks;
