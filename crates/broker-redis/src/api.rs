@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 
+use switchboard_hub::events::EventPayload;
 use switchboard_hub::{
     BrokerFuture, CloseFrame, HubError, Kick, MAX_DENIED, Payload, RoomsPage, SourcePublish,
     SourcePublished,
@@ -51,6 +52,12 @@ pub(crate) fn publish_from(
             None,
         ),
     };
+    // The `message.published` webhook event, as for a member's publish.
+    let from: std::sync::Arc<str> = std::sync::Arc::from(request.from);
+    let event = broker.message_event(&from, request.room, request.ts, || match request.payload {
+        Payload::Json(data) => EventPayload::Json(data.to_owned()),
+        Payload::Binary(bytes) => EventPayload::Binary(bytes::Bytes::copy_from_slice(bytes)),
+    });
     let sequenced = broker.enqueue(
         request.room,
         request.from,
@@ -60,6 +67,7 @@ pub(crate) fn publish_from(
         &tail,
         request.ts,
         msg_id,
+        event,
     );
     Box::pin(async move {
         let (published, epoch) = sequenced.await?;

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use switchboard_hub::events::{EventMessage, EventPayload};
 use switchboard_hub::{
-    BrokerFuture, Departure, HubError, JoinRequest, Outbound, Position, Published, Session,
-    Snapshot, members_page as page_of, members_reply,
+    BrokerFuture, Departure, EventKind, HubError, JoinRequest, Outbound, Position, Published,
+    RoomEvent, Session, Snapshot, members_page as page_of, members_reply,
 };
 use switchboard_protocol::client::RequestId;
 use tokio::sync::{mpsc, oneshot};
@@ -114,6 +115,7 @@ impl RedisBroker {
         echo: bool,
         ts: u64,
         msg_id: Option<&str>,
+        event: Option<RoomEvent>,
     ) -> BrokerFuture<'static, Published> {
         let room = match self.shared.relay.member_room(session, room) {
             Ok(room) => room,
@@ -124,7 +126,17 @@ impl RedisBroker {
         } else {
             wire::skip_tag(&self.shared.node, session.id())
         };
-        let sequenced = self.enqueue(&room, session.user(), skip, kind, head, tail, ts, msg_id);
+        let sequenced = self.enqueue(
+            &room,
+            session.user(),
+            skip,
+            kind,
+            head,
+            tail,
+            ts,
+            msg_id,
+            event,
+        );
         Box::pin(async move { sequenced.await.map(|(published, _)| published) })
     }
 
@@ -144,6 +156,7 @@ impl RedisBroker {
         tail: &[u8],
         ts: u64,
         msg_id: Option<&str>,
+        event: Option<RoomEvent>,
     ) -> BrokerFuture<'static, publisher::Sequenced> {
         if self.shared.stalled.load(Ordering::Acquire) {
             return Box::pin(std::future::ready(Err(publisher::not_published(STALLED))));
@@ -189,6 +202,7 @@ impl RedisBroker {
             reply,
             deadline,
             fate: fate.clone(),
+            event,
             _bytes: reservation,
         };
         if let Err(err) = self.publishes.try_send(job) {
@@ -210,6 +224,28 @@ impl RedisBroker {
                 ))),
                 Err(_) => Err(publisher::maybe_published(timeout)),
             }
+        })
+    }
+
+    /// The `message.published` event of a publish to `room`, if its messages are wanted
+    /// (its seq is filled in by the publish task, which reports it in sequence order).
+    pub(crate) fn message_event(
+        &self,
+        user: &Arc<str>,
+        room: &str,
+        ts: u64,
+        payload: impl FnOnce() -> EventPayload,
+    ) -> Option<RoomEvent> {
+        let sink = self.shared.config.events.as_ref()?;
+        sink.wants_messages(room).then(|| RoomEvent {
+            kind: EventKind::MessagePublished,
+            room: Arc::from(room),
+            user: Some(user.clone()),
+            version: 0,
+            message: Some(EventMessage {
+                ts,
+                payload: payload(),
+            }),
         })
     }
 
@@ -311,15 +347,7 @@ impl Shared {
         let keys = RoomKeys::new(&self.config.prefix, room);
         let policy = self.config.history.policy_for(room);
         let (join_head, leave_head) = presence_heads(room);
-        let (epoch, seq, pv, members, recovered, replay, member_count): (
-            String,
-            u64,
-            u64,
-            Vec<String>,
-            u8,
-            Vec<Bytes>,
-            u64,
-        ) = self
+        let (epoch, seq, pv, members, recovered, replay, member_count, events): JoinReply = self
             .scripts
             .join
             .key(&keys.meta)
@@ -344,6 +372,7 @@ impl Shared {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|err| self.failed("join", &err))?;
+        self.report(room, &events);
         let replay = (recovered == 1).then(|| {
             replay
                 .chunks_exact(3)
@@ -370,6 +399,19 @@ impl Shared {
         })
     }
 }
+
+/// What the join script returns: epoch, seq, presence version, members, recovered, replay,
+/// member count, events (see `scripts::JOIN`).
+type JoinReply = (
+    String,
+    u64,
+    u64,
+    Vec<String>,
+    u8,
+    Vec<Bytes>,
+    u64,
+    Vec<String>,
+);
 
 fn frame_of(kind: &[u8], frame: Bytes) -> Outbound {
     if kind == b"b" {

@@ -45,6 +45,7 @@ mod api;
 mod broker;
 pub mod deadline;
 mod error;
+pub mod events;
 mod history;
 mod hub;
 mod idempotency;
@@ -62,6 +63,7 @@ pub use activity::RoomActivity;
 pub use api::{Kick, MAX_DENIED, Payload, RoomsPage, SourcePublish, SourcePublished, Users};
 pub use broker::{Broker, BrokerFuture, BrokerHealth, JoinRequest, PublishRequest};
 pub use error::HubError;
+pub use events::{EventKind, EventSink, Events, RoomEvent};
 pub use history::HistoryBudget;
 pub use hub::{Hub, HubConfig, HubStats};
 pub use outbox::{

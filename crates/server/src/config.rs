@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_hub::{HistoryPolicy, HistoryRule, HistoryRules};
 
 pub use crate::admin::config::AdminConfig;
+pub use crate::webhooks::{WebhookEndpoint, WebhooksConfig};
 
 /// Every setting of `switchboard serve`. Field docs give the default and why it is what it is.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -100,6 +101,8 @@ pub struct Config {
     pub presence: PresenceSettings,
     /// The HTTP API under `/api/v1/` (off until a key is configured).
     pub api: ApiConfig,
+    /// Signed HTTP callbacks for room, presence and message events (docs/webhooks.md).
+    pub webhooks: WebhooksConfig,
     /// The operator page (`/admin`) and `switchboard top`.
     pub admin: AdminConfig,
 }
@@ -382,6 +385,7 @@ impl Default for Config {
             memory: MemoryConfig::default(),
             presence: PresenceSettings::default(),
             api: ApiConfig::default(),
+            webhooks: WebhooksConfig::default(),
             admin: AdminConfig::default(),
         }
     }
@@ -750,6 +754,7 @@ impl Config {
         }
         self.presence.validate()?;
         self.api.validate()?;
+        self.webhooks.validate()?;
         if let Err(reason) = self.admin.check() {
             return Err(ConfigError::Invalid {
                 field: "admin.key",

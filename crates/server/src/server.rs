@@ -22,6 +22,7 @@ use crate::http::routes;
 use crate::limits::{IpLimiter, IpSlots};
 use crate::settings::Settings;
 use crate::state::{AppState, PeerAddr};
+use crate::webhooks::Webhooks;
 
 /// How often expired history, abandoned rooms and quiet per-IP buckets are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -109,6 +110,8 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     tls: Option<TlsAcceptor>,
+    /// The webhook dispatcher, when endpoints are configured; stopped after the broker.
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -158,6 +161,7 @@ impl Server {
         Ok(Self {
             listener,
             tls,
+            webhooks: None,
             state: Arc::new(AppState {
                 broker,
                 trusted_proxies,
@@ -195,6 +199,19 @@ impl Server {
         self.tls.is_some()
     }
 
+    /// Hands the server the webhook dispatcher whose sink `broker` was built with
+    /// ([`Webhooks::events`]), so that shutdown drains it after the broker.
+    #[must_use]
+    pub fn with_webhooks(mut self, webhooks: Option<Arc<Webhooks>>) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
+
+    /// Webhook delivery counts, when webhooks are configured.
+    pub fn webhook_stats(&self) -> Option<Arc<crate::webhooks::WebhookStats>> {
+        self.webhooks.as_ref().map(|webhooks| webhooks.stats())
+    }
+
     /// The broker behind this server (rooms, presence, history).
     pub fn broker(&self) -> Arc<dyn Broker> {
         self.state.broker.clone()
@@ -207,6 +224,7 @@ impl Server {
             listener,
             state,
             tls,
+            webhooks,
         } = self;
         let router = routes::router(state.clone());
         state.tracker.spawn(sweep(state.clone(), shutdown.clone()));
@@ -312,6 +330,11 @@ impl Server {
             info!("all connections closed");
         }
         state.broker.shutdown().await;
+        // After the broker: the presence it wrote on the way out (members left, rooms
+        // vacated) is still delivered, within `webhooks.drain_timeout`.
+        if let Some(webhooks) = webhooks {
+            webhooks.shutdown().await;
+        }
     }
 }
 

@@ -16,3 +16,4 @@ mod memory;
 mod protocol;
 mod redis_faults;
 mod security;
+mod webhooks;
