@@ -15,6 +15,7 @@
 //!   resyncs each room from its last delivered seq (missed messages come from history).
 
 mod publisher;
+mod metrics;
 mod scripts;
 mod subscriber;
 mod wire;
@@ -31,7 +32,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use switchboard_hub::{
     Broker, BrokerFuture, BrokerHealth, Departure, HistoryRules, HubError, HubStats, JoinRequest,
     Outbound, OutboxPool, Position, PresenceConfig, PublishRequest, Published, Relay,
-    ResyncRequest, Session, Snapshot, members_page as page_of, members_reply,
+    ResyncRequest, Sequenced, Session, Snapshot, members_page as page_of, members_reply,
 };
 use switchboard_protocol::binary::encode_server_parts;
 use switchboard_protocol::client::RequestId;
@@ -257,17 +258,16 @@ impl RedisBroker {
                 self.subscribe(&room).await?;
                 let user = ticket.first_of_user.then(|| session.user().as_ref());
                 let skip = wire::skip_tag(&self.shared.node, session.id());
-                self.shared
-                    .snapshot(
-                        &room,
-                        request.since,
-                        user,
-                        &[],
-                        &skip,
-                        request.now_ms,
-                        session.outbox().budget() / 2,
-                    )
-                    .await
+                let snapshot = self.shared.snapshot(
+                    &room,
+                    request.since,
+                    user,
+                    &[],
+                    &skip,
+                    request.now_ms,
+                    session.outbox().budget() / 2,
+                );
+                metrics::timed("join", snapshot).await
             })
             .await;
         match snapshot {
@@ -337,7 +337,8 @@ impl RedisBroker {
             .arg(self.shared.keep_ms(policy.ttl))
             .arg(millis(policy.ttl).max(1))
             .arg(millis(self.shared.config.idempotency_window).max(1))
-            .arg(new_epoch());
+            .arg(new_epoch())
+            .arg(format!("@{}", Sequenced::now().0));
         // What the publish holds until answered: its frame (in the command, and once more
         // while the pipeline is written) and the keys.
         let bytes = head.len() + tail.len() + room.len() * 4 + 256;
@@ -393,11 +394,14 @@ impl RedisBroker {
     ) -> Result<(), HubError> {
         switchboard_protocol::names::validate_room(room).map_err(HubError::from)?;
         let keys = RoomKeys::new(&self.shared.config.prefix, room);
-        let mut users: Vec<String> = redis::cmd("HKEYS")
-            .arg(&keys.users)
-            .query_async(&mut self.shared.conn.clone())
-            .await
-            .map_err(|err| self.shared.failed("members", &err))?;
+        let mut users: Vec<String> = metrics::timed(
+            "members",
+            redis::cmd("HKEYS")
+                .arg(&keys.users)
+                .query_async(&mut self.shared.conn.clone()),
+        )
+        .await
+        .map_err(|err| self.shared.failed("members", &err))?;
         users.sort_unstable();
         let count = u64::try_from(users.len()).unwrap_or(u64::MAX);
         let start = after.map_or(0, |after| users.partition_point(|u| u.as_str() <= after));
@@ -422,17 +426,17 @@ impl RedisBroker {
         let limit = limit.map_or(policy.size, |l| {
             usize::try_from(l).unwrap_or(usize::MAX).min(policy.size)
         });
-        let (epoch, seq, entries): (String, u64, Vec<Bytes>) = self
-            .shared
-            .scripts
-            .history
-            .key(&keys.meta)
+        let mut invocation = self.shared.scripts.history.key(&keys.meta);
+        invocation
             .key(&keys.hist)
             .arg(limit)
-            .arg(now_ms.saturating_sub(millis(policy.ttl)))
-            .invoke_async(&mut self.shared.conn.clone())
-            .await
-            .map_err(|err| self.shared.failed("history", &err))?;
+            .arg(now_ms.saturating_sub(millis(policy.ttl)));
+        let (epoch, seq, entries): (String, u64, Vec<Bytes>) = metrics::timed(
+            "history",
+            invocation.invoke_async(&mut self.shared.conn.clone()),
+        )
+        .await
+        .map_err(|err| self.shared.failed("history", &err))?;
         // Newest first from Redis; keep those that fit in half the outbox (binary entries grow
         // by base64), then oldest first on the wire.
         let budget = session.outbox().budget() / 2;
@@ -604,19 +608,17 @@ impl Shared {
     async fn leave_presence(&self, departure: &Departure) -> Result<(), redis::RedisError> {
         let keys = RoomKeys::new(&self.config.prefix, &departure.room);
         let (_, leave_head) = presence_heads(&departure.room);
-        let _: i64 = self
-            .scripts
-            .leave
-            .key(&keys.meta)
+        let mut invocation = self.scripts.leave.key(&keys.meta);
+        invocation
             .key(&keys.pres)
             .key(&keys.users)
             .arg(&keys.channel)
             .arg(&self.node)
             .arg(departure.user.as_ref())
             .arg(leave_head)
-            .arg("-")
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .arg("-");
+        let _: i64 =
+            metrics::timed("leave", invocation.invoke_async(&mut self.conn.clone())).await?;
         Ok(())
     }
 
@@ -648,7 +650,8 @@ impl Shared {
             for user in &users {
                 invocation.arg(user.as_ref());
             }
-            let result: Result<i64, _> = invocation.invoke_async(&mut self.conn.clone()).await;
+            let result: Result<i64, _> =
+                metrics::timed("presence", invocation.invoke_async(&mut self.conn.clone())).await;
             if let Err(err) = result {
                 debug!(room = %room, error = %err, "presence refresh failed");
                 return;
@@ -846,7 +849,7 @@ async fn resync_worker(shared: Arc<Shared>, stop: CancellationToken) {
                 now_millis(),
                 budget,
             );
-            match shared.bounded(snapshot).await {
+            match shared.bounded(metrics::timed("resync", snapshot)).await {
                 Ok(snapshot) => {
                     debug!(room = %request.room, since = request.since, seq = snapshot.seq, recovered = snapshot.replay.is_some(), "room resynced");
                     shared.relay.finish_resync(&request, &snapshot);

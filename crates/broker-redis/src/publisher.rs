@@ -215,7 +215,7 @@ async fn send(
                 pipe.add_command(job.command.clone());
             }
         }
-        let values: Vec<Value> = match pipe.query_async(conn).await {
+        let values: Vec<Value> = match crate::metrics::timed("publish", pipe.query_async(conn)).await {
             Ok(values) => values,
             Err(err) => {
                 shared.failed("publish", &err);

@@ -235,6 +235,13 @@ pub(crate) struct ServeArgs {
     /// Least time between count-only presence frames in large rooms [default: 1s].
     #[arg(help_heading = "Server", long, env = "SWITCHBOARD_PRESENCE_COUNT_INTERVAL", value_parser = humantime_duration)]
     presence_count_interval: Option<Duration>,
+    /// Collect Prometheus metrics and serve GET /metrics: true or false [default: true].
+    #[arg(help_heading = "Metrics", long = "metrics", env = "SWITCHBOARD_METRICS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    metrics_enabled: Option<bool>,
+    /// Serve /metrics on this address instead of the main port, e.g. 127.0.0.1:9100
+    /// [default: the main port].
+    #[arg(help_heading = "Metrics", long, env = "SWITCHBOARD_METRICS_LISTEN", value_parser = parse_listen, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {
@@ -314,7 +321,11 @@ impl ServeArgs {
             max_pending_connections => limits.max_pending_connections,
             max_pending_per_ip => limits.max_pending_per_ip,
             listen_backlog => limits.listen_backlog,
+            metrics_enabled => metrics.enabled,
         );
+        if self.metrics_listen.is_some() {
+            config.metrics.listen = self.metrics_listen;
+        }
         if self.max_connections_per_ip.is_some() {
             config.limits.max_connections_per_ip = self.max_connections_per_ip;
         }

@@ -17,10 +17,12 @@
 
 mod broker;
 pub mod deadline;
+mod delivery;
 mod error;
 mod history;
 mod hub;
 mod idempotency;
+mod metrics;
 mod outbox;
 mod policy;
 mod presence;
@@ -30,6 +32,7 @@ mod room;
 mod session;
 
 pub use broker::{Broker, BrokerFuture, BrokerHealth, JoinRequest, PublishRequest};
+pub use delivery::{BatchDone, Sequenced};
 pub use error::HubError;
 pub use history::HistoryBudget;
 pub use hub::{Hub, HubConfig, HubStats};

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 mod http;
 mod limits;
+mod metrics;
 mod server;
 mod state;
 mod tls;

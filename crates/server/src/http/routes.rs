@@ -29,6 +29,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     if state.config.echo_endpoint {
         router = router.route("/echo", get(endpoints::echo));
     }
+    if state.config.metrics.enabled && state.config.metrics.listen.is_none() {
+        router = router.route("/metrics", get(crate::metrics::http::scrape));
+    }
     router
         .layer(axum::middleware::map_response(
             super::headers::security_headers,

@@ -73,10 +73,12 @@ pub(crate) const MAX_PIPELINED: usize = 64;
 /// answers (the reader pauses, which the rate limit credits: `TokenBucket::paused`).
 pub(crate) const MAX_PIPELINED_BYTES: usize = 1024 * 1024;
 
-/// A publish on its way: its request id, its size and the broker's answer.
+/// A publish on its way: its request id, its size, whether it is binary, and the broker's
+/// answer.
 struct Completion {
     id: Option<RequestId>,
     bytes: usize,
+    binary: bool,
     result: Result<Published, HubError>,
 }
 
@@ -221,6 +223,7 @@ impl SessionHandler {
                 Completion {
                     id,
                     bytes,
+                    binary: false,
                     result: published.await,
                 }
             };
@@ -258,14 +261,19 @@ impl SessionHandler {
                     presence: rights.presence,
                     now_ms: now_millis(),
                 };
+                let was_member = self.session.is_member(&room);
                 deadline::within(due, broker.join(&self.session, request))
                     .await
                     .map_err(hub_err)?;
+                if !was_member {
+                    crate::metrics::conn::memberships(1.0);
+                }
             }
             ClientMessage::Leave { room, id } => {
                 deadline::within(due, broker.leave(&self.session, &room, id))
                     .await
                     .map_err(hub_err)?;
+                crate::metrics::conn::memberships(-1.0);
             }
             ClientMessage::Publish { .. } => {} // pipelined above
             ClientMessage::History { room, limit, id } => {
@@ -366,6 +374,7 @@ impl SessionHandler {
             Completion {
                 id: None,
                 bytes,
+                binary: true,
                 result,
             }
         };
@@ -423,6 +432,9 @@ impl SessionHandler {
     fn finish(&mut self, done: Completion, now: Instant) -> Option<CloseFrame> {
         match done.result {
             Ok(published) => {
+                if !published.duplicate {
+                    crate::metrics::conn::published(done.binary);
+                }
                 if let Some(id) = done.id {
                     self.reply(&ServerMessage::Ack {
                         id,
@@ -453,6 +465,7 @@ impl SessionHandler {
             code: rejection.code,
             message: &rejection.message,
         });
+        crate::metrics::conn::error(rejection.code);
         if rejection.code == ErrorCode::Unavailable {
             return None;
         }
