@@ -117,14 +117,15 @@ async fn n_publishes_to_m_members_are_n_times_m_deliveries() {
     let addr = server.addr();
     let before = Metrics::scrape(addr).await;
 
-    let mut publisher = Client::connect(&server, "pub").await;
-    publisher.join("room").await;
     let mut members = Vec::new();
     for i in 0..MEMBERS {
         let mut member = Client::connect(&server, &format!("m{i}")).await;
         member.join("room").await;
         members.push(member);
     }
+    // Last, so that no presence frame comes between its publishes and their acks.
+    let mut publisher = Client::connect(&server, "pub").await;
+    publisher.join("room").await;
     for n in 0..PUBLISHES {
         publisher.publish("room", json!({"n": n})).await;
     }
@@ -187,6 +188,7 @@ async fn n_publishes_to_m_members_are_n_times_m_deliveries() {
         MEMBERS as f64
     );
     assert_eq!(closed.value("switchboard_room_members", &[]), 1.0);
+    publisher.close().await;
     server.shutdown().await;
 }
 
@@ -253,6 +255,7 @@ async fn one_slow_consumer_is_one_slow_consumer_close() {
     let slow_closes = |m: &Metrics| m.value(CLOSED, &[("reason", "slow_consumer")]);
     assert_eq!(slow_closes(&after) - slow_closes(&before), 1.0);
     drop(slow);
+    publisher.close().await;
     server.shutdown().await;
 }
 
@@ -368,6 +371,8 @@ async fn the_dashboard_queries_only_exported_names() {
 
     let scrape_config = repo_file("deploy/prometheus/prometheus.yml");
     assert!(scrape_config.contains("metrics_path: /metrics"), "{scrape_config}");
+    a.close().await;
+    b.close().await;
     server.shutdown().await;
 }
 
@@ -384,4 +389,64 @@ fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
         serde_json::Value::Array(items) => items.iter().for_each(|item| collect_exprs(item, out)),
         _ => {}
     }
+}
+
+/// Through Redis, the sequencing stamp travels with the frame: a message published on node B
+/// and delivered on node A is timed on A (the latency histogram moves only for stamped
+/// frames), counted once per delivery, and the Redis round trips are timed by operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sequenced_through_redis_is_timed_where_it_is_delivered() {
+    const MEMBERS: usize = 3;
+    const PUBLISHES: usize = 10;
+    let redis = support::redis::RedisServer::start();
+    let prefix = format!("sbmetrics:{}", std::process::id());
+    let node_config = || {
+        let mut config = support::unthrottled(Config::default());
+        config.cluster.broker = redis.url();
+        config.cluster.redis_prefix = prefix.clone();
+        config
+    };
+    let a = TestServer::start(node_config()).await;
+    let b = TestServer::start(node_config()).await;
+    let before = scrape_until(a.addr(), |m| m.value("switchboard_broker_up", &[]) == 1.0).await;
+    let mut members = Vec::new();
+    for i in 0..MEMBERS {
+        let mut member = Client::connect(&a, &format!("m{i}")).await;
+        member.join("room").await;
+        members.push(member);
+    }
+    let mut publisher = Client::connect(&b, "pub").await;
+    publisher.join("room").await;
+    for n in 0..PUBLISHES {
+        publisher.publish("room", json!({"n": n})).await;
+    }
+    for member in &mut members {
+        let mut seen = 0;
+        while seen < PUBLISHES {
+            if member.recv_json().await["type"] == "message" {
+                seen += 1;
+            }
+        }
+    }
+    let expected = before.value(DELIVERIES, &[]) + (PUBLISHES * MEMBERS) as f64;
+    let after = scrape_until(a.addr(), |m| m.value(DELIVERIES, &[]) >= expected).await;
+    assert_eq!(
+        after.value(DELIVERIES, &[]) - before.value(DELIVERIES, &[]),
+        (PUBLISHES * MEMBERS) as f64
+    );
+    assert!(
+        after.histogram_count(LATENCY) > before.histogram_count(LATENCY),
+        "relayed frames carry their sequencing stamp"
+    );
+    assert!(
+        after.histogram_count("switchboard_broker_command_duration_seconds")
+            > before.histogram_count("switchboard_broker_command_duration_seconds"),
+        "Redis round trips are timed"
+    );
+    publisher.close().await;
+    for member in members {
+        member.close().await;
+    }
+    b.shutdown().await;
+    a.shutdown().await;
 }
