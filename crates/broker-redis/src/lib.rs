@@ -14,8 +14,8 @@
 //!   subscriber reconnects with backoff, resubscribes every room that has members, and
 //!   resyncs each room from its last delivered seq (missed messages come from history).
 
-mod publisher;
 mod metrics;
+mod publisher;
 mod scripts;
 mod subscriber;
 mod wire;

@@ -84,7 +84,11 @@ mod tests {
         earlier.merge(tally);
         assert_eq!(earlier.messages, 4);
         assert_eq!(earlier.oldest, Some(Sequenced(1)));
-        assert_eq!(Sequenced(10).micros_until(Sequenced(4)), 0, "skew: never negative");
+        assert_eq!(
+            Sequenced(10).micros_until(Sequenced(4)),
+            0,
+            "skew: never negative"
+        );
         assert_eq!(Sequenced(4).micros_until(Sequenced(10)), 6);
     }
 }

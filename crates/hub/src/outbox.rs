@@ -567,19 +567,13 @@ mod tests {
     async fn a_written_batch_reports_its_messages_and_the_oldest_stamp() {
         let outbox = Outbox::new(10_000);
         outbox.push(text(1)).unwrap();
-        outbox
-            .push_message(text(2), Some(Sequenced(7)))
-            .unwrap();
+        outbox.push_message(text(2), Some(Sequenced(7))).unwrap();
         outbox.push_message(text(3), None).unwrap();
-        outbox
-            .push_message(text(4), Some(Sequenced(9)))
-            .unwrap();
+        outbox.push_message(text(4), Some(Sequenced(9))).unwrap();
         let mut out = VecDeque::new();
         outbox.next_batch(&mut out).await;
         // Queued after the batch was taken: the next batch's.
-        outbox
-            .push_message(text(5), Some(Sequenced(11)))
-            .unwrap();
+        outbox.push_message(text(5), Some(Sequenced(11))).unwrap();
         let done = outbox.batch_written();
         assert_eq!(
             done,
@@ -592,12 +586,19 @@ mod tests {
         out.clear();
         outbox.next_batch(&mut out).await;
         let done = outbox.batch_written();
-        assert_eq!((done.idle, done.messages, done.oldest), (true, 1, Some(Sequenced(11))));
+        assert_eq!(
+            (done.idle, done.messages, done.oldest),
+            (true, 1, Some(Sequenced(11)))
+        );
         // Nothing written, nothing counted.
         assert_eq!(outbox.batch_written().messages, 0);
         outbox.push_message(text(6), None).unwrap();
         outbox.abort(None);
-        assert_eq!(outbox.batch_written().messages, 0, "an aborted outbox delivered nothing");
+        assert_eq!(
+            outbox.batch_written().messages,
+            0,
+            "an aborted outbox delivered nothing"
+        );
     }
 
     #[tokio::test]

@@ -138,7 +138,9 @@ async fn n_publishes_to_m_members_are_n_times_m_deliveries() {
         }
     }
     // A binary publish and a refused request.
-    publisher.send_text(r#"{"type":"publish","room":"elsewhere","data":1,"id":9}"#).await;
+    publisher
+        .send_text(r#"{"type":"publish","room":"elsewhere","data":1,"id":9}"#)
+        .await;
     publisher.expect_error("not_joined", Some(9)).await;
 
     let expected = before.value(DELIVERIES, &[]) + (PUBLISHES * MEMBERS) as f64;
@@ -148,7 +150,8 @@ async fn n_publishes_to_m_members_are_n_times_m_deliveries() {
         (PUBLISHES * MEMBERS) as f64,
         "N publishes to M members (the publisher does not get its own: echo is off)"
     );
-    let published = |m: &Metrics| m.value("switchboard_messages_published_total", &[("source", "ws")]);
+    let published =
+        |m: &Metrics| m.value("switchboard_messages_published_total", &[("source", "ws")]);
     assert_eq!(published(&after) - published(&before), PUBLISHES as f64);
     assert!(
         after.histogram_count(LATENCY) > before.histogram_count(LATENCY),
@@ -156,20 +159,37 @@ async fn n_publishes_to_m_members_are_n_times_m_deliveries() {
     );
     let errors = |m: &Metrics| m.value("switchboard_errors_total", &[("code", "not_joined")]);
     assert_eq!(errors(&after) - errors(&before), 1.0);
-    let opened = |m: &Metrics| m.value("switchboard_connections_opened_total", &[("transport", "ws")]);
+    let opened = |m: &Metrics| {
+        m.value(
+            "switchboard_connections_opened_total",
+            &[("transport", "ws")],
+        )
+    };
     assert_eq!(opened(&after) - opened(&before), (MEMBERS + 1) as f64);
     assert_eq!(
         after.value("switchboard_connections", &[("transport", "ws")]),
         (MEMBERS + 1) as f64
     );
-    assert_eq!(after.value("switchboard_room_members", &[]), (MEMBERS + 1) as f64);
+    assert_eq!(
+        after.value("switchboard_room_members", &[]),
+        (MEMBERS + 1) as f64
+    );
     assert_eq!(after.value("switchboard_rooms", &[]), 1.0);
     assert_eq!(after.value("switchboard_broker_up", &[]), 1.0);
-    for counter in ["switchboard_bytes_sent_total", "switchboard_bytes_received_total"] {
-        assert!(after.value(counter, &[]) > before.value(counter, &[]), "{counter}");
+    for counter in [
+        "switchboard_bytes_sent_total",
+        "switchboard_bytes_received_total",
+    ] {
+        assert!(
+            after.value(counter, &[]) > before.value(counter, &[]),
+            "{counter}"
+        );
     }
     assert_eq!(
-        after.value("switchboard_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
+        after.value(
+            "switchboard_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
         1.0
     );
     assert!(after.value("process_resident_memory_bytes", &[]) > 0.0);
@@ -223,9 +243,13 @@ async fn one_slow_consumer_is_one_slow_consumer_close() {
     let tcp = support::connect_small_window(server.addr()).await;
     let mut slow = support::raw_upgrade(tcp, "/ws?user=slow").await;
     let join = json!({"type": "join", "room": "room", "id": 1}).to_string();
-    slow.write_all(&support::masked_frame(opcode::TEXT, join.as_bytes(), [1, 2, 3, 4]))
-        .await
-        .unwrap();
+    slow.write_all(&support::masked_frame(
+        opcode::TEXT,
+        join.as_bytes(),
+        [1, 2, 3, 4],
+    ))
+    .await
+    .unwrap();
     publisher.expect_presence("room", "join", "slow").await;
 
     let padding = "p".repeat(1000);
@@ -249,7 +273,8 @@ async fn one_slow_consumer_is_one_slow_consumer_close() {
         assert!(sent < 20_000, "the slow consumer was not closed");
     }
     let after = scrape_until(server.addr(), |m| {
-        m.value(CLOSED, &[("reason", "slow_consumer")]) > before.value(CLOSED, &[("reason", "slow_consumer")])
+        m.value(CLOSED, &[("reason", "slow_consumer")])
+            > before.value(CLOSED, &[("reason", "slow_consumer")])
     })
     .await;
     let slow_closes = |m: &Metrics| m.value(CLOSED, &[("reason", "slow_consumer")]);
@@ -358,19 +383,29 @@ async fn the_dashboard_queries_only_exported_names() {
     let mut unknown = BTreeSet::new();
     for expr in &exprs {
         let names = names_in(expr);
-        assert!(!names.is_empty(), "a query without a Switchboard metric: {expr}");
+        assert!(
+            !names.is_empty(),
+            "a query without a Switchboard metric: {expr}"
+        );
         for name in names {
             // Other helpers' metrics (HTTP API, webhooks) appear once that code runs.
-            let other = name.starts_with("switchboard_api_") || name.starts_with("switchboard_webhook_");
+            let other =
+                name.starts_with("switchboard_api_") || name.starts_with("switchboard_webhook_");
             if !other && !exported.contains(&name) {
                 unknown.insert(name);
             }
         }
     }
-    assert!(unknown.is_empty(), "the dashboard queries names /metrics does not export: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "the dashboard queries names /metrics does not export: {unknown:?}"
+    );
 
     let scrape_config = repo_file("deploy/prometheus/prometheus.yml");
-    assert!(scrape_config.contains("metrics_path: /metrics"), "{scrape_config}");
+    assert!(
+        scrape_config.contains("metrics_path: /metrics"),
+        "{scrape_config}"
+    );
     a.close().await;
     b.close().await;
     server.shutdown().await;

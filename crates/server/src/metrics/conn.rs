@@ -15,8 +15,8 @@ use tracing::{Span, info, info_span};
 
 use super::counters::{self, Counter};
 use super::{
-    CONNECTIONS, CONNECTIONS_CLOSED, CONNECTIONS_OPENED, ERRORS, HANDSHAKES_REJECTED,
-    RATE_LIMITED, ROOM_MEMBERS, enabled,
+    CONNECTIONS, CONNECTIONS_CLOSED, CONNECTIONS_OPENED, ERRORS, HANDSHAKES_REJECTED, RATE_LIMITED,
+    ROOM_MEMBERS, enabled,
 };
 use crate::ws::codec::Incoming;
 use crate::ws::driver::Ending;
@@ -183,8 +183,7 @@ impl Drop for Connection {
 /// An upgrade was refused with `status`.
 pub(crate) fn rejected(status: StatusCode) {
     if enabled() {
-        metrics::counter!(HANDSHAKES_REJECTED, "status" => status.as_str().to_owned())
-            .increment(1);
+        metrics::counter!(HANDSHAKES_REJECTED, "status" => status.as_str().to_owned()).increment(1);
     }
 }
 

@@ -63,7 +63,9 @@ pub(crate) fn total(counter: Counter) -> u64 {
     SLOT_TABLE
         .iter()
         .filter_map(|slot| slot.0.get(counter as usize))
-        .fold(0u64, |sum, cell| sum.wrapping_add(cell.load(Ordering::Relaxed)))
+        .fold(0u64, |sum, cell| {
+            sum.wrapping_add(cell.load(Ordering::Relaxed))
+        })
 }
 
 /// Copies the totals into the exported counters (before a scrape renders them).
@@ -72,8 +74,7 @@ pub(crate) fn publish() {
     metrics::counter!(DELIVERIES).absolute(total(Counter::Deliveries));
     metrics::counter!(BYTES_SENT).absolute(total(Counter::BytesSent));
     metrics::counter!(BYTES_RECEIVED).absolute(total(Counter::BytesReceived));
-    metrics::counter!(MESSAGES_PUBLISHED, "source" => "ws")
-        .absolute(total(Counter::PublishedWs));
+    metrics::counter!(MESSAGES_PUBLISHED, "source" => "ws").absolute(total(Counter::PublishedWs));
     metrics::counter!(MESSAGES_PUBLISHED, "source" => "binary")
         .absolute(total(Counter::PublishedBinary));
 }

@@ -42,14 +42,26 @@ pub(crate) fn install() -> bool {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!(CONNECTIONS, "Open WebSocket connections, by transport (ws, echo).");
-    describe_counter!(CONNECTIONS_OPENED, "WebSocket connections upgraded, by transport.");
-    describe_counter!(CONNECTIONS_CLOSED, "WebSocket connections ended, by reason.");
+    describe_gauge!(
+        CONNECTIONS,
+        "Open WebSocket connections, by transport (ws, echo)."
+    );
+    describe_counter!(
+        CONNECTIONS_OPENED,
+        "WebSocket connections upgraded, by transport."
+    );
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "WebSocket connections ended, by reason."
+    );
     describe_counter!(
         HANDSHAKES_REJECTED,
         "WebSocket upgrades refused, by HTTP status."
     );
-    describe_gauge!(ROOMS, "Rooms on this node (with members, or with history kept).");
+    describe_gauge!(
+        ROOMS,
+        "Rooms on this node (with members, or with history kept)."
+    );
     describe_gauge!(ROOM_MEMBERS, "Room memberships of this node's connections.");
     describe_counter!(
         MESSAGES_PUBLISHED,
@@ -59,7 +71,11 @@ fn describe() {
         DELIVERIES,
         "Room messages written to subscribers' sockets (live and replayed)."
     );
-    describe_counter!(BYTES_SENT, Unit::Bytes, "Bytes written to WebSocket connections.");
+    describe_counter!(
+        BYTES_SENT,
+        Unit::Bytes,
+        "Bytes written to WebSocket connections."
+    );
     describe_counter!(
         BYTES_RECEIVED,
         Unit::Bytes,
@@ -70,8 +86,14 @@ fn describe() {
         Unit::Seconds,
         "Time from a message's sequencing (on any node) to its frame being handed to the subscriber's socket; sampled."
     );
-    describe_counter!(ERRORS, "Requests answered with an error, by protocol error code.");
-    describe_counter!(RATE_LIMITED, "Messages dropped by a connection's rate limit.");
+    describe_counter!(
+        ERRORS,
+        "Requests answered with an error, by protocol error code."
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Messages dropped by a connection's rate limit."
+    );
     describe_counter!(
         RECOVERIES,
         "Joins with `since`, by result (recovered, not_recovered)."

@@ -29,7 +29,11 @@ pub(crate) async fn scrape(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// Serves `/metrics` alone on `listener` until `shutdown`.
-pub(crate) async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+) {
     let router = Router::new()
         .route("/metrics", get(scrape))
         .with_state(state);

@@ -14,9 +14,9 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, Incoming, ReadError, WriteProgress, WsError, WsSink, WsStream};
-use crate::metrics::conn::Counts;
 use super::deflate::Deflate;
 use super::heartbeat::{Beat, Heartbeat};
+use crate::metrics::conn::Counts;
 
 /// How long a close we start may take to complete (peer's close frame) before we drop the
 /// connection; also the time allowed to push out a last close frame to a peer we abort.

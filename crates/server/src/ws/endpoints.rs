@@ -288,7 +288,10 @@ struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        #[allow(clippy::cast_precision_loss, reason = "at most max_rooms_per_connection")]
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "at most max_rooms_per_connection"
+        )]
         crate::metrics::conn::memberships(-(self.session.room_count() as f64));
         self.broker.disconnect(self.session);
     }
