@@ -4,9 +4,12 @@
 //!   parse of the same text (type, room, id, data, ...), and its `data` must be valid JSON
 //!   within the nesting bound (`parse_json`: a former finding is tolerated only with
 //!   `SWITCHBOARD_FUZZ_LENIENT` set). An error that names a request id must have read it.
+//!   Re-encoded as a client would send it (`ClientMessage::encode`), a decoded message must
+//!   decode again to the same message.
 //! - Binary: `binary::decode_client` / `decode_server` must not panic, and what they decode
 //!   must re-encode to the very same bytes. A server envelope spliced into a `history` reply
-//!   must still give valid JSON.
+//!   must still give valid JSON, which a client decodes (`owned::decode`) to the envelope's
+//!   fields.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,6 +19,7 @@ use switchboard_protocol::ErrorCode;
 use switchboard_protocol::binary::{self, ServerBinary};
 use switchboard_protocol::client::{self, ClientMessage, MAX_DATA_DEPTH, MAX_MSG_ID_LEN};
 use switchboard_protocol::names::{MAX_ROOM_LEN, MAX_USER_LEN, validate_room, validate_user};
+use switchboard_protocol::owned::{self, OwnedServerMessage};
 use switchboard_protocol::server::{HistoryItem, encode_history};
 
 fuzz_target!(|bytes: &[u8]| {
@@ -56,7 +60,10 @@ fn check_text(text: &str) {
         }
     };
     // A message is one JSON object.
-    assert!(reference.as_ref().is_none_or(Value::is_object), "{text:?} decoded");
+    assert!(
+        reference.as_ref().is_none_or(Value::is_object),
+        "{text:?} decoded"
+    );
     let object = reference.as_ref().and_then(Value::as_object);
     if let Some(object) = object {
         assert_eq!(
@@ -104,6 +111,12 @@ fn check_text(text: &str) {
                 assert_eq!(v, &parsed);
             }
         }
+        ClientMessage::Members { room, after, .. } => {
+            same_string("room", room);
+            if let Some(after) = after {
+                same_string("after", after);
+            }
+        }
         ClientMessage::Refresh { token, .. } => same_string("token", token),
         ClientMessage::Ping { .. } => {}
     }
@@ -117,6 +130,13 @@ fn check_text(text: &str) {
         && validate_room(room).is_ok()
     {
         assert!(!room.is_empty() && room.len() <= MAX_ROOM_LEN && room.is_ascii());
+    }
+    // The contract both ways: what a client encodes for this message, the server decodes to
+    // the same message.
+    let encoded = message.encode();
+    match client::decode(&encoded) {
+        Ok(again) => assert_eq!(again.encode(), encoded, "{text:?}"),
+        Err(err) => panic!("{encoded:?} (from {text:?}) does not decode: {err}"),
     }
 }
 
@@ -145,5 +165,23 @@ fn check_binary(bytes: &[u8]) {
         assert_eq!(record["from"].as_str(), Some(message.from));
         assert_eq!(record["seq"].as_u64(), Some(message.seq));
         assert_eq!(record["ts"].as_u64(), Some(message.ts));
+        match owned::decode(&reply.to_string()) {
+            Ok(OwnedServerMessage::History { messages, .. }) => match messages.as_slice() {
+                [entry] => {
+                    assert_eq!(
+                        (
+                            entry.room.as_str(),
+                            entry.from.as_str(),
+                            entry.seq,
+                            entry.ts
+                        ),
+                        (message.room, message.from, message.seq, message.ts)
+                    );
+                    assert!(entry.binary.is_some());
+                }
+                other => panic!("one binary message in, {} out", other.len()),
+            },
+            other => panic!("a history reply decodes as {other:?}"),
+        }
     }
 }

@@ -17,7 +17,9 @@
 //! that room last seen in a `joined` or `history` reply (by any session).
 //!
 //! After every operation the outbox of every reading session is drained and checked:
-//! - every text frame is valid JSON, every binary frame a valid server envelope;
+//! - every text frame is valid JSON and a server message of the contract (it decodes into
+//!   `OwnedServerMessage`, as a client reads it; error codes are known ones), every binary
+//!   frame a valid server envelope;
 //! - per session and room, message seqs (text and binary) strictly increase: a fresh `joined`
 //!   resets the expectation to its `seq`, or, when `recovered`, to the join's `since`, and the
 //!   frames right after it are then exactly the messages `since+1 ..= seq`; a repeated join
@@ -44,7 +46,7 @@ use switchboard_hub::{
 };
 use switchboard_protocol::client::{self, ClientMessage, RequestId};
 use switchboard_protocol::names::validate_room;
-use switchboard_protocol::{ErrorCode, ServerMessage, binary};
+use switchboard_protocol::{ErrorCode, OwnedServerMessage, ServerMessage, binary};
 
 /// Users of the four session slots: two connections of alice, and one without presence.
 const USERS: [&str; 4] = ["alice", "bob", "alice", "zoë"];
@@ -272,40 +274,46 @@ impl Client {
         true
     }
 
-    fn on_frame(&mut self, frame: &Value, epochs: &mut Epochs) {
-        let kind = frame["type"].as_str().expect("every frame has a type");
+    fn on_frame(&mut self, value: &Value, epochs: &mut Epochs) {
+        // Every frame is a message of the contract, as a client decodes it.
+        let frame = match serde_json::from_value::<OwnedServerMessage>(value.clone()) {
+            Ok(frame) => frame,
+            Err(err) => panic!("{value} is not a server message: {err}"),
+        };
         if let Some((room, next, _)) = &self.replay {
-            assert_eq!(
-                kind, "message",
-                "expected replay of {room} #{next}, got {frame}"
+            assert!(
+                matches!(frame, OwnedServerMessage::Message { .. }),
+                "expected replay of {room} #{next}, got {value}"
             );
         }
-        let room = frame["room"].as_str();
-        match kind {
-            "joined" => {
-                let room = room.expect("joined names its room").to_owned();
-                let seq = frame["seq"].as_u64().expect("joined has a seq");
-                let epoch = frame["epoch"].as_str().expect("joined has an epoch");
-                epochs.insert(room.clone(), epoch.to_owned());
-                let members = frame["members"].as_array().expect("members");
+        match frame {
+            OwnedServerMessage::Joined {
+                room,
+                members,
+                seq,
+                epoch,
+                recovered,
+                ..
+            } => {
+                let epoch = epoch.expect("joined has an epoch");
+                epochs.insert(room.clone(), epoch);
                 if PRESENCE[self.slot] {
-                    assert!(members.iter().any(|m| m == USERS[self.slot]), "{frame}");
-                    let unique: BTreeSet<_> = members.iter().filter_map(Value::as_str).collect();
-                    assert_eq!(unique.len(), members.len(), "{frame}");
+                    assert!(members.iter().any(|m| m == USERS[self.slot]), "{value}");
+                    let unique: BTreeSet<_> = members.iter().collect();
+                    assert_eq!(unique.len(), members.len(), "{value}");
                 } else {
-                    assert!(members.is_empty(), "{frame}");
+                    assert!(members.is_empty(), "{value}");
                 }
-                let recovered = frame.get("recovered").map(|r| r.as_bool().expect("bool"));
                 let since = self.since.pop_front().expect("a join for this joined");
-                assert_eq!(recovered.is_some(), since.is_some(), "{frame}");
+                assert_eq!(recovered.is_some(), since.is_some(), "{value}");
                 let last = match (self.rooms.get(&room), recovered, since) {
                     // A repeated join: the stream goes on, nothing is replayed.
                     (Some(&last), _, _) => {
-                        assert!(last <= seq, "{frame} after #{last}");
+                        assert!(last <= seq, "{value} after #{last}");
                         seq
                     }
                     (None, Some(true), Some(since)) => {
-                        assert!(since <= seq, "{frame} recovered from {since}");
+                        assert!(since <= seq, "{value} recovered from {since}");
                         if since < seq {
                             self.replay = Some((room.clone(), since + 1, seq));
                         }
@@ -315,75 +323,65 @@ impl Client {
                 };
                 self.rooms.insert(room, last);
             }
-            "left" => {
-                let room = room.expect("left names its room");
+            OwnedServerMessage::Left { room, .. } => {
                 assert!(
-                    self.rooms.remove(room).is_some(),
+                    self.rooms.remove(&room).is_some(),
                     "left {room} never joined"
                 );
             }
-            "message" => {
-                let seq = frame["seq"].as_u64().expect("message has a seq");
-                assert!(frame["from"].is_string() && frame["ts"].is_u64(), "{frame}");
-                assert!(frame.get("data").is_some(), "{frame}");
-                self.on_message(room.expect("message names its room"), seq);
+            OwnedServerMessage::Message { room, seq, .. } => {
+                assert!(value.get("data").is_some(), "{value}");
+                self.on_message(&room, seq);
             }
-            "typing" => {
-                let room = room.expect("typing names its room");
+            OwnedServerMessage::Typing { room, .. } => {
                 assert!(
-                    self.rooms.contains_key(room),
+                    self.rooms.contains_key(&room),
                     "typing in {room}, not joined"
                 );
             }
-            "presence" => {
-                let room = room.expect("presence names its room");
-                assert!(PRESENCE[self.slot], "presence without the right: {frame}");
+            OwnedServerMessage::Presence { room, user, .. } => {
+                assert!(PRESENCE[self.slot], "presence without the right: {value}");
                 assert!(
-                    self.rooms.contains_key(room),
+                    self.rooms.contains_key(&room),
                     "presence in {room}, not joined"
                 );
                 assert_ne!(
-                    frame["user"], USERS[self.slot],
-                    "presence about self: {frame}"
+                    user.as_deref(),
+                    Some(USERS[self.slot]),
+                    "presence about self: {value}"
                 );
             }
-            "history" => {
-                let room = room.expect("history names its room");
-                let head = frame["seq"].as_u64().expect("history has a seq");
-                let epoch = frame["epoch"].as_str().expect("history has an epoch");
-                epochs.insert(room.to_owned(), epoch.to_owned());
-                let messages = frame["messages"].as_array().expect("messages");
+            OwnedServerMessage::History {
+                room,
+                seq: head,
+                epoch,
+                messages,
+                ..
+            } => {
+                epochs.insert(room.clone(), epoch);
                 let seqs: Vec<u64> = messages
                     .iter()
                     .map(|m| {
-                        assert_eq!(m["room"], room, "{frame}");
-                        m["seq"].as_u64().expect("seq")
+                        assert_eq!(m.room, room, "{value}");
+                        m.seq
                     })
                     .collect();
                 if let Some(&newest) = seqs.last() {
-                    assert_eq!(newest, head, "{frame}");
-                    assert!(seqs.windows(2).all(|w| w[0] + 1 == w[1]), "{frame}");
+                    assert_eq!(newest, head, "{value}");
+                    assert!(seqs.windows(2).all(|w| w[0] + 1 == w[1]), "{value}");
                 }
                 // Queued under the room lock: whatever follows in the stream is newer.
-                if let Some(last) = self.rooms.get_mut(room) {
-                    assert!(*last <= head, "{frame} after #{last}");
+                if let Some(last) = self.rooms.get_mut(&room) {
+                    assert!(*last <= head, "{value} after #{last}");
                     *last = head;
                 }
             }
-            "ack" => {
-                assert!(
-                    frame["id"].is_u64() && frame["seq"].as_u64() > Some(0),
-                    "{frame}"
-                )
+            OwnedServerMessage::Ack { seq, .. } => assert!(seq > Some(0), "{value}"),
+            OwnedServerMessage::Error { code, .. } => {
+                assert!(!matches!(code, ErrorCode::Other(_)), "{value}");
             }
-            "error" => {
-                assert!(
-                    frame["code"].is_string() && frame["message"].is_string(),
-                    "{frame}"
-                )
-            }
-            "pong" => {}
-            other => panic!("unknown frame type {other}: {frame}"),
+            OwnedServerMessage::Pong { .. } => {}
+            other => panic!("unexpected frame {other:?}: {value}"),
         }
     }
 

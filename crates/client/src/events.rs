@@ -150,15 +150,8 @@ pub enum Event {
 /// upgrade (HTTP 401 or 403).
 pub const CONNECT_REFUSED: &str = "connect_refused";
 
-/// A presence change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PresenceEvent {
-    /// The user's first connection joined the room.
-    Join,
-    /// The user's last connection left the room.
-    Leave,
-}
+/// A presence change: a user's first connection joined the room, or its last one left.
+pub use switchboard_protocol::server::PresenceEvent;
 
 /// The reply to [`Client::join`](crate::Client::join).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,18 +13,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use switchboard_protocol::StreamPosition;
+
 /// Own seqs remembered ahead of the position, per room, at most. (They are absorbed as soon as
 /// the messages before them arrive; the bound only matters for a room with a permanent gap.)
 const MAX_PENDING_OWN: usize = 1024;
-
-/// Where a re-join asks the server to resume.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Since {
-    /// The last seq seen.
-    pub(crate) seq: u64,
-    /// The epoch it was seen under.
-    pub(crate) epoch: String,
-}
 
 /// What a `joined` reply means for the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,9 +86,9 @@ impl Tracker {
 
     /// The `since` for re-joining `room`: only when its epoch is known (a server that sends no
     /// epoch cannot recover).
-    pub(crate) fn since(&self, room: &str) -> Option<Since> {
+    pub(crate) fn since(&self, room: &str) -> Option<StreamPosition> {
         let pos = self.rooms.get(room)?;
-        Some(Since {
+        Some(StreamPosition {
             seq: pos.last,
             epoch: pos.epoch.clone()?,
         })
@@ -254,7 +247,7 @@ mod tests {
                 Last(last) => assert_eq!(t.last("r"), last, "{at}"),
                 Step::Since(since) => assert_eq!(
                     t.since("r"),
-                    since.map(|(seq, epoch)| super::Since {
+                    since.map(|(seq, epoch)| StreamPosition {
                         seq,
                         epoch: epoch.to_owned()
                     }),

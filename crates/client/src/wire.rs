@@ -1,117 +1,17 @@
-//! The wire format as the client sees it: serde types for what the server sends (the
-//! protocol crate's server types are serialize-only) and the encoding of requests.
-//!
-//! Unknown fields are ignored and unknown message types decode as
-//! [`ServerMessage::Unknown`], as protocol v1 asks of clients.
+//! Glue between the wire contract (`switchboard-protocol`: requests are its
+//! [`ClientMessage`], server frames its [`OwnedServerMessage`]) and the SDK's public types.
 
 use base64::Engine as _;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use serde_json::value::RawValue;
+use switchboard_protocol::owned::HistoryEntry;
+use switchboard_protocol::{ClientMessage, StreamPosition};
+use tokio_websockets::Message;
 
-use crate::events::{Body, History, HistoryMessage, PresenceEvent};
-use crate::tracker::Since;
+use crate::events::{Body, History, HistoryMessage};
 
-/// A JSON text frame from the server.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub(crate) enum ServerMessage {
-    /// Reply to `join`.
-    Joined {
-        room: String,
-        id: Option<u64>,
-        members: Vec<String>,
-        /// Distinct users in the room (absent from servers before member counts).
-        member_count: Option<u64>,
-        #[serde(default)]
-        members_truncated: bool,
-        seq: u64,
-        epoch: Option<String>,
-        recovered: Option<bool>,
-    },
-    /// Reply to `leave`.
-    Left { room: String, id: Option<u64> },
-    /// A JSON message in a room.
-    Message {
-        room: String,
-        from: String,
-        /// `null` is a valid payload (and a missing one is read as `null`).
-        #[serde(default)]
-        data: Value,
-        seq: u64,
-        ts: u64,
-    },
-    /// Someone is typing.
-    Typing { room: String, from: String },
-    /// Presence: one change (`event`, `user`), several (`joins`, `leaves`), or only the
-    /// count (a room over the server's list limit).
-    Presence {
-        room: String,
-        event: Option<PresenceEvent>,
-        user: Option<String>,
-        #[serde(default)]
-        joins: Vec<String>,
-        #[serde(default)]
-        leaves: Vec<String>,
-        member_count: Option<u64>,
-    },
-    /// Reply to `members`: one page of users.
-    Members {
-        room: String,
-        id: Option<u64>,
-        members: Vec<String>,
-        member_count: u64,
-        next: Option<String>,
-    },
-    /// Acknowledges a publish.
-    Ack {
-        id: u64,
-        seq: Option<u64>,
-        #[serde(default)]
-        duplicate: bool,
-    },
-    /// A request failed.
-    Error {
-        id: Option<u64>,
-        code: String,
-        message: String,
-    },
-    /// Reply to `ping`.
-    Pong { id: Option<u64> },
-    /// Reply to `refresh`: the new token's expiry (seconds since the Unix epoch).
-    Refreshed { id: Option<u64>, exp: u64 },
-    /// Reply to `history`.
-    History {
-        room: String,
-        id: Option<u64>,
-        seq: u64,
-        epoch: String,
-        messages: Vec<HistoryEntry>,
-    },
-    /// A type this client does not know (from a later server): ignored.
-    #[serde(other)]
-    Unknown,
-}
+pub(crate) use switchboard_protocol::owned::{OwnedServerMessage as ServerMessage, decode};
 
-/// One message inside a `history` reply: a `message` object as delivered live, or for a binary
-/// message the same without `data` and with `binary` (base64 of the payload).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub(crate) struct HistoryEntry {
-    from: String,
-    seq: u64,
-    ts: u64,
-    #[serde(default)]
-    data: Value,
-    binary: Option<String>,
-}
-
-/// Decodes a text frame; `Err` for anything that is not a server message we can read.
-pub(crate) fn decode(text: &str) -> Result<ServerMessage, serde_json::Error> {
-    serde_json::from_str(text)
-}
-
-/// Turns a `history` reply into the public type.
+/// Turns a `history` reply into the public type (binary payloads arrive in base64).
 pub(crate) fn history(
     room: String,
     seq: u64,
@@ -143,71 +43,22 @@ pub(crate) fn history(
     })
 }
 
-/// `since` of a recovering join.
-#[derive(Debug, Serialize)]
-pub(crate) struct SinceWire<'a> {
-    seq: u64,
-    epoch: &'a str,
+/// A `join`, recovering from `since` when given.
+pub(crate) fn join<'a>(
+    room: &'a str,
+    id: u64,
+    since: Option<&'a StreamPosition>,
+) -> ClientMessage<'a> {
+    ClientMessage::Join {
+        room: room.into(),
+        id: Some(id),
+        since: since.map(|since| since.as_borrowed().into()),
+    }
 }
 
-/// A client → server JSON request.
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub(crate) enum Request<'a> {
-    Join {
-        room: &'a str,
-        id: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        since: Option<SinceWire<'a>>,
-    },
-    Leave {
-        room: &'a str,
-        id: u64,
-    },
-    Publish {
-        room: &'a str,
-        data: &'a RawValue,
-        id: u64,
-        msg_id: &'a str,
-    },
-    Typing {
-        room: &'a str,
-    },
-    History {
-        room: &'a str,
-        limit: u32,
-        id: u64,
-    },
-    Members {
-        room: &'a str,
-        id: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        after: Option<&'a str>,
-        limit: u32,
-    },
-    Refresh {
-        token: &'a str,
-        id: u64,
-    },
-}
-
-impl<'a> Request<'a> {
-    /// A `join`, recovering from `since` when given.
-    pub(crate) fn join(room: &'a str, id: u64, since: Option<&'a Since>) -> Self {
-        Self::Join {
-            room,
-            id,
-            since: since.map(|s| SinceWire {
-                seq: s.seq,
-                epoch: &s.epoch,
-            }),
-        }
-    }
-
-    /// The text of the frame.
-    pub(crate) fn encode(&self) -> Result<String, serde_json::Error> {
-        serde_json::to_string(self)
-    }
+/// The text frame of a request.
+pub(crate) fn frame(request: &ClientMessage<'_>) -> Message {
+    Message::text(request.encode())
 }
 
 /// Bytes a `publish` frame adds around room and data (type, keys, id, msg_id), generously.
@@ -215,158 +66,10 @@ pub(crate) const PUBLISH_OVERHEAD: usize = 160;
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+    use serde_json::value::RawValue;
+
     use super::*;
-
-    fn ok(text: &str) -> ServerMessage {
-        match decode(text) {
-            Ok(m) => m,
-            Err(err) => panic!("{text}: {err}"),
-        }
-    }
-
-    #[test]
-    fn decodes_every_server_message_of_the_contract() {
-        assert_eq!(
-            ok(r#"{"type":"joined","room":"lobby","id":1,"members":["alice","bob"],"seq":0}"#),
-            ServerMessage::Joined {
-                room: "lobby".into(),
-                id: Some(1),
-                members: vec!["alice".into(), "bob".into()],
-                member_count: None,
-                members_truncated: false,
-                seq: 0,
-                epoch: None,
-                recovered: None,
-            }
-        );
-        assert_eq!(
-            ok(
-                r#"{"type":"joined","room":"r","members":["a"],"member_count":1500,"members_truncated":true,"seq":9,"epoch":"0123456789abcdef","recovered":false}"#
-            ),
-            ServerMessage::Joined {
-                room: "r".into(),
-                id: None,
-                members: vec!["a".into()],
-                member_count: Some(1500),
-                members_truncated: true,
-                seq: 9,
-                epoch: Some("0123456789abcdef".into()),
-                recovered: Some(false),
-            }
-        );
-        assert_eq!(
-            ok(r#"{"type":"left","room":"lobby","id":7}"#),
-            ServerMessage::Left {
-                room: "lobby".into(),
-                id: Some(7)
-            }
-        );
-        assert_eq!(
-            ok(
-                r#"{"type":"message","room":"lobby","from":"alice","data":{"text":"hi bob"},"seq":1,"ts":1700000000000}"#
-            ),
-            ServerMessage::Message {
-                room: "lobby".into(),
-                from: "alice".into(),
-                data: serde_json::json!({"text": "hi bob"}),
-                seq: 1,
-                ts: 1_700_000_000_000,
-            }
-        );
-        assert_eq!(
-            ok(r#"{"type":"message","room":"r","from":"a","data":null,"seq":2,"ts":3}"#),
-            ServerMessage::Message {
-                room: "r".into(),
-                from: "a".into(),
-                data: Value::Null,
-                seq: 2,
-                ts: 3,
-            }
-        );
-        assert_eq!(
-            ok(r#"{"type":"typing","room":"lobby","from":"bob"}"#),
-            ServerMessage::Typing {
-                room: "lobby".into(),
-                from: "bob".into()
-            }
-        );
-        assert_eq!(
-            ok(r#"{"type":"presence","room":"lobby","event":"leave","user":"bob"}"#),
-            ServerMessage::Presence {
-                room: "lobby".into(),
-                event: Some(PresenceEvent::Leave),
-                user: Some("bob".into()),
-                joins: vec![],
-                leaves: vec![],
-                member_count: None,
-            }
-        );
-        assert_eq!(
-            ok(
-                r#"{"type":"presence","room":"r","joins":["a","b"],"leaves":["c"],"member_count":4}"#
-            ),
-            ServerMessage::Presence {
-                room: "r".into(),
-                event: None,
-                user: None,
-                joins: vec!["a".into(), "b".into()],
-                leaves: vec!["c".into()],
-                member_count: Some(4),
-            }
-        );
-        assert_eq!(
-            ok(
-                r#"{"type":"members","room":"r","id":3,"members":["a"],"member_count":9,"next":"a"}"#
-            ),
-            ServerMessage::Members {
-                room: "r".into(),
-                id: Some(3),
-                members: vec!["a".into()],
-                member_count: 9,
-                next: Some("a".into()),
-            }
-        );
-        assert_eq!(
-            ok(r#"{"type":"ack","id":2,"seq":1}"#),
-            ServerMessage::Ack {
-                id: 2,
-                seq: Some(1),
-                duplicate: false
-            }
-        );
-        assert_eq!(
-            ok(r#"{"type":"ack","id":2,"seq":1,"duplicate":true}"#),
-            ServerMessage::Ack {
-                id: 2,
-                seq: Some(1),
-                duplicate: true
-            }
-        );
-        assert_eq!(
-            ok(r#"{"type":"error","id":5,"code":"not_joined","message":"join first"}"#),
-            ServerMessage::Error {
-                id: Some(5),
-                code: "not_joined".into(),
-                message: "join first".into()
-            }
-        );
-        assert_eq!(ok(r#"{"type":"pong"}"#), ServerMessage::Pong { id: None });
-    }
-
-    #[test]
-    fn unknown_types_and_fields_are_ignored() {
-        assert_eq!(
-            ok(r#"{"type":"weather","sunny":true}"#),
-            ServerMessage::Unknown
-        );
-        assert_eq!(
-            ok(r#"{"type":"pong","id":3,"server_time":5}"#),
-            ServerMessage::Pong { id: Some(3) }
-        );
-        assert!(decode(r#"{"room":"x"}"#).is_err());
-        assert!(decode("[1]").is_err());
-        assert!(decode(r#"{"type":"ack","id":-1,"seq":1}"#).is_err());
-    }
 
     #[test]
     fn history_reply_with_json_and_binary_messages() -> Result<(), Box<dyn std::error::Error>> {
@@ -420,6 +123,7 @@ mod tests {
     #[test]
     fn bad_base64_in_history_is_an_error() {
         let entry = HistoryEntry {
+            room: "r".into(),
             from: "a".into(),
             seq: 1,
             ts: 1,
@@ -430,67 +134,33 @@ mod tests {
     }
 
     #[test]
-    fn requests_encode_as_the_contract_says() -> Result<(), serde_json::Error> {
-        let since = Since {
+    fn a_rejoin_asks_for_the_tracked_position() {
+        let since = StreamPosition {
             seq: 41,
-            epoch: "0123456789abcdef".into(),
+            epoch: "0123456789abcdef".to_owned(),
         };
-        let data = RawValue::from_string(r#"{"text":"hi"}"#.to_owned())?;
-        let table = [
-            (
-                Request::join("lobby", 1, None),
-                r#"{"type":"join","room":"lobby","id":1}"#,
-            ),
-            (
-                Request::join("lobby", 2, Some(&since)),
-                r#"{"type":"join","room":"lobby","id":2,"since":{"seq":41,"epoch":"0123456789abcdef"}}"#,
-            ),
-            (
-                Request::Leave {
-                    room: "lobby",
-                    id: 3,
-                },
-                r#"{"type":"leave","room":"lobby","id":3}"#,
-            ),
-            (
-                Request::Publish {
-                    room: "lobby",
-                    data: &data,
-                    id: 4,
-                    msg_id: "m-1",
-                },
-                r#"{"type":"publish","room":"lobby","data":{"text":"hi"},"id":4,"msg_id":"m-1"}"#,
-            ),
-            (
-                Request::Typing { room: "lobby" },
-                r#"{"type":"typing","room":"lobby"}"#,
-            ),
-            (
-                Request::History {
-                    room: "lobby",
-                    limit: 50,
-                    id: 5,
-                },
-                r#"{"type":"history","room":"lobby","limit":50,"id":5}"#,
-            ),
-        ];
-        for (request, expected) in table {
-            assert_eq!(request.encode()?, expected);
-        }
-        Ok(())
+        assert_eq!(
+            join("lobby", 2, Some(&since)).encode(),
+            r#"{"type":"join","room":"lobby","id":2,"since":{"seq":41,"epoch":"0123456789abcdef"}}"#
+        );
+        assert_eq!(
+            join("lobby", 1, None).encode(),
+            r#"{"type":"join","room":"lobby","id":1}"#
+        );
     }
 
     #[test]
     fn publish_overhead_covers_the_largest_envelope() -> Result<(), serde_json::Error> {
         let data = RawValue::from_string("0".to_owned())?;
-        let msg_id = "x".repeat(64);
-        let text = Request::Publish {
-            room: "",
+        let msg_id = "x".repeat(switchboard_protocol::client::MAX_MSG_ID_LEN);
+        let text = ClientMessage::Publish {
+            room: "".into(),
             data: &data,
-            id: u64::MAX,
-            msg_id: &msg_id,
+            id: Some(u64::MAX),
+            echo: false,
+            msg_id: Some(msg_id.into()),
         }
-        .encode()?;
+        .encode();
         assert!(text.len() - 1 <= PUBLISH_OVERHEAD, "{}", text.len());
         Ok(())
     }

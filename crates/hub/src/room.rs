@@ -30,14 +30,9 @@ pub struct Published {
     pub duplicate: bool,
 }
 
-/// Where a recovering joiner left off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position<'a> {
-    /// The last seq it saw.
-    pub seq: u64,
-    /// The epoch it saw it under.
-    pub epoch: &'a str,
-}
+/// Where a recovering joiner left off: the protocol's one stream position, borrowing the
+/// epoch from the request.
+pub type Position<'a> = switchboard_protocol::StreamPosition<&'a str>;
 
 #[derive(Debug)]
 pub(crate) struct Room {

@@ -7,31 +7,37 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use crate::codes::ErrorCode;
+use crate::position::StreamPosition;
 
 /// A request id chosen by the client, echoed in the reply (`joined`, `left`, `ack`, `error`, `pong`).
 pub type RequestId = u64;
 
-/// A decoded client message. Borrows from the frame it was decoded from.
-#[derive(Debug, Clone)]
+/// A client message: decoded by [`decode`] (borrowing from the frame), or built by a client and
+/// encoded with [`ClientMessage::encode`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage<'a> {
     /// `{"type":"join","room":R,"id"?:N,"since"?:{"seq":S,"epoch":E}}`
     Join {
         /// The room to join.
         room: Cow<'a, str>,
         /// Request id.
+        #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         /// Recover what was missed after this position.
-        since: Option<Since<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        since: Option<StreamPosition<Cow<'a, str>>>,
     },
     /// `{"type":"leave","room":R,"id"?:N}`
     Leave {
         /// The room to leave.
         room: Cow<'a, str>,
         /// Request id.
+        #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
     },
     /// `{"type":"publish","room":R,"data":ANY,"id"?:N,"echo"?:BOOL,"msg_id"?:STRING}`
@@ -41,10 +47,13 @@ pub enum ClientMessage<'a> {
         /// The payload, kept as the exact JSON text the client sent.
         data: &'a RawValue,
         /// Request id; when present the server answers with an `ack`.
+        #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         /// Whether the publisher also receives its own message.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
         echo: bool,
         /// Client-chosen message id: a retry with the same id is not delivered twice.
+        #[serde(skip_serializing_if = "Option::is_none")]
         msg_id: Option<Cow<'a, str>>,
     },
     /// `{"type":"history","room":R,"limit"?:N,"id"?:N}`
@@ -52,8 +61,10 @@ pub enum ClientMessage<'a> {
         /// The room.
         room: Cow<'a, str>,
         /// How many of the latest messages (default and cap: the room's history size).
+        #[serde(skip_serializing_if = "Option::is_none")]
         limit: Option<u64>,
         /// Request id.
+        #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
     },
     /// `{"type":"typing","room":R}`
@@ -66,6 +77,7 @@ pub enum ClientMessage<'a> {
         /// The new token.
         token: Cow<'a, str>,
         /// Request id.
+        #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
     },
     /// `{"type":"members","room":R,"id"?:N,"after"?:USER,"limit"?:N}`: one page of a room's
@@ -74,8 +86,10 @@ pub enum ClientMessage<'a> {
         /// The room.
         room: Cow<'a, str>,
         /// Request id.
+        #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
         /// List the users whose names sort after this one (the previous page's `next`).
+        #[serde(skip_serializing_if = "Option::is_none")]
         after: Option<Cow<'a, str>>,
         /// How many users at most (1 to [`MAX_MEMBERS_PAGE`]; default [`MAX_MEMBERS_PAGE`]).
         limit: usize,
@@ -83,18 +97,9 @@ pub enum ClientMessage<'a> {
     /// `{"type":"ping","id"?:N}` (an application-level ping, answered by `pong`).
     Ping {
         /// Request id.
+        #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<RequestId>,
     },
-}
-
-/// A position in a room's stream: the last `seq` seen, under which `epoch`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Since<'a> {
-    /// The last sequence number the client saw.
-    pub seq: u64,
-    /// The room epoch that sequence number belongs to.
-    #[serde(borrow)]
-    pub epoch: Cow<'a, str>,
 }
 
 /// Most users one `members` reply lists.
@@ -116,6 +121,12 @@ impl ClientMessage<'_> {
             Self::Refresh { .. } => "refresh",
             Self::Members { .. } => "members",
         }
+    }
+
+    /// The text frame of the message. Serializing cannot fail (strings, integers, booleans and
+    /// already-valid JSON): should it ever, the frame is a `ping` rather than a broken one.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| r#"{"type":"ping"}"#.to_owned())
     }
 
     /// The request id, if the message carries one.
@@ -174,8 +185,8 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
     #[serde(default)]
     echo: Option<bool>,
-    #[serde(default, borrow)]
-    since: Option<Since<'a>>,
+    #[serde(default, borrow, deserialize_with = "crate::position::borrowed")]
+    since: Option<StreamPosition<Cow<'a, str>>>,
     #[serde(default, borrow)]
     msg_id: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -482,7 +493,7 @@ mod tests {
         ));
         assert!(matches!(
             decode(r#"{"type":"join","room":"a","since":{"seq":41,"epoch":"e1"}}"#)?,
-            ClientMessage::Join { since: Some(Since { seq: 41, epoch }), .. } if epoch == "e1"
+            ClientMessage::Join { since: Some(StreamPosition { seq: 41, epoch: Cow::Borrowed(epoch) }), .. } if epoch == "e1"
         ));
         assert!(matches!(
             decode(r#"{"type":"history","room":"a","limit":5,"id":2}"#)?,
@@ -533,6 +544,128 @@ mod tests {
                 assert_eq!(data.get(), r#"{"t":"hi \"x\""}"#);
                 assert_eq!(id, Some(3));
                 assert!(echo);
+            }
+            other => panic!("{other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_request_a_client_encodes_decodes_on_the_server()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let data = RawValue::from_string(r#"{"text":"hi \"x\""}"#.to_owned())?;
+        let since = StreamPosition {
+            seq: 41,
+            epoch: Cow::Borrowed("0123456789abcdef"),
+        };
+        let table = [
+            (
+                ClientMessage::Join {
+                    room: "lobby".into(),
+                    id: Some(1),
+                    since: None,
+                },
+                r#"{"type":"join","room":"lobby","id":1}"#,
+            ),
+            (
+                ClientMessage::Join {
+                    room: "lobby".into(),
+                    id: Some(2),
+                    since: Some(since.clone()),
+                },
+                r#"{"type":"join","room":"lobby","id":2,"since":{"seq":41,"epoch":"0123456789abcdef"}}"#,
+            ),
+            (
+                ClientMessage::Leave {
+                    room: "lobby".into(),
+                    id: Some(3),
+                },
+                r#"{"type":"leave","room":"lobby","id":3}"#,
+            ),
+            (
+                ClientMessage::Publish {
+                    room: "lobby".into(),
+                    data: &data,
+                    id: Some(4),
+                    echo: false,
+                    msg_id: Some("m-1".into()),
+                },
+                r#"{"type":"publish","room":"lobby","data":{"text":"hi \"x\""},"id":4,"msg_id":"m-1"}"#,
+            ),
+            (
+                ClientMessage::Publish {
+                    room: "lobby".into(),
+                    data: &data,
+                    id: None,
+                    echo: true,
+                    msg_id: None,
+                },
+                r#"{"type":"publish","room":"lobby","data":{"text":"hi \"x\""},"echo":true}"#,
+            ),
+            (
+                ClientMessage::Typing {
+                    room: "lobby".into(),
+                },
+                r#"{"type":"typing","room":"lobby"}"#,
+            ),
+            (
+                ClientMessage::History {
+                    room: "lobby".into(),
+                    limit: Some(50),
+                    id: Some(5),
+                },
+                r#"{"type":"history","room":"lobby","limit":50,"id":5}"#,
+            ),
+            (
+                ClientMessage::Members {
+                    room: "lobby".into(),
+                    id: Some(6),
+                    after: Some("bob".into()),
+                    limit: 10,
+                },
+                r#"{"type":"members","room":"lobby","id":6,"after":"bob","limit":10}"#,
+            ),
+            (
+                ClientMessage::Refresh {
+                    token: "t.k.n".into(),
+                    id: Some(7),
+                },
+                r#"{"type":"refresh","token":"t.k.n","id":7}"#,
+            ),
+            (
+                ClientMessage::Ping { id: Some(8) },
+                r#"{"type":"ping","id":8}"#,
+            ),
+        ];
+        for (request, expected) in table {
+            let text = request.encode();
+            assert_eq!(text, expected);
+            let decoded = decode(&text)?;
+            // The server reads back what the client meant: same type, same id, same fields.
+            assert_eq!(
+                (decoded.kind(), decoded.id()),
+                (request.kind(), request.id())
+            );
+            assert_eq!(decoded.encode(), text);
+        }
+        match decode(
+            &ClientMessage::Join {
+                room: "r".into(),
+                id: None,
+                since: Some(since),
+            }
+            .encode(),
+        )? {
+            ClientMessage::Join {
+                since: Some(got), ..
+            } => {
+                assert_eq!(
+                    got.as_borrowed(),
+                    StreamPosition {
+                        seq: 41,
+                        epoch: "0123456789abcdef"
+                    }
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -4,7 +4,10 @@
 use std::fmt;
 
 /// The `code` field of an `error` message. The string forms never change within protocol v1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// A code this version does not know (from a later server) decodes as [`ErrorCode::Other`], so
+/// clients keep working when codes are added.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// The text frame is not valid JSON (syntax error, or nested deeper than the decoder allows).
     BadJson,
@@ -30,11 +33,28 @@ pub enum ErrorCode {
     /// A service the request needs (the cluster's broker) is unreachable for now; nothing was
     /// done. The connection stays usable; retry later.
     Unavailable,
+    /// A code this protocol version does not know, as received. The server never sends one.
+    Other(String),
 }
 
 impl ErrorCode {
+    /// Every code protocol v1 defines (not [`ErrorCode::Other`]).
+    pub const ALL: [Self; 11] = [
+        Self::BadJson,
+        Self::InvalidMessage,
+        Self::UnknownType,
+        Self::InvalidRoom,
+        Self::NotJoined,
+        Self::Forbidden,
+        Self::RateLimited,
+        Self::TooManyRooms,
+        Self::InvalidToken,
+        Self::Internal,
+        Self::Unavailable,
+    ];
+
     /// The wire form of the code.
-    pub const fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Self::BadJson => "bad_json",
             Self::InvalidMessage => "invalid_message",
@@ -47,7 +67,28 @@ impl ErrorCode {
             Self::InvalidToken => "invalid_token",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
+            Self::Other(code) => code,
         }
+    }
+
+    /// The code of a wire string: a known one, or [`ErrorCode::Other`].
+    pub fn parse(code: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|known| known.as_str() == code)
+            .unwrap_or_else(|| Self::Other(code.to_owned()))
+    }
+}
+
+impl PartialEq<str> for ErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -60,6 +101,13 @@ impl fmt::Display for ErrorCode {
 impl serde::Serialize for ErrorCode {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(Self::parse(&code))
     }
 }
 
@@ -96,21 +144,31 @@ mod tests {
 
     #[test]
     fn codes_serialize_as_their_wire_strings() {
-        let all = [
-            ErrorCode::BadJson,
-            ErrorCode::InvalidMessage,
-            ErrorCode::UnknownType,
-            ErrorCode::InvalidRoom,
-            ErrorCode::NotJoined,
-            ErrorCode::Forbidden,
-            ErrorCode::RateLimited,
-            ErrorCode::TooManyRooms,
-            ErrorCode::InvalidToken,
-            ErrorCode::Internal,
-        ];
-        for code in all {
+        for code in ErrorCode::ALL {
             let json = serde_json::to_string(&code).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
+    }
+
+    #[test]
+    fn every_code_decodes_to_itself_and_unknown_ones_to_other() -> Result<(), serde_json::Error> {
+        for code in ErrorCode::ALL
+            .into_iter()
+            .chain([ErrorCode::Other("later".to_owned())])
+        {
+            let json = serde_json::to_string(&code)?;
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json)?, code);
+        }
+        assert_eq!(
+            serde_json::from_str::<ErrorCode>(r#""quota_exceeded""#)?,
+            ErrorCode::Other("quota_exceeded".to_owned())
+        );
+        // An escaped string is still the known code.
+        assert_eq!(
+            serde_json::from_str::<ErrorCode>(r#""not\u005fjoined""#)?,
+            ErrorCode::NotJoined
+        );
+        assert!(ErrorCode::NotJoined == "not_joined");
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ use crate::client::RequestId;
 use crate::codes::ErrorCode;
 
 /// A presence change in a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceEvent {
     /// The user's first connection joined the room.

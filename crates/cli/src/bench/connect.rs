@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
 use super::client::{self, Target};
+use super::runner::Runner;
 use super::stats::{self, Report, Shards};
 use super::{CommonArgs, parse_seconds};
 
@@ -54,13 +55,10 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         attempts: AtomicU64::new(0),
         first_error: std::sync::Mutex::new(None),
     });
-    let cpu = stats::CpuMeter::start(common.server_pid);
-    let started = Instant::now();
-    let deadline = started + args.duration;
-    let progress = {
+    let mut measuring = {
         let shared = shared.clone();
         let last = AtomicU64::new(0);
-        stats::progress(common.quiet, move |_| {
+        Runner::new(common).measure(move |_| {
             let (ok, failed) = shared.shards.fold((0, 0), |(ok, failed), shard| {
                 (ok + shard.handshake.len(), failed + shard.failed)
             });
@@ -72,6 +70,8 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             )
         })
     };
+    let started = measuring.started;
+    let deadline = started + args.duration;
     let mut workers = Vec::with_capacity(args.connections);
     for worker in 0..args.connections {
         let (target, shared) = (target.clone(), shared.clone());
@@ -87,8 +87,8 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         let _ = worker.await;
     }
     let elapsed = started.elapsed();
-    let cpu_used = cpu.shares();
-    stats::stop_progress(progress);
+    let cpu_used = measuring.cpu();
+    measuring.stop_progress();
 
     let mut handshake = stats::histogram()?;
     let failed = shared.shards.fold(0, |failed, shard| {

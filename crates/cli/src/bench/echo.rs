@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_websockets::Message;
 
 use super::client::{self, Phase, PhaseRx, Stamp, Ws};
+use super::runner::{self, Need, Runner};
 use super::stats::{self, Report, Shards};
 use super::{CommonArgs, parse_seconds};
 
@@ -64,37 +64,24 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
         sent: AtomicU64::new(0),
         mismatched: AtomicU64::new(0),
     });
-    let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
-    let (setup, waiter) = super::setup(common.connect_concurrency);
+    let mut run = Runner::new(common);
     let mut tasks = Vec::with_capacity(args.connections);
     for index in 0..args.connections {
-        let (setup, target, shared, phase) = (
-            setup.clone(),
-            target.clone(),
-            shared.clone(),
-            phase_rx.clone(),
-        );
-        let (timeout, size, in_flight) = (common.connect_timeout, args.size, args.in_flight);
-        tasks.push(tokio::spawn(async move {
-            let ws = setup
-                .connect(&target, index as u64, timeout, async |_| Ok(()))
+        let (target, shared) = (target.clone(), shared.clone());
+        let (size, in_flight) = (args.size, args.in_flight);
+        tasks.push(run.spawn(|connector, phase| async move {
+            let ws = connector
+                .connect(&target, index as u64, async |_| Ok(()))
                 .await?;
             connection(ws, index, size, in_flight, &shared, phase).await
         }));
     }
-    drop(setup);
-    let outcome = waiter.wait(args.connections, common, "connecting").await;
-    if let Err(err) = outcome.require_all(args.connections) {
-        let _ = phase_tx.send(Phase::Stop);
-        return Err(err);
-    }
+    run.set_up("connecting", Need::All).await?;
 
-    let cpu = stats::CpuMeter::start(common.server_pid);
-    let started = Instant::now();
-    let progress = {
+    let mut measuring = {
         let shared = shared.clone();
         let last = AtomicU64::new(0);
-        stats::progress(common.quiet, move |_| {
+        run.measure(move |_| {
             let total = shared.shards.fold(0, |sum, shard| sum + shard.received);
             let delta = total - last.swap(total, Ordering::Relaxed);
             format!(
@@ -104,19 +91,14 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
             )
         })
     };
-    let _ = phase_tx.send(Phase::Run);
+    run.phase(Phase::Run);
     tokio::time::sleep(args.duration).await;
     let measured = shared.shards.fold(0, |sum, shard| sum + shard.received);
-    let elapsed = started.elapsed();
-    let cpu_used = cpu.shares();
-    let _ = phase_tx.send(Phase::Drain);
-    let mut ended = Vec::new();
-    for task in tasks {
-        if let Ok(Some(end)) = task.await {
-            ended.push(end);
-        }
-    }
-    stats::stop_progress(progress);
+    let elapsed = measuring.started.elapsed();
+    let cpu_used = measuring.cpu();
+    run.phase(Phase::Drain);
+    let ended = runner::collect(tasks).await;
+    measuring.stop_progress();
 
     let mut rtt = stats::histogram()?;
     shared

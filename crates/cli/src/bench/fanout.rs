@@ -14,11 +14,11 @@ use std::time::Duration;
 use anyhow::bail;
 use futures_util::{SinkExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
-use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_websockets::Message;
 
 use super::client::{self, Phase, PhaseRx, Seen, SeqTracker, Stamp, Template, Ws};
+use super::runner::{self, Need, Runner};
 use super::stats::{self, Report, Shards};
 use super::{CommonArgs, SubscribeArgs, parse_seconds};
 
@@ -170,25 +170,17 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         layout,
     });
     let subscribe = Arc::new(args.subscribe.clone());
-    let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
-    let (setup, waiter) = super::setup(common.connect_concurrency);
+    let mut run = Runner::new(common);
 
-    let mut subscribers = Vec::with_capacity(args.subscribers);
+    let mut tasks = Vec::with_capacity(args.subscribers + args.publishers);
     for index in 0..args.subscribers {
-        let (setup, target, shared, phase, subscribe) = (
-            setup.clone(),
-            target.clone(),
-            shared.clone(),
-            phase_rx.clone(),
-            subscribe.clone(),
-        );
-        let timeout = common.connect_timeout;
+        let (target, shared, subscribe) = (target.clone(), shared.clone(), subscribe.clone());
         let window = args.rate == 0.0;
-        subscribers.push(tokio::spawn(async move {
+        tasks.push(run.spawn(|connector, phase| async move {
             let room = index % layout.rooms;
             let rooms = [subscribe.room(room)];
-            let ws = setup
-                .connect(&target, index as u64, timeout, async |ws| {
+            let ws = connector
+                .connect(&target, index as u64, async |ws| {
                     subscribe.subscribe(ws, &rooms).await
                 })
                 .await?;
@@ -204,15 +196,9 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         ),
         None => target.clone(),
     };
-    let mut publishers = Vec::with_capacity(args.publishers);
     for index in 0..args.publishers {
-        let (setup, target, shared, phase, subscribe) = (
-            setup.clone(),
-            publisher_target.clone(),
-            shared.clone(),
-            phase_rx.clone(),
-            subscribe.clone(),
-        );
+        let (target, shared, subscribe) =
+            (publisher_target.clone(), shared.clone(), subscribe.clone());
         let streams: Vec<Stream> = layout
             .streams_of(index)
             .map(|k| {
@@ -226,47 +212,34 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        let timeout = common.connect_timeout;
         let (rate, window, size) = (args.rate, args.in_flight.max(1), args.size);
         let rate = rate * streams.len() as f64 / layout.streams as f64;
-        publishers.push(tokio::spawn(async move {
+        tasks.push(run.spawn(|connector, phase| async move {
             let mut rooms: Vec<String> = streams
                 .iter()
                 .map(|stream| subscribe.room(stream.index % layout.rooms))
                 .collect();
             rooms.sort();
             rooms.dedup();
-            let ws = setup
-                .connect(
-                    &target,
-                    (layout.subscribers + index) as u64,
-                    timeout,
-                    async |ws| subscribe.subscribe(ws, &rooms).await,
-                )
+            let ws = connector
+                .connect(&target, (layout.subscribers + index) as u64, async |ws| {
+                    subscribe.subscribe(ws, &rooms).await
+                })
                 .await?;
             let plan = Plan { rate, window, size };
             Some(publisher(ws, streams, plan, &shared, phase).await)
         }));
     }
-    drop(setup);
-    let expected = args.subscribers + args.publishers;
-    let outcome = waiter.wait(expected, common, "subscribing").await;
-    if let Err(err) = outcome.require_all(expected) {
-        let _ = phase_tx.send(Phase::Stop);
-        return Err(err);
-    }
+    run.set_up("subscribing", Need::All).await?;
     if args.subscribe.ready_marker.is_empty() {
         tokio::time::sleep(args.subscribe.settle).await;
     }
 
     // Publishing.
-    let cpu = stats::CpuMeter::start(common.server_pid);
-    let started = Instant::now();
-    let _ = shared.started.set(started);
-    let progress = {
+    let mut measuring = {
         let shared = shared.clone();
         let last = std::sync::Mutex::new((0u64, 0u64));
-        stats::progress(common.quiet, move |_| {
+        run.measure(move |_| {
             let delivered = shared.shards.fold(0, |sum, shard| sum + shard.delivered);
             let sent: u64 = shared.sent.iter().map(|s| s.load(Ordering::Relaxed)).sum();
             let mut last = last
@@ -282,22 +255,25 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
             line
         })
     };
-    let _ = phase_tx.send(Phase::Run);
+    let started = measuring.started;
+    let _ = shared.started.set(started);
+    run.phase(Phase::Run);
     tokio::time::sleep(args.duration).await;
-    let _ = phase_tx.send(Phase::Drain);
+    run.phase(Phase::Drain);
     let elapsed = started.elapsed();
     let delivered_in_time = shared.shards.fold(0, |sum, shard| sum + shard.delivered);
-    let cpu_used = cpu.shares();
+    let cpu_used = measuring.cpu();
 
     // Draining: wait for the publishers' last counts, then for the deliveries they imply, as
     // long as deliveries keep coming (a server that is behind is slow, not lossy).
     let drain_started = Instant::now();
     let hard_deadline = drain_started + args.drain_max;
-    while shared.publishers_done.load(Ordering::Acquire) < args.publishers
-        && drain_started.elapsed() < args.drain.max(Duration::from_secs(5))
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    runner::wait_until(
+        drain_started + args.drain.max(Duration::from_secs(5)),
+        Duration::from_millis(5),
+        || shared.publishers_done.load(Ordering::Acquire) >= args.publishers,
+    )
+    .await;
     let sent: Vec<u64> = shared
         .sent
         .iter()
@@ -309,35 +285,28 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<()> {
         .map(|(k, sent)| sent * layout.subscribers_in_room(k % layout.rooms))
         .sum();
     let (mut last_count, mut last_change) = (delivered_in_time, Instant::now());
-    loop {
+    runner::wait_until(hard_deadline, Duration::from_millis(20), || {
         let delivered = shared.shards.fold(0, |sum, shard| sum + shard.delivered);
         let now = Instant::now();
         if delivered != last_count {
             (last_count, last_change) = (delivered, now);
         }
-        if delivered >= expected_deliveries
-            || now.duration_since(last_change) >= args.drain
-            || now >= hard_deadline
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        delivered >= expected_deliveries || now.duration_since(last_change) >= args.drain
+    })
+    .await;
     let drained_after = started.elapsed().saturating_sub(elapsed);
-    let _ = phase_tx.send(Phase::Stop);
-    stats::stop_progress(progress);
+    run.phase(Phase::Stop);
+    measuring.stop_progress();
 
     let mut totals = SubscriberResult::default();
     let mut ended: BTreeMap<String, usize> = BTreeMap::new();
-    for task in subscribers.into_iter().chain(publishers) {
-        if let Ok(Some(result)) = task.await {
-            totals.lost += result.lost;
-            totals.duplicates += result.duplicates;
-            totals.out_of_order += result.out_of_order;
-            totals.foreign += result.foreign;
-            if let Some(reason) = result.ended {
-                *ended.entry(reason).or_default() += 1;
-            }
+    for result in runner::collect(tasks).await {
+        totals.lost += result.lost;
+        totals.duplicates += result.duplicates;
+        totals.out_of_order += result.out_of_order;
+        totals.foreign += result.foreign;
+        if let Some(reason) = result.ended {
+            *ended.entry(reason).or_default() += 1;
         }
     }
 

@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::client::{self, Phase, PhaseRx, Ws};
+use super::runner::{self, Need, Runner};
 use super::stats::{self, Report};
 use super::{CommonArgs, SubscribeArgs, parse_seconds};
 
@@ -74,22 +73,14 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::default());
     let subscribe = Arc::new(args.subscribe.clone());
     let rooms = args.rooms.max(1);
-    let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
-    let (setup, waiter) = super::setup(common.connect_concurrency);
+    let mut run = Runner::new(common);
     let mut tasks = Vec::with_capacity(args.connections);
     for index in 0..args.connections {
-        let (setup, target, shared, phase, subscribe) = (
-            setup.clone(),
-            target.clone(),
-            shared.clone(),
-            phase_rx.clone(),
-            subscribe.clone(),
-        );
-        let timeout = common.connect_timeout;
-        tasks.push(tokio::spawn(async move {
+        let (target, shared, subscribe) = (target.clone(), shared.clone(), subscribe.clone());
+        tasks.push(run.spawn(|connector, phase| async move {
             let room = [subscribe.room(index % rooms)];
-            let ws = setup
-                .connect(&target, index as u64, timeout, async |ws| {
+            let ws = connector
+                .connect(&target, index as u64, async |ws| {
                     subscribe.subscribe(ws, &room).await
                 })
                 .await?;
@@ -98,15 +89,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
             Some(())
         }));
     }
-    drop(setup);
-    let outcome = waiter.wait(args.connections, common, "connecting").await;
-    if outcome.ready == 0 {
-        let _ = phase_tx.send(Phase::Stop);
-        anyhow::bail!(
-            "no connection could be set up; first error: {}",
-            outcome.first_error.as_deref().unwrap_or("unknown")
-        );
-    }
+    let outcome = run.set_up("connecting", Need::Any).await?;
     if subscribe.ready_marker.is_empty() {
         tokio::time::sleep(subscribe.settle).await;
     }
@@ -115,10 +98,9 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let bench_rss_after = stats::rss_bytes("self");
     let connected = outcome.ready as u64;
 
-    let cpu = stats::CpuMeter::start(common.server_pid);
-    let progress = {
+    let mut measuring = {
         let shared = shared.clone();
-        stats::progress(common.quiet, move |_| {
+        run.measure(move |_| {
             format!(
                 "{} connections open, {} dropped",
                 stats::count(shared.alive.load(Ordering::Relaxed)),
@@ -126,20 +108,14 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
             )
         })
     };
-    let _ = phase_tx.send(Phase::Run);
-    let held = Instant::now();
+    run.phase(Phase::Run);
     tokio::time::sleep(args.hold).await;
     let alive_at_end = shared.alive.load(Ordering::Relaxed);
-    let cpu_used = cpu.shares();
-    let held = held.elapsed();
-    stats::stop_progress(progress);
-    let _ = phase_tx.send(Phase::Stop);
-    let closing = async {
-        for task in tasks {
-            let _ = task.await;
-        }
-    };
-    if tokio::time::timeout(CLOSE_BUDGET, closing).await.is_err() {
+    let cpu_used = measuring.cpu();
+    let held = measuring.started.elapsed();
+    measuring.stop_progress();
+    run.phase(Phase::Stop);
+    if !runner::join_within(tasks, CLOSE_BUDGET).await {
         report.warn(format!(
             "not every connection closed within {CLOSE_BUDGET:?}"
         ));

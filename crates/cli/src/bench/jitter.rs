@@ -14,14 +14,14 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use futures_util::{SinkExt as _, StreamExt as _};
 use hdrhistogram::Histogram;
-use serde::Deserialize;
-use serde_json::json;
-use tokio::sync::watch;
+use serde_json::value::RawValue;
+use switchboard_protocol::{ClientMessage, OwnedServerMessage, StreamPosition, owned};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_websockets::Message;
 
 use super::client::{self, Phase, PhaseRx, Seen, SeqTracker, Stamp, Target, Ws};
 use super::echo::sleep_until;
+use super::runner::{self, Need, Runner};
 use super::stats::{self, Report, Shards};
 use super::{CommonArgs, parse_seconds};
 
@@ -63,20 +63,6 @@ pub struct JitterArgs {
     /// Room name [default: jitter-PID-MILLIS, fresh for every run].
     #[arg(long)]
     room: Option<String>,
-}
-
-/// The fields of server frames this scenario reads.
-#[derive(Debug, Deserialize)]
-struct Frame {
-    #[serde(rename = "type")]
-    kind: String,
-    seq: Option<u64>,
-    epoch: Option<String>,
-    recovered: Option<bool>,
-    /// Counted only (a zero-sized element per member: nothing is kept).
-    members: Option<Vec<serde::de::IgnoredAny>>,
-    /// In `joined` and `presence` frames: distinct users in the room.
-    member_count: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -189,27 +175,20 @@ pub async fn run(args: JitterArgs) -> anyhow::Result<()> {
         jitter: args.cut_jitter,
         away: args.away,
     };
-    let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
-    let (setup, waiter) = super::setup(common.connect_concurrency);
+    let mut run = Runner::new(common);
     let mut clients = Vec::with_capacity(args.clients);
     for index in 0..args.clients {
-        let (setup, target, shared, phase, room) = (
-            setup.clone(),
-            target.clone(),
-            shared.clone(),
-            phase_rx.clone(),
-            room.clone(),
-        );
+        let (target, shared, room) = (target.clone(), shared.clone(), room.clone());
         let timeout = common.connect_timeout;
-        clients.push(tokio::spawn(async move {
+        clients.push(run.spawn(|connector, phase| async move {
             let mut joined = None;
-            let ws = setup
-                .connect(&target, index as u64, timeout, async |ws| {
+            let ws = connector
+                .connect(&target, index as u64, async |ws| {
                     joined = Some(join(ws, &room, None).await?);
                     Ok(())
                 })
                 .await?;
-            let (seq, epoch) = joined?;
+            let position = joined?;
             let session = Session {
                 index,
                 target: &target,
@@ -218,22 +197,16 @@ pub async fn run(args: JitterArgs) -> anyhow::Result<()> {
                 shared: &shared,
                 cuts,
             };
-            Some(session.run(ws, seq, epoch, phase).await)
+            Some(session.run(ws, position, phase).await)
         }));
     }
     let publisher = {
-        let (setup, target, shared, phase, room) = (
-            setup.clone(),
-            target.clone(),
-            shared.clone(),
-            phase_rx.clone(),
-            room.clone(),
-        );
-        let (timeout, rate, size) = (common.connect_timeout, args.rate, args.size);
+        let (target, shared, room) = (target.clone(), shared.clone(), room.clone());
+        let (rate, size) = (args.rate, args.size);
         let index = args.clients as u64;
-        tokio::spawn(async move {
-            let ws = setup
-                .connect(&target, index, timeout, async |ws| {
+        run.spawn(|connector, phase| async move {
+            let ws = connector
+                .connect(&target, index, async |ws| {
                     join(ws, &room, None).await.map(|_| ())
                 })
                 .await?;
@@ -241,20 +214,11 @@ pub async fn run(args: JitterArgs) -> anyhow::Result<()> {
             Some(())
         })
     };
-    drop(setup);
-    let expected = args.clients + 1;
-    let outcome = waiter.wait(expected, common, "joining").await;
-    if let Err(err) = outcome.require_all(expected) {
-        let _ = phase_tx.send(Phase::Stop);
-        return Err(err);
-    }
+    run.set_up("joining", Need::All).await?;
 
-    let cpu = stats::CpuMeter::start(common.server_pid);
-    let started = Instant::now();
-    let _ = shared.started.set(started);
-    let progress = {
+    let mut measuring = {
         let shared = shared.clone();
-        stats::progress(common.quiet, move |_| {
+        run.measure(move |_| {
             let counters = &shared.counters;
             let last = counters.last_seq.load(Ordering::Relaxed);
             let current = shared
@@ -271,37 +235,37 @@ pub async fn run(args: JitterArgs) -> anyhow::Result<()> {
             )
         })
     };
-    let _ = phase_tx.send(Phase::Run);
+    let started = measuring.started;
+    let _ = shared.started.set(started);
+    run.phase(Phase::Run);
     tokio::time::sleep(args.duration).await;
-    let _ = phase_tx.send(Phase::Drain);
+    run.phase(Phase::Drain);
     let published_for = started.elapsed();
     let deadline = Instant::now() + args.drain.max(ACK_WAIT);
-    while shared.counters.publisher_done.load(Ordering::Acquire) == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    runner::wait_until(deadline, Duration::from_millis(10), || {
+        shared.counters.publisher_done.load(Ordering::Acquire) != 0
+    })
+    .await;
     let last_seq = shared.counters.last_seq.load(Ordering::Acquire);
-    while Instant::now() < deadline
-        && shared
+    runner::wait_until(deadline, Duration::from_millis(20), || {
+        shared
             .caught_up
             .iter()
-            .any(|c| c.load(Ordering::Relaxed) <= last_seq)
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let cpu_used = cpu.shares();
-    let _ = phase_tx.send(Phase::Stop);
-    stats::stop_progress(progress);
+            .all(|c| c.load(Ordering::Relaxed) > last_seq)
+    })
+    .await;
+    let cpu_used = measuring.cpu();
+    run.phase(Phase::Stop);
+    measuring.stop_progress();
 
     let mut expected_total = 0u64;
     let mut totals = ClientResult::default();
-    for client in clients {
-        if let Ok(Some(result)) = client.await {
-            expected_total += last_seq.saturating_sub(result.first_seq);
-            totals.unique += result.unique;
-            totals.duplicates += result.duplicates;
-            totals.out_of_order += result.out_of_order;
-            totals.holes += result.holes;
-        }
+    for result in runner::collect(clients).await {
+        expected_total += last_seq.saturating_sub(result.first_seq);
+        totals.unique += result.unique;
+        totals.duplicates += result.duplicates;
+        totals.out_of_order += result.out_of_order;
+        totals.holes += result.holes;
     }
     let _ = publisher.await;
 
@@ -376,13 +340,12 @@ pub async fn run(args: JitterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Joins `room` (with `since` when recovering) and, when `wait`ing, returns the joined seq and
-/// epoch.
+/// Joins `room` (with `since` when recovering) and returns the room's position at the join.
 async fn join(
     ws: &mut Ws,
     room: &str,
-    since: Option<(u64, &str)>,
-) -> anyhow::Result<(u64, String)> {
+    since: Option<StreamPosition<&str>>,
+) -> anyhow::Result<StreamPosition> {
     send_join(ws, room, since).await?;
     loop {
         let frame = ws.next().await;
@@ -391,26 +354,28 @@ async fn join(
             Some(Ok(msg)) if !msg.is_close() => continue,
             _ => bail!("while joining: {}", client::describe_end(frame)),
         };
-        let parsed: Frame = serde_json::from_str(text).context("unreadable reply to join")?;
-        match parsed.kind.as_str() {
-            "joined" => {
-                let epoch = parsed.epoch.context("`joined` without an epoch")?;
-                return Ok((parsed.seq.unwrap_or(0), epoch));
+        match owned::decode(text).context("unreadable reply to join")? {
+            OwnedServerMessage::Joined { seq, epoch, .. } => {
+                let epoch = epoch.context("`joined` without an epoch")?;
+                return Ok(StreamPosition { seq, epoch });
             }
-            "error" => bail!("join refused: {text}"),
+            OwnedServerMessage::Error { .. } => bail!("join refused: {}", client::clip(text)),
             _ => {}
         }
     }
 }
 
-async fn send_join(ws: &mut Ws, room: &str, since: Option<(u64, &str)>) -> anyhow::Result<()> {
-    let frame = match since {
-        Some((seq, epoch)) => {
-            json!({"type": "join", "room": room, "since": {"seq": seq, "epoch": epoch}})
-        }
-        None => json!({"type": "join", "room": room}),
+async fn send_join(
+    ws: &mut Ws,
+    room: &str,
+    since: Option<StreamPosition<&str>>,
+) -> anyhow::Result<()> {
+    let join = ClientMessage::Join {
+        room: room.into(),
+        id: None,
+        since: since.map(Into::into),
     };
-    ws.send(Message::text(frame.to_string())).await?;
+    ws.send(Message::text(join.encode())).await?;
     Ok(())
 }
 
@@ -432,11 +397,12 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn run(&self, ws: Ws, first_seq: u64, epoch: String, phase: PhaseRx) -> ClientResult {
+    async fn run(&self, ws: Ws, joined: StreamPosition, phase: PhaseRx) -> ClientResult {
         let shared = self.shared;
         let counters = &shared.counters;
+        let first_seq = joined.seq;
         let mut tracker = SeqTracker::starting_at(first_seq + 1);
-        let mut epoch = epoch;
+        let mut epoch = joined.epoch;
         let mut ws = Some(ws);
         let mut catchup: Option<Catchup> = None;
         let mut reconnect_at: Option<Instant> = None;
@@ -516,7 +482,8 @@ impl Session<'_> {
 
     async fn reconnect(&self, last: u64, epoch: &str) -> anyhow::Result<Ws> {
         let mut ws = self.target.connect(self.index as u64, self.timeout).await?;
-        send_join(&mut ws, self.room, Some((last, epoch))).await?;
+        let since = StreamPosition { seq: last, epoch };
+        send_join(&mut ws, self.room, Some(since)).await?;
         Ok(ws)
     }
 
@@ -529,25 +496,21 @@ impl Session<'_> {
     ) {
         let shared = self.shared;
         let counters = &shared.counters;
-        let Ok(frame) = serde_json::from_str::<Frame>(text) else {
+        let Ok(frame) = owned::decode(text) else {
             shared.problem(format!("unreadable frame: {}", client::clip(text)));
             return;
         };
-        if let Some(count) = frame.member_count {
-            counters
-                .max_member_count
-                .fetch_max(count, Ordering::Relaxed);
-        }
-        match frame.kind.as_str() {
-            "presence" => {
+        match frame {
+            OwnedServerMessage::Presence { member_count, .. } => {
+                self.saw_member_count(member_count);
                 counters.presence_frames.fetch_add(1, Ordering::Relaxed);
                 counters
                     .presence_bytes
                     .fetch_add(text.len() as u64, Ordering::Relaxed);
             }
-            "message" => {
-                let Some(seq) = frame.seq else { return };
-                if tracker.observe(seq) == Seen::New && catchup.is_none() {
+            OwnedServerMessage::Message { seq, .. } => {
+                let first_time = tracker.observe(seq) == Seen::New;
+                if first_time && catchup.is_none() {
                     let now = client::now_us();
                     if let Some(stamp) = client::find_stamp(text) {
                         shared.shards.with(self.index, |shard| {
@@ -558,9 +521,16 @@ impl Session<'_> {
                     }
                 }
             }
-            "joined" => {
-                let seq = frame.seq.unwrap_or(0);
-                if frame.recovered == Some(true) {
+            OwnedServerMessage::Joined {
+                seq,
+                epoch: new_epoch,
+                recovered,
+                members,
+                member_count,
+                ..
+            } => {
+                self.saw_member_count(member_count);
+                if recovered == Some(true) {
                     counters.recovered.fetch_add(1, Ordering::Relaxed);
                 } else {
                     counters.not_recovered.fetch_add(1, Ordering::Relaxed);
@@ -568,19 +538,19 @@ impl Session<'_> {
                     shared.problem(format!(
                         "client {}: re-join could not recover (joined at seq {seq}, epoch {}, {} members)",
                         self.index,
-                        frame.epoch.as_deref().unwrap_or("-"),
-                        frame.members.as_ref().map_or(0, Vec::len),
+                        new_epoch.as_deref().unwrap_or("-"),
+                        members.len(),
                     ));
                     tracker.skip_to(seq + 1);
                 }
-                if let Some(new_epoch) = frame.epoch {
+                if let Some(new_epoch) = new_epoch {
                     *epoch = new_epoch;
                 }
                 if let Some(catchup) = catchup.as_mut() {
                     catchup.target = Some(seq);
                 }
             }
-            "error" => {
+            OwnedServerMessage::Error { .. } => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
                 shared.problem(format!("client {}: {}", self.index, client::clip(text)));
             }
@@ -601,6 +571,16 @@ impl Session<'_> {
         self.publish_progress(tracker);
     }
 
+    /// Keeps the largest member count a `joined` or `presence` frame reported.
+    fn saw_member_count(&self, count: Option<u64>) {
+        if let Some(count) = count {
+            self.shared
+                .counters
+                .max_member_count
+                .fetch_max(count, Ordering::Relaxed);
+        }
+    }
+
     fn publish_progress(&self, tracker: &SeqTracker) {
         if let Some(progress) = self.shared.caught_up.get(self.index) {
             progress.store(tracker.contiguous_until(), Ordering::Relaxed);
@@ -619,7 +599,6 @@ async fn publish(mut ws: Ws, room: &str, rate: f64, size: usize, shared: &Shared
     let mut stopping = std::pin::pin!(client::reached(phase.clone(), Phase::Stop));
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let room_json = serde_json::to_string(room).unwrap_or_default();
     let (mut sent, mut acked) = (0u64, 0u64);
     let mut ack_deadline = None;
     let mut ok = true;
@@ -638,10 +617,20 @@ async fn publish(mut ws: Ws, room: &str, rate: f64, size: usize, shared: &Shared
             _ = tick.tick(), if ack_deadline.is_none() => {
                 let due = (started.elapsed().as_secs_f64() * rate) as u64;
                 while sent < due {
-                    let mut text = format!(r#"{{"type":"publish","room":{room_json},"id":{sent},"data":"#);
-                    client::write_stamp(&mut text, Stamp { stream: 0, seq: sent, sent_us: client::now_us() }, size, true);
-                    text.push('}');
-                    if ws.feed(Message::text(text)).await.is_err() {
+                    let mut stamp = String::with_capacity(size + 2);
+                    client::write_stamp(&mut stamp, Stamp { stream: 0, seq: sent, sent_us: client::now_us() }, size, true);
+                    let Ok(data) = RawValue::from_string(stamp) else {
+                        ok = false;
+                        break;
+                    };
+                    let publish = ClientMessage::Publish {
+                        room: room.into(),
+                        data: &data,
+                        id: Some(sent),
+                        echo: false,
+                        msg_id: None,
+                    };
+                    if ws.feed(Message::text(publish.encode())).await.is_err() {
                         ok = false;
                         break;
                     }
@@ -664,16 +653,16 @@ async fn publish(mut ws: Ws, room: &str, rate: f64, size: usize, shared: &Shared
                         return;
                     }
                 };
-                if let Ok(parsed) = serde_json::from_str::<Frame>(text) {
-                    match parsed.kind.as_str() {
-                        "ack" => {
+                if let Ok(parsed) = owned::decode(text) {
+                    match parsed {
+                        OwnedServerMessage::Ack { seq, .. } => {
                             acked += 1;
-                            counters.last_seq.fetch_max(parsed.seq.unwrap_or(0), Ordering::AcqRel);
+                            counters.last_seq.fetch_max(seq.unwrap_or(0), Ordering::AcqRel);
                             if ack_deadline.is_some() && acked >= sent {
                                 counters.publisher_done.store(1, Ordering::Release);
                             }
                         }
-                        "error" => {
+                        OwnedServerMessage::Error { .. } => {
                             counters.errors.fetch_add(1, Ordering::Relaxed);
                             shared.problem(format!("publisher: {text}"));
                         }

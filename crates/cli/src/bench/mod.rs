@@ -2,7 +2,8 @@
 //!
 //! Each scenario opens its connections (one tokio task per connection, nothing else per
 //! connection), runs for a bounded time, closes what it opened and prints a table, or with
-//! `--json` one JSON object on stdout (the table then goes to stderr). Progress goes to stderr
+//! `--json` one JSON object on stdout (the table then goes to stderr). The steps they share
+//! (set-up, progress line, phases, drain, collecting results) are in [`runner`]. Progress goes to stderr
 //! once a second. Templates and the payload stamp (`client::MARKER`) let the same tool drive
 //! other servers: a delivered message is recognised by the stamp anywhere in a text frame.
 
@@ -12,6 +13,7 @@ mod echo;
 mod fanout;
 mod idle;
 mod jitter;
+mod runner;
 mod stats;
 
 use std::process::ExitCode;
@@ -20,7 +22,6 @@ use std::time::Duration;
 
 use anyhow::bail;
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::{Semaphore, mpsc};
 use tokio_websockets::Message;
 
 use client::{Target, Ws};
@@ -182,133 +183,4 @@ fn parse_seconds(secs: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{secs:?} is not a number of seconds"))?;
     Duration::try_from_secs_f64(secs).map_err(|err| format!("invalid duration: {err}"))
-}
-
-/// Set-up bookkeeping: connection tasks report `ready` (connected and subscribed) or their
-/// error; the main task waits for all of them.
-#[derive(Debug, Clone)]
-struct Setup {
-    tx: mpsc::UnboundedSender<Result<(), String>>,
-    gate: Arc<Semaphore>,
-}
-
-/// The main task's side of [`Setup`].
-#[derive(Debug)]
-struct SetupWaiter {
-    rx: mpsc::UnboundedReceiver<Result<(), String>>,
-}
-
-/// What set-up achieved.
-#[derive(Debug, Default)]
-struct SetupOutcome {
-    ready: usize,
-    failed: usize,
-    first_error: Option<String>,
-    took: Duration,
-}
-
-fn setup(concurrency: usize) -> (Setup, SetupWaiter) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (
-        Setup {
-            tx,
-            gate: Arc::new(Semaphore::new(concurrency.max(1))),
-        },
-        SetupWaiter { rx },
-    )
-}
-
-impl Setup {
-    /// Connects (at most `--connect-concurrency` at once) and runs `prepare` (e.g. subscribe);
-    /// reports the outcome. `None` when it failed (already reported).
-    async fn connect<F>(
-        &self,
-        target: &Target,
-        index: u64,
-        timeout: Duration,
-        prepare: F,
-    ) -> Option<Ws>
-    where
-        F: AsyncFnOnce(&mut Ws) -> anyhow::Result<()>,
-    {
-        let result = async {
-            let _permit = self.gate.acquire().await;
-            let mut ws = target.connect(index, timeout).await?;
-            prepare(&mut ws).await?;
-            anyhow::Ok(ws)
-        }
-        .await;
-        match result {
-            Ok(ws) => {
-                let _ = self.tx.send(Ok(()));
-                Some(ws)
-            }
-            Err(err) => {
-                let _ = self.tx.send(Err(format!("{err:#}")));
-                None
-            }
-        }
-    }
-}
-
-impl SetupWaiter {
-    /// Waits for `expected` reports (at most `common.setup_timeout`), printing progress unless
-    /// `--quiet`. Connections still pending at the deadline count as failed.
-    async fn wait(mut self, expected: usize, common: &CommonArgs, what: &str) -> SetupOutcome {
-        let started = tokio::time::Instant::now();
-        let deadline = started + common.setup_timeout;
-        let quiet = common.quiet;
-        let mut outcome = SetupOutcome::default();
-        let mut last_print = started;
-        while outcome.ready + outcome.failed < expected {
-            if tokio::time::Instant::now() >= deadline {
-                let pending = expected - outcome.ready - outcome.failed;
-                let err = format!(
-                    "{pending} connections still not set up after {:?} (--setup-timeout)",
-                    common.setup_timeout
-                );
-                eprintln!("error: {err}");
-                outcome.failed += pending;
-                outcome.first_error.get_or_insert(err);
-                break;
-            }
-            match tokio::time::timeout(Duration::from_secs(1), self.rx.recv()).await {
-                Ok(Some(Ok(()))) => outcome.ready += 1,
-                Ok(Some(Err(err))) => {
-                    outcome.failed += 1;
-                    if outcome.first_error.is_none() {
-                        eprintln!("error: {err}");
-                        outcome.first_error = Some(err);
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {}
-            }
-            if !quiet && last_print.elapsed() >= Duration::from_secs(1) {
-                last_print = tokio::time::Instant::now();
-                eprintln!(
-                    "[setup {:>3.0}s] {what}: {} ready, {} failed of {expected}",
-                    started.elapsed().as_secs_f64(),
-                    outcome.ready,
-                    outcome.failed
-                );
-            }
-        }
-        outcome.took = started.elapsed();
-        outcome
-    }
-}
-
-impl SetupOutcome {
-    /// Fails the run unless every connection is ready.
-    fn require_all(&self, expected: usize) -> anyhow::Result<()> {
-        if self.ready < expected {
-            bail!(
-                "{} of {expected} connections could not be set up; first error: {}",
-                expected - self.ready,
-                self.first_error.as_deref().unwrap_or("unknown")
-            );
-        }
-        Ok(())
-    }
 }

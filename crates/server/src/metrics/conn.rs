@@ -187,11 +187,22 @@ pub(crate) fn rejected(status: StatusCode) {
     }
 }
 
+/// Every error code of protocol v1: the `code` label's values (a code this version does not
+/// know is `other`; the server never sends one).
+pub(crate) static ERROR_CODES: [ErrorCode; ErrorCode::ALL.len()] = ErrorCode::ALL;
+
+fn code_label(code: &ErrorCode) -> &'static str {
+    ERROR_CODES
+        .iter()
+        .find(|known| *known == code)
+        .map_or("other", ErrorCode::as_str)
+}
+
 /// A request was answered with `error` `code`.
-pub(crate) fn error(code: ErrorCode) {
+pub(crate) fn error(code: &ErrorCode) {
     if enabled() {
-        metrics::counter!(ERRORS, "code" => code.as_str()).increment(1);
-        if code == ErrorCode::RateLimited {
+        metrics::counter!(ERRORS, "code" => code_label(code)).increment(1);
+        if *code == ErrorCode::RateLimited {
             metrics::counter!(RATE_LIMITED).increment(1);
         }
     }

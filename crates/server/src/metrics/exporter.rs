@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use metrics::Unit;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use switchboard_hub::{Broker, BrokerHealth};
-use switchboard_protocol::ErrorCode;
 use tracing::warn;
 
 use super::*;
@@ -122,19 +121,7 @@ fn describe() {
     for status in ["400", "401", "403", "426", "429", "503"] {
         metrics::counter!(HANDSHAKES_REJECTED, "status" => status).absolute(0);
     }
-    for code in [
-        ErrorCode::BadJson,
-        ErrorCode::InvalidMessage,
-        ErrorCode::UnknownType,
-        ErrorCode::InvalidRoom,
-        ErrorCode::NotJoined,
-        ErrorCode::Forbidden,
-        ErrorCode::RateLimited,
-        ErrorCode::TooManyRooms,
-        ErrorCode::InvalidToken,
-        ErrorCode::Internal,
-        ErrorCode::Unavailable,
-    ] {
+    for code in &conn::ERROR_CODES {
         metrics::counter!(ERRORS, "code" => code.as_str()).absolute(0);
     }
     for result in ["recovered", "not_recovered"] {

@@ -462,10 +462,10 @@ impl SessionHandler {
         );
         self.reply(&ServerMessage::Error {
             id: rejection.id,
-            code: rejection.code,
+            code: rejection.code.clone(),
             message: &rejection.message,
         });
-        crate::metrics::conn::error(rejection.code);
+        crate::metrics::conn::error(&rejection.code);
         if rejection.code == ErrorCode::Unavailable {
             return None;
         }

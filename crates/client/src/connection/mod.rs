@@ -6,23 +6,28 @@
 //! every room with `since` (the last seq seen and its epoch), then re-sends what was waiting:
 //! un-acked publishes (with their original `msg_id`, so the server can drop duplicates),
 //! `history` requests without a reply, and requests queued while disconnected.
+//!
+//! - [`dial`]: opening a connection, and whether to open another after one ended;
+//! - [`link`]: the open socket with its heartbeat, bounded sends and the close handshake;
+//! - [`ledger`]: requests waiting for a connection or for their reply;
+//! - this file: the loop, and what each server frame means for the rooms and the application.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::pin::Pin;
+mod dial;
+mod ledger;
+mod link;
+
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use futures_util::{FutureExt as _, StreamExt as _};
 use serde_json::value::RawValue;
-use switchboard_protocol::binary;
-use tokio::net::TcpStream;
+use switchboard_protocol::codes::close;
+use switchboard_protocol::{ClientMessage, ErrorCode, binary};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_websockets::{
-    CloseCode, Error as WsError, MaybeTlsStream, Message, WebSocketStream, upgrade,
-};
+use tokio_websockets::{Error as WsError, Message};
 use tracing::debug;
 
 use crate::backoff::{Attempts, STABLE_AFTER};
@@ -30,24 +35,15 @@ use crate::builder::Settings;
 use crate::error::Error;
 use crate::events::{CONNECT_REFUSED, Event, History, JoinInfo, MembersPage};
 use crate::tracker::{JoinOutcome, JoinedReply, Tracker};
-use crate::wire::{self, Request, ServerMessage};
+use crate::wire::{self, ServerMessage};
 
-/// Close codes after which the client does not reconnect (besides a close 1000 from either
-/// side): 1008 (policy violation: too many protocol errors, ping timeout) and the
-/// authentication / permission codes 4001–4003, 4401 and 4403. Reconnecting would only be
-/// refused again.
-pub const NO_RECONNECT_CLOSE_CODES: &[u16] = &[1008, 4001, 4002, 4003, 4401, 4403];
+pub use dial::NO_RECONNECT_CLOSE_CODES;
+pub(crate) use dial::open;
+pub(crate) use link::Ws;
 
-/// HTTP statuses of a refused reconnection after which the client stops (authentication).
-const NO_RECONNECT_HTTP_STATUSES: &[u16] = &[401, 403];
-
-/// How long the close handshake may take.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long one send may take when the heartbeat check is off.
-const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The socket type.
-pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use dial::{NO_RECONNECT_HTTP_STATUSES, should_reconnect};
+use ledger::{Frame, InFlight, Ledger};
+use link::{Ending, Link, lost};
 
 /// Where a request's reply goes.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -93,249 +89,12 @@ pub(crate) enum Command {
     },
 }
 
-/// Whether the client reconnects after a connection ended with this close code (`None`: no
-/// close frame).
-pub(crate) fn should_reconnect(code: Option<u16>) -> bool {
-    match code {
-        None => true,
-        Some(1000) => false,
-        Some(code) => !NO_RECONNECT_CLOSE_CODES.contains(&code),
-    }
-}
-
-/// Opens one connection: TCP, then the upgrade, within the connect timeout.
-///
-/// `token`, when set (after a `refresh`), replaces the builder's `Authorization` header.
-pub(crate) async fn open(settings: Arc<Settings>, token: Option<String>) -> Result<Ws, Error> {
-    let attempt = async {
-        let uri = &settings.uri;
-        let host = uri
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let port = uri
-            .port_u16()
-            .unwrap_or(if settings.tls.is_some() { 443 } else { 80 });
-        let tcp = TcpStream::connect((host, port))
-            .await
-            .map_err(|err| Error::Connect(WsError::Io(err)))?;
-        // Small frames (acks, typing) should not wait for Nagle.
-        let _ = tcp.set_nodelay(true);
-        let stream = match &settings.tls {
-            None => MaybeTlsStream::Plain(tcp),
-            Some(config) => {
-                let name =
-                    rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|err| {
-                        Error::Connect(WsError::Io(std::io::Error::new(
-                            std::io::ErrorKind::InvalidInput,
-                            err,
-                        )))
-                    })?;
-                let tls = tokio_rustls::TlsConnector::from(config.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|err| Error::Connect(WsError::Io(err)))?;
-                MaybeTlsStream::Rustls(tls)
-            }
-        };
-        let mut builder = tokio_websockets::ClientBuilder::from_uri(uri.clone());
-        for (name, value) in &settings.headers {
-            if token.is_some() && *name == http::header::AUTHORIZATION {
-                continue;
-            }
-            builder = builder
-                .add_header(name.clone(), value.clone())
-                .map_err(Error::Connect)?;
-        }
-        if let Some(token) = &token {
-            let mut value =
-                http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|err| {
-                    Error::Connect(WsError::Io(std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        err,
-                    )))
-                })?;
-            value.set_sensitive(true);
-            builder = builder
-                .add_header(http::header::AUTHORIZATION, value)
-                .map_err(Error::Connect)?;
-        }
-        match builder.connect_on(stream).await {
-            Ok((ws, _response)) => Ok(ws),
-            Err(WsError::Upgrade(upgrade::Error::DidNotSwitchProtocols(status))) => {
-                Err(Error::Refused { status })
-            }
-            Err(err) => Err(Error::Connect(err)),
-        }
-    };
-    tokio::time::timeout(settings.connect_timeout, attempt)
-        .await
-        .unwrap_or(Err(Error::ConnectTimeout))
-}
-
-/// A request waiting for a connection.
-#[derive(Debug)]
-enum Outgoing {
-    Publish(PublishRequest),
-    Binary {
-        room: String,
-        payload: Bytes,
-        reply: Reply<()>,
-    },
-    History(HistoryRequest),
-    Members(MembersRequest),
-    Refresh(RefreshRequest),
-}
-
-#[derive(Debug)]
-struct RefreshRequest {
-    token: String,
-    /// The token reconnections used before this one, restored if the server refuses it.
-    previous: Option<String>,
-    reply: Reply<u64>,
-}
-
-#[derive(Debug)]
-struct PublishRequest {
-    room: String,
-    data: Box<RawValue>,
-    /// Chosen once, kept across re-sends: the server drops a publish it already accepted.
-    msg_id: String,
-    reply: Reply<u64>,
-}
-
-#[derive(Debug)]
-struct HistoryRequest {
-    room: String,
-    limit: u32,
-    reply: Reply<History>,
-}
-
-#[derive(Debug)]
-struct MembersRequest {
-    room: String,
-    after: Option<String>,
-    limit: u32,
-    reply: Reply<MembersPage>,
-}
-
-/// A request sent on the current connection, waiting for its reply.
-#[derive(Debug)]
-enum InFlight {
-    /// `rejoin`: the automatic re-join after a reconnect (the waiters are in `join_waiters`).
-    Join {
-        room: String,
-        rejoin: bool,
-    },
-    Leave {
-        reply: Reply<()>,
-    },
-    Publish(PublishRequest),
-    History(HistoryRequest),
-    Members(MembersRequest),
-    Refresh(RefreshRequest),
-}
-
-/// Why a connection ended.
-#[derive(Debug)]
-enum Ending {
-    /// `close()` was called or every `Client` was dropped; the close handshake is done.
-    Shutdown,
-    /// The connection was lost or closed by the server.
-    Lost { code: Option<u16>, reason: String },
-}
-
-fn lost(reason: impl Into<String>) -> Ending {
-    Ending::Lost {
-        code: None,
-        reason: reason.into(),
-    }
-}
-
 /// What woke the session loop.
 enum Wake {
     Shutdown,
     Frame(Option<Result<Message, WsError>>),
     Command(Option<Command>),
     Heartbeat,
-}
-
-/// The socket of one connection, with its heartbeat deadline.
-struct Link {
-    ws: Ws,
-    heartbeat: Heartbeat,
-    /// Ends a blocked send when the client is closed.
-    shutdown: CancellationToken,
-}
-
-/// The dead-server check: resolves when nothing has arrived for the timeout.
-struct Heartbeat {
-    timer: Option<(Duration, Pin<Box<Sleep>>)>,
-}
-
-impl Heartbeat {
-    /// Something arrived: the server is alive.
-    fn alive(&mut self) {
-        if let Some((timeout, sleep)) = &mut self.timer {
-            sleep.as_mut().reset(Instant::now() + *timeout);
-        }
-    }
-
-    /// Resolves when nothing has arrived for the timeout (never if the check is off).
-    async fn expired(&mut self) {
-        match &mut self.timer {
-            Some((_, sleep)) => sleep.as_mut().await,
-            None => std::future::pending().await,
-        }
-    }
-}
-
-impl Link {
-    fn new(ws: Ws, timeout: Option<Duration>, shutdown: CancellationToken) -> Self {
-        Self {
-            ws,
-            heartbeat: Heartbeat {
-                timer: timeout.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
-            },
-            shutdown,
-        }
-    }
-
-    async fn send(&mut self, message: Message) -> Result<(), Ending> {
-        let limit = self
-            .heartbeat
-            .timer
-            .as_ref()
-            .map_or(SEND_TIMEOUT, |(t, _)| *t);
-        // A send blocks while the socket takes no more (a stalled peer): bounded like the
-        // server's silence, and cut short by `close`.
-        let sent = tokio::select! {
-            sent = tokio::time::timeout(limit, self.ws.send(message)) => sent,
-            () = self.shutdown.cancelled() => return Err(Ending::Shutdown),
-        };
-        match sent {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(lost(format!("send failed: {err}"))),
-            Err(_) => Err(lost(format!("send timed out after {limit:?}"))),
-        }
-    }
-
-    /// Sends our close 1000 and waits (briefly) for the server's reply.
-    async fn close(&mut self) {
-        let handshake = async {
-            self.ws
-                .send(Message::close(Some(CloseCode::NORMAL_CLOSURE), ""))
-                .await?;
-            while let Some(frame) = self.ws.next().await {
-                frame?;
-            }
-            Ok::<_, WsError>(())
-        };
-        if let Ok(Err(err)) = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await {
-            debug!(error = %err, "close handshake failed");
-        }
-    }
 }
 
 /// The state of one client, owned by its connection task.
@@ -350,14 +109,8 @@ pub(crate) struct Connection {
     tracker: Tracker,
     /// Callers of `join` waiting for the room's `joined`.
     join_waiters: HashMap<String, Vec<Reply<JoinInfo>>>,
-    /// Requests waiting for a connection, oldest first.
-    outbox: VecDeque<Outgoing>,
-    /// Requests sent on the current connection, by id (ids only grow, so this is send order).
-    inflight: BTreeMap<u64, InFlight>,
-    next_id: u64,
-    /// Random per client; `msg_id` = prefix + counter.
-    msg_id_prefix: String,
-    msg_count: u64,
+    /// Requests waiting for a connection or for their reply.
+    ledger: Ledger,
     attempts: Attempts,
     /// The current connection sent a recovering join (`since`).
     sent_since: bool,
@@ -377,6 +130,7 @@ impl Connection {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            ledger: Ledger::new(settings.send_buffer),
             settings,
             commands,
             events,
@@ -384,11 +138,6 @@ impl Connection {
             rooms: BTreeSet::new(),
             tracker: Tracker::default(),
             join_waiters: HashMap::new(),
-            outbox: VecDeque::new(),
-            inflight: BTreeMap::new(),
-            next_id: 1,
-            msg_id_prefix: format!("{:016x}", fastrand::u64(..)),
-            msg_count: 0,
             attempts: Attempts::default(),
             sent_since: false,
             skip_recovery: false,
@@ -404,11 +153,11 @@ impl Connection {
             let ending = self.session(ws).await;
             let uptime = started.elapsed();
             self.attempts.disconnected_after(uptime);
-            self.requeue_inflight();
+            self.ledger.requeue_inflight();
             match ending {
                 Ending::Shutdown => {
                     self.emit(Event::Disconnected {
-                        code: Some(1000),
+                        code: Some(close::NORMAL),
                         reason: "closed by the client".to_owned(),
                     })
                     .await;
@@ -417,8 +166,9 @@ impl Connection {
                     debug!(code, %reason, "disconnected");
                     // 1013 (slow consumer) soon after a recovering join: the replay may not
                     // have fit; the protocol asks to join again without `since` (and re-sync).
-                    self.skip_recovery =
-                        code == Some(1013) && self.sent_since && uptime < STABLE_AFTER;
+                    self.skip_recovery = code == Some(close::TRY_AGAIN_LATER)
+                        && self.sent_since
+                        && uptime < STABLE_AFTER;
                     let reconnect = should_reconnect(code);
                     self.emit(Event::Disconnected { code, reason }).await;
                     if reconnect && !self.shutdown.is_cancelled() {
@@ -448,18 +198,11 @@ impl Connection {
     fn finish(&mut self) {
         self.commands.close();
         while self.commands.try_recv().is_ok() {}
-        self.outbox.clear();
-        self.inflight.clear();
+        self.ledger.clear();
         self.join_waiters.clear();
         // If the channel is full, `Events` reports `Closed` itself when the channel ends.
         let _ = self.events.try_send(Event::Closed);
         debug!("client closed");
-    }
-
-    fn next_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
     }
 
     /// One connection, from `Connected` until it ends.
@@ -516,33 +259,10 @@ impl Connection {
             let rejoin = self.tracker.contains(&room);
             self.send_join(room, rejoin, recover, link).await?;
         }
-        while let Some(outgoing) = self.outbox.pop_front() {
+        while let Some(outgoing) = self.ledger.next_queued() {
             self.send_outgoing(outgoing, link).await?;
         }
         Ok(())
-    }
-
-    /// After a connection ended: replies that will never come. A leave is done (the
-    /// connection's memberships are gone); publishes and history requests go back to the
-    /// front of the outbox, in the order they were sent; joins are redone by the re-join.
-    fn requeue_inflight(&mut self) {
-        let inflight = std::mem::take(&mut self.inflight);
-        let mut resend = Vec::new();
-        for request in inflight.into_values() {
-            match request {
-                InFlight::Join { .. } => {}
-                InFlight::Leave { reply } => {
-                    let _ = reply.send(Ok(()));
-                }
-                InFlight::Publish(publish) => resend.push(Outgoing::Publish(publish)),
-                InFlight::History(history) => resend.push(Outgoing::History(history)),
-                InFlight::Members(members) => resend.push(Outgoing::Members(members)),
-                InFlight::Refresh(refresh) => resend.push(Outgoing::Refresh(refresh)),
-            }
-        }
-        for outgoing in resend.into_iter().rev() {
-            self.outbox.push_front(outgoing);
-        }
     }
 
     /// Waits out the backoff and reconnects, taking commands meanwhile. `None`: stop.
@@ -596,82 +316,6 @@ impl Connection {
         command
     }
 
-    /// Takes a request in, or refuses it when too many are waiting.
-    fn accept(&mut self, command: Command) -> Option<Outgoing> {
-        let waiting = self.outbox.len() + self.inflight.len();
-        let full = waiting >= self.settings.send_buffer;
-        match command {
-            Command::Publish { room, data, reply } => {
-                if full {
-                    let _ = reply.send(Err(Error::BufferFull));
-                    return None;
-                }
-                self.msg_count += 1;
-                let msg_id = format!("{}-{}", self.msg_id_prefix, self.msg_count);
-                Some(Outgoing::Publish(PublishRequest {
-                    room,
-                    data,
-                    msg_id,
-                    reply,
-                }))
-            }
-            Command::PublishBinary {
-                room,
-                payload,
-                reply,
-            } => {
-                if full {
-                    let _ = reply.send(Err(Error::BufferFull));
-                    return None;
-                }
-                Some(Outgoing::Binary {
-                    room,
-                    payload,
-                    reply,
-                })
-            }
-            Command::History { room, limit, reply } => {
-                if full {
-                    let _ = reply.send(Err(Error::BufferFull));
-                    return None;
-                }
-                Some(Outgoing::History(HistoryRequest { room, limit, reply }))
-            }
-            Command::Members {
-                room,
-                after,
-                limit,
-                reply,
-            } => {
-                if full {
-                    let _ = reply.send(Err(Error::BufferFull));
-                    return None;
-                }
-                Some(Outgoing::Members(MembersRequest {
-                    room,
-                    after,
-                    limit,
-                    reply,
-                }))
-            }
-            Command::Refresh { token, reply } => {
-                if full {
-                    let _ = reply.send(Err(Error::BufferFull));
-                    return None;
-                }
-                // Reconnections use it from now on: the old token may expire before the
-                // server has confirmed the new one.
-                let previous = self.token.replace(token.clone());
-                Some(Outgoing::Refresh(RefreshRequest {
-                    token,
-                    previous,
-                    reply,
-                }))
-            }
-            Command::Join { .. } | Command::Leave { .. } | Command::Typing { .. } => None,
-        }
-    }
-
     /// Remembers that the application wants to be in `room`.
     fn want_room(&mut self, room: &str, reply: Reply<JoinInfo>) {
         self.rooms.insert(room.to_owned());
@@ -701,8 +345,8 @@ impl Connection {
             }
             Command::Typing { .. } => {}
             request => {
-                if let Some(outgoing) = self.accept(request) {
-                    self.outbox.push_back(outgoing);
+                if let Some(outgoing) = self.ledger.accept(request, &mut self.token) {
+                    self.ledger.queue(outgoing);
                 }
             }
         }
@@ -717,13 +361,14 @@ impl Connection {
             }
             Command::Leave { room, reply } => {
                 self.drop_room(&room);
-                let id = self.next_id();
-                let text = encode(&Request::Leave { room: &room, id });
-                self.inflight.insert(id, InFlight::Leave { reply });
-                link.send(text).await
+                let frame = self.ledger.leave(&room, reply);
+                link.send(frame).await
             }
-            Command::Typing { room } => link.send(encode(&Request::Typing { room: &room })).await,
-            request => match self.accept(request) {
+            Command::Typing { room } => {
+                let typing = ClientMessage::Typing { room: room.into() };
+                link.send(wire::frame(&typing)).await
+            }
+            request => match self.ledger.accept(request, &mut self.token) {
                 Some(outgoing) => self.send_outgoing(outgoing, link).await,
                 None => Ok(()),
             },
@@ -739,79 +384,34 @@ impl Connection {
         recover: bool,
         link: &mut Link,
     ) -> Result<(), Ending> {
-        let id = self.next_id();
         let since = if rejoin && recover {
             self.tracker.since(&room)
         } else {
             None
         };
         self.sent_since |= since.is_some();
-        let text = encode(&Request::join(&room, id, since.as_ref()));
-        self.inflight.insert(id, InFlight::Join { room, rejoin });
-        link.send(text).await
+        let frame = self.ledger.join(room, rejoin, since.as_ref());
+        link.send(frame).await
     }
 
-    async fn send_outgoing(&mut self, outgoing: Outgoing, link: &mut Link) -> Result<(), Ending> {
-        match outgoing {
-            Outgoing::Publish(publish) => {
-                let id = self.next_id();
-                let text = encode(&Request::Publish {
-                    room: &publish.room,
-                    data: &publish.data,
-                    id,
-                    msg_id: &publish.msg_id,
-                });
-                self.inflight.insert(id, InFlight::Publish(publish));
-                link.send(text).await
-            }
-            Outgoing::History(history) => {
-                let id = self.next_id();
-                let text = encode(&Request::History {
-                    room: &history.room,
-                    limit: history.limit,
-                    id,
-                });
-                self.inflight.insert(id, InFlight::History(history));
-                link.send(text).await
-            }
-            Outgoing::Members(members) => {
-                let id = self.next_id();
-                let text = encode(&Request::Members {
-                    room: &members.room,
-                    id,
-                    after: members.after.as_deref(),
-                    limit: members.limit,
-                });
-                self.inflight.insert(id, InFlight::Members(members));
-                link.send(text).await
-            }
-            Outgoing::Refresh(refresh) => {
-                let id = self.next_id();
-                let text = encode(&Request::Refresh {
-                    token: &refresh.token,
-                    id,
-                });
-                self.inflight.insert(id, InFlight::Refresh(refresh));
-                link.send(text).await
-            }
-            Outgoing::Binary {
-                room,
-                payload,
-                reply,
-            } => {
-                let frame = binary::encode_client(&room, &payload);
+    /// Sends a request that waited for a connection.
+    async fn send_outgoing(
+        &mut self,
+        outgoing: ledger::Outgoing,
+        link: &mut Link,
+    ) -> Result<(), Ending> {
+        match self.ledger.send(outgoing) {
+            Frame::Request(frame) => link.send(frame).await,
+            Frame::Binary(request) => {
+                let frame = binary::encode_client(&request.room, &request.payload);
                 match link.send(Message::binary(frame)).await {
                     Ok(()) => {
-                        let _ = reply.send(Ok(()));
+                        let _ = request.reply.send(Ok(()));
                         Ok(())
                     }
                     Err(ending) => {
                         // Not sent: it goes out on the next connection.
-                        self.outbox.push_front(Outgoing::Binary {
-                            room,
-                            payload,
-                            reply,
-                        });
+                        self.ledger.requeue(ledger::Outgoing::Binary(request));
                         Err(ending)
                     }
                 }
@@ -834,10 +434,7 @@ impl Connection {
         if let Some((code, reason)) = message.as_close() {
             let code = u16::from(code);
             let reason = reason.to_owned();
-            // Keep polling so that the library sends its close reply, until the server drops
-            // the TCP connection.
-            let drain = async { while let Some(Ok(_)) = link.ws.next().await {} };
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+            link.drain_after_close().await;
             return Err(Ending::Lost {
                 code: Some(code),
                 reason,
@@ -878,16 +475,6 @@ impl Connection {
         self.emit(event).await;
     }
 
-    /// Takes the in-flight request `id` if it is of the expected kind.
-    fn take_inflight(&mut self, id: Option<u64>, kind: fn(&InFlight) -> bool) -> Option<InFlight> {
-        let id = id?;
-        if self.inflight.get(&id).is_some_and(kind) {
-            self.inflight.remove(&id)
-        } else {
-            None
-        }
-    }
-
     async fn on_server_message(&mut self, message: ServerMessage) {
         match message {
             ServerMessage::Joined {
@@ -901,7 +488,7 @@ impl Connection {
                 recovered,
             } => {
                 let rejoin = matches!(
-                    self.take_inflight(id, |f| matches!(f, InFlight::Join { .. })),
+                    self.ledger.take(id, |f| matches!(f, InFlight::Join { .. })),
                     Some(InFlight::Join { rejoin: true, .. })
                 );
                 // A server before member counts: the list is the whole room.
@@ -911,8 +498,9 @@ impl Connection {
                     .await;
             }
             ServerMessage::Left { room, id } => {
-                if let Some(InFlight::Leave { reply }) =
-                    self.take_inflight(id, |f| matches!(f, InFlight::Leave { .. }))
+                if let Some(InFlight::Leave { reply }) = self
+                    .ledger
+                    .take(id, |f| matches!(f, InFlight::Leave { .. }))
                 {
                     let _ = reply.send(Ok(()));
                 }
@@ -981,7 +569,7 @@ impl Connection {
                 next,
             } => {
                 if let Some(InFlight::Members(request)) =
-                    self.take_inflight(id, |f| matches!(f, InFlight::Members(_)))
+                    self.ledger.take(id, |f| matches!(f, InFlight::Members(_)))
                 {
                     let _ = request.reply.send(Ok(MembersPage {
                         room,
@@ -992,8 +580,9 @@ impl Connection {
                 }
             }
             ServerMessage::Ack { id, seq, duplicate } => {
-                if let Some(InFlight::Publish(publish)) =
-                    self.take_inflight(Some(id), |f| matches!(f, InFlight::Publish(_)))
+                if let Some(InFlight::Publish(publish)) = self
+                    .ledger
+                    .take(Some(id), |f| matches!(f, InFlight::Publish(_)))
                 {
                     let result = match seq {
                         Some(seq) => {
@@ -1015,7 +604,7 @@ impl Connection {
                 messages,
             } => {
                 if let Some(InFlight::History(history)) =
-                    self.take_inflight(id, |f| matches!(f, InFlight::History(_)))
+                    self.ledger.take(id, |f| matches!(f, InFlight::History(_)))
                 {
                     let result = wire::history(room, seq, epoch, messages)
                         .map_err(|err| Error::Protocol(format!("bad history message: {err}")));
@@ -1024,7 +613,7 @@ impl Connection {
             }
             ServerMessage::Refreshed { id, exp } => {
                 if let Some(InFlight::Refresh(refresh)) =
-                    self.take_inflight(id, |f| matches!(f, InFlight::Refresh(_)))
+                    self.ledger.take(id, |f| matches!(f, InFlight::Refresh(_)))
                 {
                     debug!(exp, "token refreshed");
                     let _ = refresh.reply.send(Ok(exp));
@@ -1083,12 +672,13 @@ impl Connection {
         }
     }
 
-    async fn on_error(&mut self, id: Option<u64>, code: String, message: String) {
+    async fn on_error(&mut self, id: Option<u64>, code: ErrorCode, message: String) {
+        let code = code.as_str().to_owned();
         let server_error = || Error::Server {
             code: code.clone(),
             message: message.clone(),
         };
-        match id.and_then(|id| self.inflight.remove(&id)) {
+        match self.ledger.remove(id) {
             Some(InFlight::Join { room, rejoin }) => {
                 let waiters = self.join_waiters.remove(&room).unwrap_or_default();
                 let report = rejoin || waiters.is_empty();
@@ -1120,48 +710,6 @@ impl Connection {
                 let _ = refresh.reply.send(Err(server_error()));
             }
             None => self.emit(Event::Error { id, code, message }).await,
-        }
-    }
-}
-
-/// The text frame of a request. Our request types always serialize (strings, integers and
-/// already-valid JSON); should that ever fail, a `ping` goes out instead of a broken frame.
-fn encode(request: &Request<'_>) -> Message {
-    match request.encode() {
-        Ok(text) => Message::text(text),
-        Err(err) => {
-            debug!(error = %err, "cannot encode a request");
-            Message::text(r#"{"type":"ping"}"#)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reconnect_policy() {
-        let table = [
-            (None, true),
-            (Some(1000), false),
-            (Some(1001), true),
-            (Some(1005), true),
-            (Some(1006), true),
-            (Some(1008), false),
-            (Some(1009), true),
-            (Some(1011), true),
-            (Some(1013), true),
-            (Some(4000), true),
-            (Some(4001), false),
-            (Some(4002), false),
-            (Some(4003), false),
-            (Some(4004), true),
-            (Some(4401), false),
-            (Some(4403), false),
-        ];
-        for (code, reconnect) in table {
-            assert_eq!(should_reconnect(code), reconnect, "{code:?}");
         }
     }
 }
