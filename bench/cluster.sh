@@ -8,8 +8,9 @@
 #                               then messages/s through Redis as fast as they go
 #   bench/cluster.sh --smoke    tiny and short: checks that the tool works (used by tests)
 #
-# Environment: SWITCHBOARD_BIN=path (skip the release build), REDIS_URL (default
-# redis://127.0.0.1:6379; scripts/services.sh starts one there if needed).
+# Environment: SWITCHBOARD_BIN=path (skip the release build), REDIS_URL (default: a
+# redis-server of this run's own on a free port, stopped at the end; scripts/services.sh
+# installs it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,7 +21,6 @@ if [[ $MODE == full ]]; then
 else
   SUBSCRIBERS=20 RATES="50" SECS=1 SIZE=64
 fi
-REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 "$ROOT/scripts/services.sh" >&2
 
 BIN=${SWITCHBOARD_BIN:-}
@@ -36,6 +36,23 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+if [[ -z ${REDIS_URL:-} ]]; then
+  # A Redis of this run's own, never the machine's: a free port, no persistence.
+  REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
+    >"$WORK/redis.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 200); do # 200 × 0.05 s
+    [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && break
+    sleep 0.05
+  done
+  [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] || {
+    echo "cluster.sh: redis-server did not start on port $REDIS_PORT: $(cat "$WORK/redis.log")" >&2
+    exit 1
+  }
+  REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+fi
 
 # start NAME ARGS… : starts a node, sets ADDR_<NAME> to its address.
 start() {

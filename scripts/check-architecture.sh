@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The dependency arrows of DEVELOPERS.md, checked: `protocol` depends on no workspace crate and
-# no async runtime; `hub` knows nothing of sockets or HTTP.
+# no async runtime; `hub` knows nothing of sockets or HTTP (not even tokio's `net`); the server
+# knows no storage engine (the binary chooses it); the client SDK needs only the protocol.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -20,5 +21,22 @@ broker="$(deps switchboard-broker-redis)"
 for banned in switchboard-server hyper axum tokio-websockets http; do
     if grep -qx "$banned" <<<"$broker"; then echo "architecture: switchboard-broker-redis depends on $banned" >&2; fail=1; fi
 done
-[ "$fail" = 0 ] && echo "architecture: ok (protocol and hub free of IO crates; the Redis broker free of transports)"
+# Features, not only crates: the hub may use tokio's sync primitives, never its sockets.
+if cargo tree -p switchboard-hub --edges normal,features --prefix none | grep -q '^tokio feature "net"'; then
+    echo "architecture: switchboard-hub enables tokio's net feature" >&2; fail=1
+fi
+# The binary chooses the engine: the server knows only the hub's seam.
+server="$(deps switchboard-server)"
+for banned in switchboard-broker-redis redis switchboard-cli; do
+    if grep -qx "$banned" <<<"$server"; then echo "architecture: switchboard-server depends on $banned" >&2; fail=1; fi
+done
+# The client SDK speaks the protocol; of the workspace's crates it needs that one only.
+client="$(deps switchboard-client)"
+for crate in $(grep '^switchboard-' <<<"$client"); do
+    case "$crate" in
+        switchboard-client | switchboard-protocol) ;;
+        *) echo "architecture: switchboard-client depends on $crate (only switchboard-protocol allowed)" >&2; fail=1 ;;
+    esac
+done
+[ "$fail" = 0 ] && echo "architecture: ok (protocol and hub free of IO crates, hub without tokio/net; the Redis broker free of transports; the server free of Redis; the client on protocol only)"
 exit "$fail"

@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# The external services the multi-node tests (crates/cli/tests/cluster.rs) need, on a fresh
-# Debian machine: Redis (installed, and one answering on 127.0.0.1:6379) and nginx (installed;
-# the tests run their own nginx processes, so no system nginx has to run).
-# Idempotent, and quick when everything is already there: one line per service says what it
+# The external programs the multi-node tests need, on a fresh Debian machine: redis-server and
+# nginx, installed. Nothing is started here: every test starts its own Redis and nginx on free
+# ports through the test kit (crates/testkit, `service`), and bench/cluster.sh its own Redis, so
+# no test depends on (or disturbs) a Redis on the machine's 6379.
+# Idempotent, and quick when everything is already there: one line per program says what it
 # found or did.
 set -euo pipefail
-
-REDIS_HOST=127.0.0.1
-REDIS_PORT=6379
 
 # apt-get as root, or through sudo when there is one.
 apt_install() {
@@ -38,39 +36,16 @@ nginx_bin() {
     fi
 }
 
-redis_answers() {
-    local reply
-    reply="$(timeout 2 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null || true)"
-    [ "$reply" = "PONG" ]
-}
-
 # --- Redis: installed -------------------------------------------------------------------------
 if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
     redis_installed="found $(redis-server --version | awk '{print $3}')"
 else
     apt_install redis-server
-    # The package may start its own service on 6379: that is fine, it is what (b) wants.
+    # The package may start a system service on 6379; no test uses it.
     redis_installed="installed $(redis-server --version | awk '{print $3}')"
 fi
 
-# --- Redis: running on 127.0.0.1:6379 ---------------------------------------------------------
-if redis_answers; then
-    echo "redis: $redis_installed; already answering on $REDIS_HOST:$REDIS_PORT"
-else
-    redis-server --port "$REDIS_PORT" --bind "$REDIS_HOST" --save '' --appendonly no \
-        --daemonize yes >/dev/null
-    for _ in $(seq 1 100); do # 100 × 0.1 s
-        if redis_answers; then
-            break
-        fi
-        sleep 0.1
-    done
-    if ! redis_answers; then
-        echo "redis: started redis-server on $REDIS_HOST:$REDIS_PORT but it does not answer PING after 10 s" >&2
-        exit 1
-    fi
-    echo "redis: $redis_installed; started on $REDIS_HOST:$REDIS_PORT"
-fi
+echo "redis: $redis_installed (not started: tests start their own)"
 
 # --- nginx: installed (not running: tests start their own) ------------------------------------
 NGINX="$(nginx_bin)"

@@ -5,7 +5,7 @@
 # against /echo, the demo page in headless Chromium, and a smoke run of every `switchboard
 # bench` scenario.
 # It installs what it needs that is missing (cargo-nextest, Redis, nginx, Chromium, npm
-# packages, the conformance venv) and starts Redis if none answers on 127.0.0.1:6379.
+# packages, the conformance venv). Tests start their own Redis and nginx on free ports.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,10 +22,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "architecture"
 scripts/check-architecture.sh
 
+step "vendored codec: vendor/tokio-websockets = crates.io 0.13.3 + its patch, and its own tests"
+scripts/check-vendor.sh
+scripts/check-vendor.sh --test
+
 step "build"
 cargo build --workspace --locked
 
-step "services for the multi-node tests (Redis on 127.0.0.1:6379, nginx)"
+step "programs for the multi-node tests (redis-server, nginx: installed; tests start their own)"
 scripts/services.sh
 
 step "unit and integration tests"

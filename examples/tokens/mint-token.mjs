@@ -6,7 +6,7 @@
 //   SWITCHBOARD_AUTH_SECRET=... node examples/tokens/mint-token.mjs alice 'chat:*'
 //
 // Prints the token. The secret is the server's --auth-secret (at least 32 bytes); it never
-// leaves your backend. Verified by crates/cli/tests/examples.rs against a real server.
+// leaves your backend. Verified by crates/cli/tests/it/examples.rs against a real server.
 import { createHmac } from "node:crypto";
 
 /**

@@ -1,6 +1,7 @@
 //! The message-handling path without sockets: a `Hub`, four sessions, and a script of frames
-//! applied the way `crates/server/src/ws/session.rs` applies them (room names validated
-//! first, errors answered with an `error` frame; tokens, rights and rate limits left out).
+//! handed to the server's own protocol-v1 handler (`switchboard_server::session`, which the
+//! WebSocket transport also uses), with rate and violation limits out of the way, every
+//! right but presence for `zoë`, no tokens, and the script's clock.
 //!
 //! Input: lines (split on `\n`), each one operation:
 //!
@@ -34,19 +35,26 @@
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use switchboard_fuzz::parse_json;
 use switchboard_hub::{
-    Batch, HistoryPolicy, HistoryRule, HistoryRules, Hub, HubConfig, HubError, Outbound, Position,
-    Session,
+    Batch, Broker, HistoryPolicy, HistoryRule, HistoryRules, Hub, HubConfig, Outbound, Session,
 };
-use switchboard_protocol::client::{self, ClientMessage, RequestId};
-use switchboard_protocol::names::validate_room;
-use switchboard_protocol::{ErrorCode, OwnedServerMessage, ServerMessage, binary};
+use switchboard_protocol::client::{self, ClientMessage};
+use switchboard_protocol::{ErrorCode, OwnedServerMessage, binary};
+use switchboard_server::Config;
+use switchboard_server::auth::grants::{Grants, Rights};
+use switchboard_server::auth::{AuthError, Identity};
+use switchboard_server::session::{Message, SessionContext, SessionHandler};
+use tokio::time::Instant;
 
 /// Users of the four session slots: two connections of alice, and one without presence.
 const USERS: [&str; 4] = ["alice", "bob", "alice", "zoë"];
@@ -61,7 +69,7 @@ const OUTBOX_BYTES: usize = 4 * MAX_FRAME;
 const MAX_OPS: usize = 256;
 const START_MS: u64 = 1_700_000_000_000;
 
-fn config() -> HubConfig {
+fn hub_config() -> HubConfig {
     let policy = |size, secs| HistoryPolicy {
         size,
         ttl: Duration::from_secs(secs),
@@ -82,6 +90,48 @@ fn config() -> HubConfig {
             ],
         },
         idempotency_window: Duration::from_secs(1),
+        ..HubConfig::default()
+    }
+}
+
+/// The server as a session sees it: the hub, the limits (rates and violations out of the
+/// way), no tokens, and the script's clock.
+struct Server {
+    hub: Hub,
+    config: Config,
+    now_ms: AtomicU64,
+}
+
+impl Server {
+    fn new() -> Self {
+        let mut config = Config::default();
+        config.limits.max_rooms_per_connection = MAX_ROOMS;
+        config.limits.messages_per_second = u32::MAX;
+        config.limits.message_burst = u32::MAX;
+        config.max_violations = u32::MAX;
+        Self {
+            hub: Hub::new(hub_config()),
+            config,
+            now_ms: AtomicU64::new(START_MS),
+        }
+    }
+}
+
+impl SessionContext for Server {
+    fn broker(&self) -> &dyn Broker {
+        &self.hub
+    }
+
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn verify(&self, _token: &str) -> Result<Identity, AuthError> {
+        Err(AuthError::Invalid("no tokens here".to_owned()))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now_ms.load(Ordering::Relaxed)
     }
 }
 
@@ -92,6 +142,8 @@ type Epochs = HashMap<String, String>;
 struct Client {
     slot: usize,
     session: Arc<Session>,
+    /// The server's handler of the session's connection.
+    handler: SessionHandler,
     /// Not reading its outbox (a slow consumer).
     paused: bool,
     /// Rooms joined, as the hub calls answered.
@@ -105,10 +157,26 @@ struct Client {
 }
 
 impl Client {
-    fn new(hub: &Hub, slot: usize) -> Self {
+    fn new(server: &Arc<Server>, slot: usize) -> Self {
+        let session = server.hub.connect(Arc::from(USERS[slot]));
+        let identity = Identity {
+            user: session.user().clone(),
+            expires_at: None,
+            grants: if PRESENCE[slot] {
+                Grants::All
+            } else {
+                let rights = Rights {
+                    presence: false,
+                    ..Rights::ALL
+                };
+                Grants::Rules(vec![("*".to_owned(), rights)])
+            },
+        };
+        let handler = SessionHandler::new(server.clone(), session.clone(), identity);
         Self {
             slot,
-            session: hub.connect(Arc::from(USERS[slot])),
+            handler,
+            session,
             paused: false,
             members: BTreeSet::new(),
             rooms: BTreeMap::new(),
@@ -117,106 +185,57 @@ impl Client {
         }
     }
 
-    fn reply(&self, message: &ServerMessage<'_>) {
-        let _ = self.session.outbox().push(Outbound::Text(message.encode()));
-    }
-
-    fn reject(&self, id: Option<RequestId>, code: ErrorCode, message: &str) {
-        self.reply(&ServerMessage::Error { id, code, message });
-    }
-
-    fn hub_error(&self, id: Option<RequestId>, err: &HubError) {
-        self.reject(id, err.code(), &err.to_string());
-    }
-
-    /// `SessionHandler::on_text`, less tokens and rights.
-    fn on_text(&mut self, hub: &Hub, text: &str, now: u64, epochs: &Epochs) {
-        let message = match client::decode(text) {
-            Ok(message) => message,
-            Err(err) => return self.reject(err.id, err.code, &err.message),
-        };
-        let id = message.id();
-        // Every request naming a room but `leave` is checked first (`SessionHandler::check`).
-        let room = match &message {
-            ClientMessage::Join { room, .. }
-            | ClientMessage::Publish { room, .. }
-            | ClientMessage::History { room, .. }
-            | ClientMessage::Typing { room } => Some(room),
-            _ => None,
-        };
-        if let Some(Err(err)) = room.map(|room| validate_room(room)) {
-            return self.hub_error(id, &err.into());
-        }
-        let result = match message {
-            ClientMessage::Join { room, id, since } => {
-                if !self.session.is_member(&room) && self.session.room_count() >= MAX_ROOMS {
-                    return self.reject(id, ErrorCode::TooManyRooms, "too many rooms");
-                }
-                let position = since.as_ref().map(|s| Position {
-                    seq: s.seq,
-                    epoch: match &*s.epoch {
-                        "$E" => epochs.get(&*room).map_or("$E", String::as_str),
-                        epoch => epoch,
-                    },
-                });
-                let presence = PRESENCE[self.slot];
-                let joined = hub.join(&self.session, &room, id, position, presence, now);
-                if joined.is_ok() {
-                    self.members.insert(room.into_owned());
-                    self.since.push_back(since.map(|s| s.seq));
-                }
-                joined
-            }
-            ClientMessage::Leave { room, id } => {
-                let left = hub.leave(&self.session, &room, id);
-                assert_eq!(left.is_ok(), self.members.remove(&*room), "leave {room}");
-                left
-            }
-            ClientMessage::Publish {
-                room,
-                data,
-                id,
-                echo,
-                msg_id,
-            } => hub
-                .publish(&self.session, &room, data, echo, now, msg_id.as_deref())
-                .map(|published| {
-                    assert!(published.seq > 0);
-                    assert!(!published.duplicate || msg_id.is_some());
-                    if let Some(id) = id {
-                        self.reply(&ServerMessage::Ack {
-                            id,
-                            seq: Some(published.seq),
-                            duplicate: published.duplicate,
-                        });
+    /// Hands a message to the server's own protocol-v1 handler
+    /// (`switchboard_server::session`), as the WebSocket adapter does, and follows the
+    /// membership it changed in the model. The in-process hub answers at once, so the
+    /// handler's future is ready when first polled. Returns false when the handler closed the
+    /// connection.
+    fn send(&mut self, message: Message<'_>, epochs: &Epochs) -> bool {
+        let mut text = None;
+        // The room a join or leave names, and whether the session was in it before.
+        let mut joining = None;
+        let mut leaving = None;
+        if let Message::Text(frame) = message
+            && let Ok(request) = client::decode(frame)
+        {
+            match request {
+                ClientMessage::Join { room, since, .. } => {
+                    // `$E`: the epoch of the room last seen.
+                    if since.as_ref().is_some_and(|s| s.epoch == "$E")
+                        && let Some(epoch) = epochs.get(&*room)
+                    {
+                        text = Some(frame.replace("\"$E\"", &format!("\"{epoch}\"")));
                     }
-                }),
-            ClientMessage::History { room, limit, id } => {
-                hub.history(&self.session, &room, id, limit, now)
+                    joining = Some((room.into_owned(), since.map(|s| s.seq)));
+                }
+                ClientMessage::Leave { room, .. } => {
+                    let was = self.session.is_member(&room);
+                    leaving = Some((room.into_owned(), was));
+                }
+                _ => {}
             }
-            ClientMessage::Typing { room } => hub.typing(&self.session, &room),
-            ClientMessage::Refresh { id, .. } => {
-                return self.reject(id, ErrorCode::InvalidToken, "no tokens here");
-            }
-            ClientMessage::Ping { id } => return self.reply(&ServerMessage::Pong { id }),
+        }
+        let message = match &text {
+            Some(text) => Message::Text(text),
+            None => message,
         };
-        if let Err(err) = result {
-            self.hub_error(id, &err);
-        }
-    }
-
-    /// `SessionHandler::on_binary`.
-    fn on_binary(&self, hub: &Hub, frame: &[u8], now: u64) {
-        let envelope = match binary::decode_client(frame) {
-            Ok(envelope) => envelope,
-            Err(err) => return self.reject(None, ErrorCode::InvalidMessage, &err.to_string()),
+        let handled = self.handler.on_message(message, Instant::now());
+        let Poll::Ready(close) =
+            pin!(handled).poll(&mut Context::from_waker(Waker::noop()))
+        else {
+            panic!("the in-process hub answers at once");
         };
-        if let Err(err) = validate_room(envelope.room) {
-            return self.hub_error(None, &err.into());
+        if let Some((room, since)) = joining
+            && self.session.is_member(&room)
+        {
+            self.members.insert(room);
+            self.since.push_back(since);
         }
-        if let Err(err) = hub.publish_binary(&self.session, envelope.room, envelope.payload, now) {
-            self.hub_error(None, &err);
+        if let Some((room, was)) = leaving {
+            assert_eq!(was, self.members.remove(&room), "leave {room}");
+            assert!(!self.session.is_member(&room), "left {room}");
         }
+        close.is_none()
     }
 
     /// Drains the outbox (unless paused) and checks every frame. Returns false when the
@@ -225,7 +244,7 @@ impl Client {
         if self.paused {
             return !self.session.outbox().is_aborted();
         }
-        let mut frames = Vec::new();
+        let mut frames = VecDeque::new();
         match self.session.outbox().try_batch(&mut frames) {
             None | Some(Batch::Frames) => {}
             Some(Batch::Aborted(_)) => return false,
@@ -380,6 +399,9 @@ impl Client {
             OwnedServerMessage::Error { code, .. } => {
                 assert!(!matches!(code, ErrorCode::Other(_)), "{value}");
             }
+            OwnedServerMessage::Members { room, .. } => {
+                assert!(PRESENCE[self.slot], "members of {room} without the right: {value}");
+            }
             OwnedServerMessage::Pong { .. } => {}
             other => panic!("unexpected frame {other:?}: {value}"),
         }
@@ -407,11 +429,11 @@ impl Client {
 }
 
 fuzz_target!(|input: &[u8]| {
-    let hub = Hub::new(config());
+    let server = Arc::new(Server::new());
+    let hub = &server.hub;
     let mut clients: Vec<Client> = (0..USERS.len())
-        .map(|slot| Client::new(&hub, slot))
+        .map(|slot| Client::new(&server, slot))
         .collect();
-    let mut now = START_MS;
     let mut epochs = Epochs::new();
 
     for line in input.split(|&b| b == b'\n').take(MAX_OPS) {
@@ -419,43 +441,51 @@ fuzz_target!(|input: &[u8]| {
             continue;
         };
         let slot = usize::from(rest.first().copied().unwrap_or(b'0')) % USERS.len();
+        let now = server.now_ms.load(Ordering::Relaxed);
+        // The slot whose connection the server closed.
+        let mut closed = None;
         match op {
             b'0'..=b'3' | b'B' if rest.len() > MAX_FRAME => {
                 // Too big: the server closes the connection (1009).
-                let slot = if op == b'B' {
+                closed = Some(if op == b'B' {
                     slot
                 } else {
                     usize::from(op - b'0')
-                };
-                hub.disconnect(&clients[slot].session);
-                clients[slot] = Client::new(&hub, slot);
+                });
             }
             b'0'..=b'3' => {
                 let Ok(text) = std::str::from_utf8(rest) else {
                     continue; // the WebSocket layer only delivers UTF-8 text frames
                 };
-                clients[usize::from(op - b'0')].on_text(&hub, text, now, &epochs);
+                let slot = usize::from(op - b'0');
+                if !clients[slot].send(Message::Text(text), &epochs) {
+                    closed = Some(slot);
+                }
             }
             b'B' => {
                 let frame = rest.get(1..).unwrap_or_default();
-                clients[slot].on_binary(&hub, frame, now);
+                if !clients[slot].send(Message::Binary(frame), &epochs) {
+                    closed = Some(slot);
+                }
             }
-            b'D' => {
-                hub.disconnect(&clients[slot].session);
-                clients[slot] = Client::new(&hub, slot);
-            }
+            b'D' => closed = Some(slot),
             b'P' => clients[slot].paused = !clients[slot].paused,
             b'T' => {
                 let ms = std::str::from_utf8(rest)
                     .ok()
                     .and_then(|s| s.trim().parse::<u64>().ok())
                     .unwrap_or(1_000);
-                now = now.saturating_add(ms.min(3_600_000));
+                let now = now.saturating_add(ms.min(3_600_000));
+                server.now_ms.store(now, Ordering::Relaxed);
             }
             b'S' => {
                 hub.sweep(now);
             }
             _ => continue,
+        }
+        if let Some(slot) = closed {
+            hub.disconnect(&clients[slot].session);
+            clients[slot] = Client::new(&server, slot);
         }
         for slot in 0..clients.len() {
             let reading = !clients[slot].paused;
@@ -466,7 +496,7 @@ fuzz_target!(|input: &[u8]| {
                     eprintln!("[{slot}] aborted as a slow consumer");
                 }
                 hub.disconnect(&clients[slot].session);
-                clients[slot] = Client::new(&hub, slot);
+                clients[slot] = Client::new(&server, slot);
             }
         }
         let rooms: BTreeSet<&String> = epochs.keys().collect();

@@ -11,8 +11,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value;
-use switchboard_server::Config;
-use switchboard_server::auth::Authenticator;
+use switchboard_server::{Config, Settings};
 
 use crate::serve::ServeArgs;
 
@@ -58,10 +57,10 @@ pub(crate) fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// What `Server::bind` checks before binding: values, the token key, the TLS files.
+/// What `switchboard serve` checks before binding: values and the token key (the settings),
+/// the TLS files.
 fn check(config: &Config) -> anyhow::Result<()> {
-    config.validate()?;
-    Authenticator::from_config(&config.auth)?;
+    Settings::new(config.clone())?;
     for path in [&config.tls_cert, &config.tls_key].into_iter().flatten() {
         std::fs::metadata(path)
             .with_context(|| format!("cannot read TLS file {}", path.display()))?;
@@ -87,7 +86,8 @@ fn redact(value: &mut Value, key: &str) {
         Value::Array(items) => items.iter_mut().for_each(|inner| redact(inner, key)),
         Value::String(text) => {
             let key = key.to_ascii_lowercase();
-            if key.contains("secret") || key.contains("password") {
+            // `key`: the admin key (`[admin] key`); other `*_key` settings are file paths.
+            if key.contains("secret") || key.contains("password") || key == "key" {
                 *text = format!("[redacted: {} bytes]", text.len());
             } else if text.contains("://") {
                 *text = crate::startup::redact_url_password(text);
@@ -250,6 +250,7 @@ mod tests {
     fn show_round_trips_and_redacts() {
         let mut config = Config::default();
         config.auth.hmac_secret = Some("s".repeat(40));
+        config.admin.key = Some("k".repeat(20));
         config.cluster.broker = "redis://:hunter2@10.0.0.5:6379".to_owned();
         config
             .history
@@ -265,10 +266,12 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("key = \"[redacted: 20 bytes]\""), "{text}");
         assert!(text.contains("# public_key_file is not set"), "{text}");
         // What it prints is a valid config file (secrets aside).
         let mut back = Config::from_toml(&text).unwrap();
         back.auth.hmac_secret = config.auth.hmac_secret.clone();
+        back.admin.key = config.admin.key.clone();
         back.cluster.broker = config.cluster.broker.clone();
         assert_eq!(back, config);
     }

@@ -500,6 +500,16 @@ fn parse_ws_url(url: &str) -> anyhow::Result<Uri> {
 
 /// A rustls connector trusting the Mozilla roots plus the certificates in `ca_file`.
 fn tls_connector(ca_file: Option<&std::path::Path>) -> anyhow::Result<Connector> {
+    Ok(Connector::Rustls(tokio_rustls::TlsConnector::from(
+        std::sync::Arc::new(tls_client_config(ca_file)?),
+    )))
+}
+
+/// A TLS client configuration trusting the Mozilla roots plus the certificates in `ca_file`
+/// (also `switchboard top`'s, for `https://`).
+pub(crate) fn tls_client_config(
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<tokio_rustls::rustls::ClientConfig> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     use tokio_rustls::rustls::{ClientConfig, RootCertStore};
@@ -516,12 +526,9 @@ fn tls_connector(ca_file: Option<&std::path::Path>) -> anyhow::Result<Connector>
                 .with_context(|| format!("unusable certificate in {}", path.display()))?;
         }
     }
-    let config = ClientConfig::builder()
+    Ok(ClientConfig::builder()
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Connector::Rustls(tokio_rustls::TlsConnector::from(
-        std::sync::Arc::new(config),
-    )))
+        .with_no_client_auth())
 }
 
 /// Parses a `--header` argument of the form `Name: value`.

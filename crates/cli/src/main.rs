@@ -9,6 +9,7 @@ mod refusal;
 mod serve;
 mod startup;
 mod token;
+mod top;
 
 use std::process::ExitCode;
 
@@ -64,6 +65,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Check a configuration file, or print the effective settings.
     Config(config_cmd::ConfigArgs),
+    /// Live figures of a running server (every node of a cluster): connections, messages,
+    /// latency, busiest rooms. Needs the server's admin key. q quits.
+    Top(top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
             Command::Token(args) => token::run(args),
             Command::Bench(args) => bench::run(args).await,
             Command::Config(args) => config_cmd::run(args),
+            Command::Top(args) => top::run(args).await,
         }
     });
     match result {

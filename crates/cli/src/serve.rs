@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use switchboard_server::config::parse_listen;
-use switchboard_server::{CancellationToken, Config, LogFormat, Server};
+use switchboard_server::{CancellationToken, Config, LogFormat, Server, Settings};
 use tracing::info;
 
 /// Flags of `switchboard serve`. Each flag also reads the environment variable named in its
@@ -164,6 +164,15 @@ pub(crate) struct ServeArgs {
     /// Longest accepted token lifetime (exp - now) [default: 30days].
     #[arg(help_heading = "Auth", long, env = "SWITCHBOARD_MAX_TOKEN_LIFETIME", value_parser = humantime_duration)]
     max_token_lifetime: Option<Duration>,
+    /// Key of the operator page /admin and `switchboard top` (at least 16 bytes) [default:
+    /// none: the page is off].
+    #[arg(
+        help_heading = "Admin",
+        long,
+        env = "SWITCHBOARD_ADMIN_KEY",
+        hide_env_values = true
+    )]
+    admin_key: Option<String>,
     /// WebSocket connections one address (IPv4, or IPv6 /64) may hold open
     /// [default: max-connections / 4, at most 1000].
     #[arg(
@@ -332,6 +341,9 @@ impl ServeArgs {
         if self.auth_secret.is_some() {
             config.auth.hmac_secret = self.auth_secret;
         }
+        if self.admin_key.is_some() {
+            config.admin.key = self.admin_key;
+        }
         if self.auth_public_key.is_some() {
             config.auth.public_key_file = self.auth_public_key;
         }
@@ -359,7 +371,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.into_config()?;
     crate::startup::init_logging(&config)?;
     let summary_config = config.clone();
-    let server = Server::bind(config)
+    let settings = Settings::new(config)?;
+    let engine = switchboard_cli::engine::start(&settings)?;
+    let server = Server::bind(settings, engine)
         .await
         .map_err(crate::startup::explain_bind_error)?;
     let addr = server.local_addr().context("reading the bound address")?;

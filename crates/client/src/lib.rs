@@ -31,11 +31,12 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let server = switchboard_server::Server::bind(switchboard_server::Config {
+//! # let settings = switchboard_server::Settings::new(switchboard_server::Config {
 //! #     listen: "127.0.0.1:0".parse()?,
 //! #     ..Default::default()
-//! # })
-//! # .await?;
+//! # })?;
+//! # let engine = settings.memory_engine();
+//! # let server = switchboard_server::Server::bind(settings, engine).await?;
 //! # let url = format!("ws://{}/ws", server.local_addr()?);
 //! # let stop = switchboard_server::CancellationToken::new();
 //! # let running = tokio::spawn(server.run(stop.clone()));

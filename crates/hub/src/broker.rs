@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use switchboard_protocol::client::RequestId;
 
+use crate::activity::RoomActivity;
 use crate::error::HubError;
 use crate::hub::{Hub, HubStats};
 use crate::room::{Position, Published};
@@ -147,6 +148,23 @@ pub trait Broker: Send + Sync + fmt::Debug {
     /// Whether room operations can be served now.
     fn health(&self) -> BrokerHealth;
 
+    /// Calls `visit` with every room that has members (or, in this process, history) on this
+    /// node, for the operator page (see [`RoomActivity`]).
+    fn visit_rooms(&self, visit: &mut dyn FnMut(RoomActivity<'_>));
+
+    /// The operator page's cluster view: stores this node's latest `snapshot` (opaque JSON,
+    /// written by the server once per second under the name `node`) where the other nodes read
+    /// it, and returns the latest snapshot of every live node, this one's included. The
+    /// in-memory engine has no other node: it returns `snapshot` alone.
+    fn share_node_stats<'a>(
+        &'a self,
+        node: &'a str,
+        snapshot: String,
+    ) -> BrokerFuture<'a, Vec<String>> {
+        let _ = node;
+        ready(Ok(vec![snapshot]))
+    }
+
     /// Stops background work, after writing what connections that ended left behind (their
     /// presence). Call it once every connection has ended.
     fn shutdown(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -263,5 +281,9 @@ impl Broker for Hub {
 
     fn health(&self) -> BrokerHealth {
         BrokerHealth::Ready
+    }
+
+    fn visit_rooms(&self, visit: &mut dyn FnMut(RoomActivity<'_>)) {
+        Hub::visit_rooms(self, visit);
     }
 }

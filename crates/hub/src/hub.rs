@@ -18,7 +18,7 @@ use crate::policy::HistoryRules;
 use crate::presence::PresenceConfig;
 use crate::registry::Registry;
 use crate::room::{Position, Published, Room};
-use crate::session::{Membership, Session, SessionId};
+use crate::session::{Session, SessionId};
 
 /// Hub settings.
 #[derive(Debug, Clone)]
@@ -146,10 +146,7 @@ impl Hub {
             if queue {
                 self.presence_queue.lock().push(entry.clone());
             }
-            session
-                .rooms
-                .lock()
-                .insert(entry.name.clone(), Membership::Local(entry));
+            session.enter(entry.name.clone(), entry);
             return Ok(());
         }
     }
@@ -163,9 +160,8 @@ impl Hub {
         id: Option<RequestId>,
     ) -> Result<(), HubError> {
         validate_room(room)?;
-        let entry = match session.rooms.lock().remove(room) {
-            Some(Membership::Local(entry)) => entry,
-            _ => return Err(HubError::NotJoined(room.to_owned())),
+        let Some(entry) = session.exit::<Room>(room) else {
+            return Err(HubError::NotJoined(room.to_owned()));
         };
         self.leave_entry(session, &entry, Some(id));
         Ok(())
@@ -174,16 +170,7 @@ impl Hub {
     /// Leaves every room (presence `leave` events, no replies) and unregisters the session.
     /// Call it once when the connection ends, however it ends.
     pub fn disconnect(&self, session: &Session) {
-        let rooms: Vec<Arc<Room>> = session
-            .rooms
-            .lock()
-            .drain()
-            .filter_map(|(_, room)| match room {
-                Membership::Local(room) => Some(room),
-                Membership::Relay(_) => None,
-            })
-            .collect();
-        for room in rooms {
+        for room in session.exit_all::<Room>() {
             self.leave_entry(session, &room, None);
         }
         self.sessions.fetch_sub(1, Ordering::Relaxed);
@@ -323,6 +310,11 @@ impl Hub {
         dropped
     }
 
+    /// The room registry, for listings (`crate::activity`).
+    pub(crate) fn registry(&self) -> &Registry<Room> {
+        &self.rooms
+    }
+
     /// Current counts.
     pub fn stats(&self) -> HubStats {
         HubStats {
@@ -383,8 +375,8 @@ impl Hub {
 
     /// The room, from the session's own map: no registry lock on the publish path.
     fn member_room(&self, session: &Session, room: &str) -> Result<Arc<Room>, HubError> {
-        if let Some(Membership::Local(entry)) = session.rooms.lock().get(room) {
-            return Ok(entry.clone());
+        if let Some(entry) = session.room::<Room>(room) {
+            return Ok(entry);
         }
         validate_room(room)?;
         Err(HubError::NotJoined(room.to_owned()))
@@ -420,17 +412,12 @@ impl Hub {
     /// Removes a room with no members and no history (as of `now_ms`) from the registry, so
     /// that rooms do not outlive their last member and their history.
     fn drop_if_empty(&self, entry: &Arc<Room>, now_ms: u64) {
-        let mut shard = self.rooms.shard(&entry.name).write();
-        if shard
-            .get(&entry.name)
-            .is_some_and(|current| Arc::ptr_eq(current, entry))
-        {
-            let mut state = entry.state.lock();
-            if !state.closed && state.is_disposable(now_ms) {
-                state.closed = true;
-                shard.remove(&entry.name);
-            }
-        }
+        self.rooms.dispose(&entry.name, entry, |room| {
+            let mut state = room.state.lock();
+            let dispose = !state.closed && state.is_disposable(now_ms);
+            state.closed |= dispose;
+            dispose
+        });
     }
 
     /// Whether `session` is currently a member of `room` according to the room itself.

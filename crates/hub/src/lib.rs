@@ -14,7 +14,33 @@
 //! Each room keeps a bounded history of the frames it delivered, under an `epoch` that names
 //! this incarnation of its sequence, so that a client coming back with `since: {seq, epoch}`
 //! gets exactly what it missed, queued atomically ahead of the live stream.
+//!
+//! ## Layout
+//!
+//! Modules depend on each other in one direction only (no import circle):
+//!
+//! - `outbox` ← `session`: a connection and its queue. A session holds the rooms it is in as
+//!   opaque handles of its engine (`Session::room::<T>`), so it knows nothing of rooms.
+//! - `members`: a room's members and per-user presence counts (first in, last out), for both
+//!   engines' rooms.
+//! - `reply`: the replies rooms build, one builder each: `joined` (every join, repeated join
+//!   and resync notice of both engines), `left`, `history` (and how many entries fit one).
+//!   Add a field to `joined` there and nowhere else.
+//! - `registry`: rooms by name, sharded; [`Registry::dispose`](registry) is the one place a
+//!   room leaves it.
+//! - `room` ← `hub`: the in-memory engine (one lock per room: sequence, history, members,
+//!   presence, fan-out).
+//! - `relay`: the local side of rooms a remote broker sequences (`switchboard-broker-redis`):
+//!   members pending until the broker's snapshot, buffered frames merged by seq, resyncs.
+//! - `broker`: the [`Broker`] seam the transports call, implemented by [`Hub`] here and by
+//!   the Redis broker on top of [`Relay`]. To add an operation: a method on [`Broker`], its
+//!   body for [`Hub`] in `broker.rs` (usually a call into `hub.rs`), and its body for
+//!   `RedisBroker` in `switchboard-broker-redis` (`lib.rs` dispatches, `rooms.rs` talks to
+//!   Redis, [`Relay`] places the outcome in the local members' streams).
+//! - `outbox::replay_budget`: the share of an outbox one reply may fill (replays, `history`,
+//!   a joiner's buffer), computed in one place.
 
+mod activity;
 mod broker;
 pub mod deadline;
 mod delivery;
@@ -22,21 +48,26 @@ mod error;
 mod history;
 mod hub;
 mod idempotency;
+mod members;
 mod metrics;
 mod outbox;
 mod policy;
 mod presence;
 mod registry;
 mod relay;
+mod reply;
 mod room;
 mod session;
 
+pub use activity::RoomActivity;
 pub use broker::{Broker, BrokerFuture, BrokerHealth, JoinRequest, PublishRequest};
 pub use delivery::{BatchDone, Sequenced};
 pub use error::HubError;
 pub use history::HistoryBudget;
 pub use hub::{Hub, HubConfig, HubStats};
-pub use outbox::{Batch, CloseFrame, Outbound, Outbox, OutboxPool, POOL_ALLOWANCE, PushError};
+pub use outbox::{
+    Batch, CloseFrame, Outbound, Outbox, OutboxPool, POOL_ALLOWANCE, PushError, replay_budget,
+};
 pub use policy::{HistoryPolicy, HistoryRule, HistoryRules, matches_pattern};
 pub use presence::{PresenceConfig, members_reply, page as members_page};
 pub use relay::{

@@ -27,6 +27,11 @@ const MAX_WAITING_PONGS: usize = 16;
 /// the shared counter; 16 KiB × the connection count is part of each connection's baseline.
 pub const POOL_ALLOWANCE: usize = 16 * 1024;
 
+/// [`Outbox::replay_budget`] of an outbox of `budget` bytes: half of it.
+pub fn replay_budget(budget: usize) -> usize {
+    budget / 2
+}
+
 /// Beyond the allowance, pool credit is drawn and returned in steps of this size: one
 /// atomic operation per 64 KiB of backlog, not one per frame.
 const POOL_GRANULE: usize = 64 * 1024;
@@ -458,6 +463,13 @@ impl Outbox {
     /// The byte budget.
     pub fn budget(&self) -> usize {
         self.budget
+    }
+
+    /// Bytes one reply that queues many frames at once may take: a recovery replay, a
+    /// `history` reply, the frames buffered for a joiner waiting for its snapshot. Half the
+    /// budget, so that such a reply never itself makes the member a slow consumer.
+    pub fn replay_budget(&self) -> usize {
+        replay_budget(self.budget)
     }
 
     /// Bytes currently queued (payloads plus per-frame overhead).

@@ -62,6 +62,21 @@ impl<T> Registry<T> {
             .clone()
     }
 
+    /// Disposes of a room: removes `entry` if it is still the room named `name` and `dispose`
+    /// agrees. `dispose` runs with the shard locked, so no joiner finds the room meanwhile; it
+    /// marks the room closed, for joiners that already hold it (they look it up again).
+    /// The one place rooms leave the registry, whichever engine keeps them (sweeps aside).
+    pub(crate) fn dispose(&self, name: &str, entry: &Arc<T>, dispose: impl FnOnce(&T) -> bool) {
+        let mut shard = self.shard(name).write();
+        if shard
+            .get(name)
+            .is_some_and(|current| Arc::ptr_eq(current, entry))
+            && dispose(entry)
+        {
+            shard.remove(name);
+        }
+    }
+
     /// How many rooms there are.
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()

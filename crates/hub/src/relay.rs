@@ -16,26 +16,25 @@
 //!
 //! Everything here is synchronous and knows nothing of the broker's transport.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
-use switchboard_protocol::ServerMessage;
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::codes::close;
 use switchboard_protocol::names::validate_room;
-use switchboard_protocol::server::{HistoryItem, PresenceEvent, encode_history};
+use switchboard_protocol::server::PresenceEvent;
 
 use crate::delivery::Sequenced;
 use crate::error::HubError;
 use crate::hub::HubStats;
+use crate::members::Members;
 use crate::outbox::{CloseFrame, Outbound, OutboxPool};
-use crate::presence::{self, PresenceBatch, PresenceConfig, Recorded};
+use crate::presence::{PresenceBatch, PresenceConfig, Recorded};
 use crate::registry::Registry;
+use crate::reply::{self, Roster};
 use crate::room::Position;
-use crate::session::{Membership, Session, SessionId};
+use crate::session::{Session, SessionId};
 
 /// What a frame from the broker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +113,19 @@ pub struct JoinTicket {
     pub first_of_user: bool,
 }
 
+impl RelayRoom {
+    /// Its name, this node's connections in it and the last seq delivered, for the operator
+    /// page (`crate::activity`).
+    pub(crate) fn activity(&self) -> (&Arc<str>, usize, u64) {
+        let state = self.state.lock();
+        (
+            &self.name,
+            state.members.len(),
+            state.synced.as_ref().map_or(0, |(_, seq)| *seq),
+        )
+    }
+}
+
 impl JoinTicket {
     /// The room's name.
     pub fn room(&self) -> &Arc<str> {
@@ -168,8 +180,7 @@ struct RelayState {
     /// The presence version of the last presence event (or snapshot) applied: a resync whose
     /// snapshot is newer missed presence events, and refreshes the members' lists.
     presence_version: u64,
-    members: HashMap<SessionId, Member>,
-    users: HashMap<Arc<str>, u32>,
+    members: Members<Member>,
     closed: bool,
     /// Presence changes not yet handed out to the live members.
     batch: PresenceBatch,
@@ -300,9 +311,9 @@ impl Relay {
                 id,
                 since: since.map(|p| (p.seq, Arc::from(p.epoch))),
             };
-            match state.members.entry(session.id()) {
-                Entry::Vacant(slot) => {
-                    slot.insert(Member {
+            match state.members.get_mut(&session.id()) {
+                None => {
+                    let member = Member {
                         session: session.clone(),
                         presence,
                         state: MemberState::Pending(Pending {
@@ -313,12 +324,10 @@ impl Relay {
                         }),
                         rejoin: None,
                         floor: 0,
-                    });
-                    let count = state.users.entry(session.user().clone()).or_insert(0);
-                    *count += 1;
-                    first_of_user = *count == 1;
+                    };
+                    first_of_user = state.members.add(session, member);
                 }
-                Entry::Occupied(mut member) => match &mut member.get_mut().state {
+                Some(member) => match &mut member.state {
                     // Its first join is still waiting: this one takes its place (and what
                     // was buffered for it).
                     MemberState::Pending(pending) if matches!(pending.why, Why::Join { .. }) => {
@@ -328,7 +337,7 @@ impl Relay {
                     // Already a member: it keeps its place in the stream, or in a resync (a
                     // gap it is owed), and is answered from the snapshot, without a replay.
                     _ => {
-                        member.get_mut().rejoin = Some(Rejoin {
+                        member.rejoin = Some(Rejoin {
                             ticket,
                             id,
                             since_epoch: since.map(|p| Arc::from(p.epoch)),
@@ -337,10 +346,7 @@ impl Relay {
                 },
             }
             drop(state);
-            session
-                .rooms
-                .lock()
-                .insert(entry.name.clone(), Membership::Relay(entry.clone()));
+            session.enter(entry.name.clone(), entry.clone());
             return Ok(JoinTicket {
                 generation: self.generation.load(Ordering::Acquire),
                 room: entry,
@@ -493,7 +499,7 @@ impl Relay {
         if !matches {
             return None;
         }
-        session.rooms.lock().remove(&join.room.name);
+        session.exit::<RelayRoom>(&join.room.name);
         self.remove(&join.room, session, None)
     }
 
@@ -505,9 +511,8 @@ impl Relay {
         id: Option<RequestId>,
     ) -> Result<Departure, HubError> {
         validate_room(room)?;
-        let entry = match session.rooms.lock().remove(room) {
-            Some(Membership::Relay(entry)) => entry,
-            _ => return Err(HubError::NotJoined(room.to_owned())),
+        let Some(entry) = session.exit::<RelayRoom>(room) else {
+            return Err(HubError::NotJoined(room.to_owned()));
         };
         self.remove(&entry, session, Some(id))
             .ok_or_else(|| HubError::NotJoined(room.to_owned()))
@@ -515,15 +520,7 @@ impl Relay {
 
     /// Leaves every room and unregisters the session; returns what the broker must undo.
     pub fn disconnect(&self, session: &Session) -> Vec<Departure> {
-        let rooms: Vec<Arc<RelayRoom>> = session
-            .rooms
-            .lock()
-            .drain()
-            .filter_map(|(_, room)| match room {
-                Membership::Relay(room) => Some(room),
-                Membership::Local(_) => None,
-            })
-            .collect();
+        let rooms = session.exit_all::<RelayRoom>();
         self.sessions.fetch_sub(1, Ordering::Relaxed);
         rooms
             .iter()
@@ -533,7 +530,7 @@ impl Relay {
 
     /// The room of a session's membership (for publishing: no registry lookup).
     pub fn member_room(&self, session: &Session, room: &str) -> Result<Arc<str>, HubError> {
-        if let Some(Membership::Relay(entry)) = session.rooms.lock().get(room) {
+        if let Some(entry) = session.room::<RelayRoom>(room) {
             return Ok(entry.name.clone());
         }
         validate_room(room)?;
@@ -548,7 +545,7 @@ impl Relay {
         let state = &mut *state;
         match inbound.kind {
             InboundKind::Typing => {
-                for (id, member) in &state.members {
+                for (id, member) in state.members.iter() {
                     if Some(*id) != inbound.skip && matches!(member.state, MemberState::Live { .. })
                     {
                         let _ = member.session.outbox().push(inbound.frame.clone());
@@ -715,7 +712,7 @@ impl Relay {
             }
             None => {}
         }
-        for (id, member) in &mut state.members {
+        for (id, member) in state.members.iter_mut() {
             match &mut member.state {
                 MemberState::Live { position } => {
                     if inbound.seq > *position {
@@ -791,41 +788,29 @@ impl Relay {
                         }
                     }
                     if presence_missed && member.presence {
-                        let (members, members_truncated) = snapshot_list(snapshot, limit);
-                        let refresh = ServerMessage::Joined {
-                            room: &entry.name,
-                            id: None,
-                            members: &members,
-                            member_count: snapshot.member_count,
-                            members_truncated,
-                            seq: snapshot.seq,
-                            epoch: &snapshot.epoch,
-                            recovered: Some(true),
-                        };
-                        let _ = outbox.push(Outbound::Text(refresh.encode()));
+                        let refresh = joined(
+                            &entry.name,
+                            member,
+                            None,
+                            snapshot,
+                            snapshot.seq,
+                            Some(true),
+                            limit,
+                        );
+                        let _ = outbox.push(refresh);
                     }
                 }
                 _ => {
-                    let (members, members_truncated) = if member.presence {
-                        snapshot_list(snapshot, limit)
-                    } else {
-                        (Vec::new(), false)
-                    };
-                    let notice = ServerMessage::Joined {
-                        room: &entry.name,
-                        id: None,
-                        members: &members,
-                        member_count: if member.presence {
-                            snapshot.member_count
-                        } else {
-                            0
-                        },
-                        members_truncated,
-                        seq: snapshot.seq,
-                        epoch: &snapshot.epoch,
-                        recovered: Some(false),
-                    };
-                    let _ = outbox.push(Outbound::Text(notice.encode()));
+                    let notice = joined(
+                        &entry.name,
+                        member,
+                        None,
+                        snapshot,
+                        snapshot.seq,
+                        Some(false),
+                        limit,
+                    );
+                    let _ = outbox.push(notice);
                 }
             }
             let (position, floor) = flush(member, pending.buffer, snapshot, snapshot.seq);
@@ -837,7 +822,8 @@ impl Relay {
     }
 
     /// Queues a `history` reply (`entries` oldest first, with their seqs, as the broker read
-    /// them when the room was at `seq`) where it belongs in the session's stream of the room:
+    /// them when the room was at `seq`; the newest that fit in the session's reply budget are
+    /// kept) where it belongs in the session's stream of the room:
     /// for a live member, at its position — entries after it are left out (they arrive live,
     /// after the reply) and the reply's `seq` is the position — so that every message up to
     /// the reply's `seq` arrives before it and every later one after it, as on a single node.
@@ -862,17 +848,21 @@ impl Relay {
             }
         });
         let upto = position.map_or(seq, |position| position.min(seq));
-        let items = entries
+        // The newest entries that fit in the reply budget (see [`reply::history_fit`]).
+        let fit = reply::history_fit(
+            entries.iter().rev().map(|(_, frame)| frame),
+            session.outbox().replay_budget(),
+        );
+        let kept = entries
+            .get(entries.len().saturating_sub(fit)..)
+            .unwrap_or_default();
+        let frames = kept
             .iter()
             .filter(|(entry_seq, _)| *entry_seq <= upto)
-            .filter_map(|(_, frame)| match frame {
-                Outbound::Text(json) => Some(HistoryItem::Json(json)),
-                Outbound::Binary(frame) => Some(HistoryItem::Binary(frame)),
-                Outbound::Ping | Outbound::Pong(_) | Outbound::Close(_) => None,
-            });
-        let reply = encode_history(room, id, upto, epoch, items);
+            .map(|(_, frame)| frame);
+        let reply = reply::history(room, id, upto, epoch, frames);
         // Queued while the room's lock is held: no frame of the room slips in between.
-        let _ = session.outbox().push(Outbound::Text(reply));
+        let _ = session.outbox().push(reply);
         drop(state);
     }
 
@@ -884,7 +874,10 @@ impl Relay {
             for (name, room) in shard.read().iter() {
                 let state = room.state.lock();
                 if !state.members.is_empty() {
-                    rooms.push((name.clone(), state.users.keys().cloned().collect()));
+                    rooms.push((
+                        name.clone(),
+                        state.members.users().keys().cloned().collect(),
+                    ));
                 }
             }
         }
@@ -936,7 +929,8 @@ impl Relay {
     pub fn users_of(&self, room: &str) -> Option<Vec<Arc<str>>> {
         let entry = self.rooms.get(room)?;
         let state = entry.state.lock();
-        (!state.users.is_empty()).then(|| state.users.keys().cloned().collect())
+        let users = state.members.users();
+        (!users.is_empty()).then(|| users.keys().cloned().collect())
     }
 
     /// Whether `room` has members on this node.
@@ -946,6 +940,11 @@ impl Relay {
             .read()
             .get(room)
             .is_some_and(|entry| !entry.state.lock().members.is_empty())
+    }
+
+    /// The room registry, for listings (`crate::activity`).
+    pub(crate) fn registry(&self) -> &Registry<RelayRoom> {
+        &self.rooms
     }
 
     /// Current counts.
@@ -968,36 +967,18 @@ impl Relay {
     ) -> Option<Departure> {
         let (room_empty, last_of_user) = {
             let mut state = entry.state.lock();
-            state.members.remove(&session.id())?;
-            let mut last_of_user = false;
-            if let Entry::Occupied(mut count) = state.users.entry(session.user().clone()) {
-                *count.get_mut() = count.get().saturating_sub(1);
-                if *count.get() == 0 {
-                    count.remove();
-                    last_of_user = true;
-                }
-            }
+            let (_, last_of_user) = state.members.remove(session)?;
             (state.members.is_empty(), last_of_user)
         };
         if let Some(id) = reply {
-            let left = ServerMessage::Left {
-                room: &entry.name,
-                id,
-            };
-            let _ = session.outbox().push(Outbound::Text(left.encode()));
+            let _ = session.outbox().push(reply::left(&entry.name, id));
         }
         if room_empty {
-            let mut shard = self.rooms.shard(&entry.name).write();
-            if shard
-                .get(&entry.name)
-                .is_some_and(|current| Arc::ptr_eq(current, entry))
-            {
-                let mut state = entry.state.lock();
-                if state.members.is_empty() {
-                    state.closed = true;
-                    shard.remove(&entry.name);
-                }
-            }
+            self.rooms.dispose(&entry.name, entry, |room| {
+                let mut state = room.state.lock();
+                state.closed |= state.members.is_empty();
+                state.closed
+            });
         }
         Some(Departure {
             room: entry.name.clone(),
@@ -1029,15 +1010,6 @@ fn presence_change(frame: &Outbound) -> Option<(PresenceEvent, Arc<str>)> {
     Some((event, Arc::from(single.get("user")?.as_str()?)))
 }
 
-/// The snapshot's members, sorted, cut at `limit`.
-fn snapshot_list(snapshot: &Snapshot, limit: usize) -> (Vec<&str>, bool) {
-    let mut all: Vec<&str> = snapshot.members.iter().map(|m| &**m).collect();
-    all.sort_unstable();
-    let (list, cut) = presence::joined_list(all.into_iter(), limit);
-    let count = usize::try_from(snapshot.member_count).unwrap_or(usize::MAX);
-    (list, cut || count > limit)
-}
-
 /// The `joined` frame answering `member` from `snapshot`, at `seq`.
 fn joined(
     room: &str,
@@ -1048,26 +1020,16 @@ fn joined(
     recovered: Option<bool>,
     limit: usize,
 ) -> Outbound {
-    let (members, members_truncated) = if member.presence {
-        snapshot_list(snapshot, limit)
-    } else {
-        (Vec::new(), false)
-    };
-    let reply = ServerMessage::Joined {
-        room,
-        id,
-        members: &members,
-        member_count: if member.presence {
-            snapshot.member_count
-        } else {
-            0
-        },
-        members_truncated,
-        seq,
-        epoch: &snapshot.epoch,
-        recovered,
-    };
-    Outbound::Text(reply.encode())
+    let mut sorted: Vec<&str> = Vec::new();
+    if member.presence {
+        sorted = snapshot.members.iter().map(|m| &**m).collect();
+        sorted.sort_unstable();
+    }
+    let roster = member.presence.then(|| Roster {
+        sorted: sorted.into_iter(),
+        count: snapshot.member_count,
+    });
+    reply::joined(room, id, roster, limit, seq, &snapshot.epoch, recovered)
 }
 
 /// Buffers a frame for a pending member, within half its outbox budget; a member whose
@@ -1075,7 +1037,7 @@ fn joined(
 /// reconnects and recovers from history).
 fn buffer(session: &Session, pending: &mut Pending, inbound: &Inbound<'_>) {
     let cost = inbound.frame.cost();
-    if pending.bytes + cost > session.outbox().budget() / 2 {
+    if pending.bytes + cost > session.outbox().replay_budget() {
         session.outbox().abort(Some(CloseFrame::new(
             close::TRY_AGAIN_LATER,
             "slow consumer: too far behind while joining",

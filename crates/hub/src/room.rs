@@ -1,8 +1,6 @@
 //! One room: members, presence counts and the sequence. All of it behind the room's own lock,
 //! which is what gives every member the same order of messages.
 
-use std::collections::HashMap;
-use std::collections::btree_map::{self, BTreeMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -12,13 +10,15 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use switchboard_protocol::binary::ServerBinary;
 use switchboard_protocol::client::RequestId;
-use switchboard_protocol::server::{HistoryItem, PresenceEvent, ServerMessage, encode_history};
+use switchboard_protocol::server::{PresenceEvent, ServerMessage};
 
 use crate::history::{self, History, HistoryBudget};
 use crate::idempotency::RecentIds;
+use crate::members::Members;
 use crate::outbox::Outbound;
 use crate::policy::HistoryPolicy;
 use crate::presence::{self, PresenceBatch, PresenceConfig, Recorded};
+use crate::reply::{self, Roster};
 use crate::session::{Session, SessionId};
 
 /// The outcome of a publish.
@@ -58,10 +58,9 @@ pub(crate) struct RoomState {
     epoch: Arc<str>,
     history: History,
     recent_ids: RecentIds,
-    members: HashMap<SessionId, Member>,
-    /// Connections per user: presence changes only on the first join and the last leave.
-    /// In byte order of the names, for `joined` lists and `members` pages.
-    users: BTreeMap<Arc<str>, u32>,
+    /// Members and connections per user: presence changes only on the first join and the
+    /// last leave.
+    members: Members<Member>,
     /// Counts presence changes: a member's `floor` says which it has seen.
     presence_version: u64,
     /// Presence changes not yet handed out.
@@ -86,8 +85,7 @@ impl Room {
                 epoch: format!("{:016x}", fastrand::u64(..)).into(),
                 recent_ids: RecentIds::new(budget.clone()),
                 history: History::new(policy, budget),
-                members: HashMap::new(),
-                users: BTreeMap::new(),
+                members: Members::default(),
                 presence_version: 0,
                 batch: PresenceBatch::default(),
                 presence_config: presence,
@@ -98,6 +96,12 @@ impl Room {
 }
 
 impl RoomState {
+    /// This node's connections in the room and its last seq, for the operator page
+    /// (`crate::activity`).
+    pub(crate) fn activity(&self) -> (usize, u64) {
+        (self.members.len(), self.seq)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
@@ -119,7 +123,7 @@ impl RoomState {
     }
 
     pub(crate) fn is_member(&self, session: SessionId) -> bool {
-        self.members.contains_key(&session)
+        self.members.contains(&session)
     }
 
     /// Adds `session` (idempotent) and queues its `joined` reply — then, for a recovering join
@@ -136,37 +140,27 @@ impl RoomState {
         now_ms: u64,
     ) -> bool {
         // A member already receives the live stream: a repeated join never replays.
-        let already_member = self.members.contains_key(&session.id());
+        let already_member = self.members.contains(&session.id());
         let mut queue = false;
         if !already_member {
-            let count = self.users.entry(session.user().clone()).or_insert(0);
-            *count += 1;
-            if *count == 1 {
+            // Its view includes its own join (the next presence version, if it is its user's
+            // first connection here): it is never told of it.
+            let first_of_user = !self.members.users().contains_key(session.user());
+            let member = Member {
+                session: session.clone(),
+                presence,
+                floor: self
+                    .presence_version
+                    .saturating_add(u64::from(first_of_user)),
+            };
+            if self.members.add(session, member) {
                 queue = self.presence_change(room, PresenceEvent::Join, session.user());
             }
-            self.members.insert(
-                session.id(),
-                Member {
-                    session: session.clone(),
-                    presence,
-                    floor: self.presence_version,
-                },
-            );
         }
-        // A re-join is answered like a join, from the same bounded list: no amplification.
-        let (members, members_truncated) = if presence {
-            presence::joined_list(
-                self.users.keys().map(|u| &**u),
-                self.presence_config.max_joined_members,
-            )
-        } else {
-            (Vec::new(), false)
-        };
-        let member_count = if presence { self.member_count() } else { 0 };
         self.history.expire(now_ms);
         // What to replay: every message after the position, if history has them all and they
         // fit comfortably in the outbox (a replay must not itself make a slow consumer).
-        let budget = session.outbox().budget() / 2;
+        let budget = session.outbox().replay_budget();
         let replay: Option<Vec<&Outbound>> = match since {
             Some(position) if !already_member && position.epoch == &*self.epoch => self
                 .history
@@ -179,18 +173,22 @@ impl RoomState {
             Some(position) if already_member && position.epoch == &*self.epoch => Some(Vec::new()),
             _ => None,
         };
-        let reply = ServerMessage::Joined {
+        // A re-join is answered like a join, from the same bounded list: no amplification.
+        let roster = presence.then(|| Roster {
+            sorted: self.members.users().keys().map(|u| &**u),
+            count: self.member_count(),
+        });
+        let reply = reply::joined(
             room,
             id,
-            members: &members,
-            member_count,
-            members_truncated,
-            seq: self.seq,
-            epoch: &self.epoch,
-            recovered: since.map(|_| replay.is_some()),
-        };
+            roster,
+            self.presence_config.max_joined_members,
+            self.seq,
+            &self.epoch,
+            since.map(|_| replay.is_some()),
+        );
         let outbox = session.outbox();
-        let _ = outbox.push(Outbound::Text(reply.encode()));
+        let _ = outbox.push(reply);
         crate::metrics::recovery(since.is_some(), replay.as_ref().map(Vec::len));
         for frame in replay.into_iter().flatten() {
             let _ = outbox.push_message(frame.clone(), None);
@@ -206,26 +204,21 @@ impl RoomState {
         session: &Session,
         reply: Option<Option<RequestId>>,
     ) -> bool {
-        if self.members.remove(&session.id()).is_none() {
+        let Some((_, last_of_user)) = self.members.remove(session) else {
             return false;
-        }
+        };
         let mut queue = false;
-        if let btree_map::Entry::Occupied(mut count) = self.users.entry(session.user().clone()) {
-            *count.get_mut() -= 1;
-            if *count.get() == 0 {
-                count.remove();
-                queue = self.presence_change(room, PresenceEvent::Leave, session.user());
-            }
+        if last_of_user {
+            queue = self.presence_change(room, PresenceEvent::Leave, session.user());
         }
         if let Some(id) = reply {
-            let left = ServerMessage::Left { room, id };
-            let _ = session.outbox().push(Outbound::Text(left.encode()));
+            let _ = session.outbox().push(reply::left(room, id));
         }
         queue
     }
 
     fn member_count(&self) -> u64 {
-        u64::try_from(self.users.len()).unwrap_or(u64::MAX)
+        u64::try_from(self.members.user_count()).unwrap_or(u64::MAX)
     }
 
     /// Records a presence change for the next hand-out. Returns whether the room must be
@@ -238,7 +231,7 @@ impl RoomState {
             self.presence_version,
             user,
             event,
-            self.users.len(),
+            self.members.user_count(),
         ) {
             Recorded::Waiting => false,
             Recorded::Queue => true,
@@ -260,7 +253,7 @@ impl RoomState {
     pub(crate) fn flush_presence(&mut self, room: &str, now_ms: u64) -> bool {
         if self
             .batch
-            .due(&self.presence_config, self.users.len(), now_ms)
+            .due(&self.presence_config, self.members.user_count(), now_ms)
         {
             self.hand_out_presence(room, now_ms);
         }
@@ -293,9 +286,10 @@ impl RoomState {
     ) {
         let range = match after {
             Some(after) => self
-                .users
+                .members
+                .users()
                 .range::<str, _>((Bound::Excluded(after), Bound::Unbounded)),
-            None => self.users.range::<str, _>(..),
+            None => self.members.users().range::<str, _>(..),
         };
         let (list, next) = presence::page(range.map(|(u, _)| &**u), limit);
         let reply = presence::members_reply(room, id, &list, self.member_count(), next);
@@ -379,38 +373,21 @@ impl RoomState {
         self.history.expire(now_ms);
         let size = self.history.size();
         let limit = limit.map_or(size, |l| usize::try_from(l).unwrap_or(usize::MAX).min(size));
-        // The newest messages that fit in half the outbox budget, so that the reply never
-        // makes the reader a slow consumer; the reply's `messages` may so be fewer than asked.
-        let budget = session.outbox().budget() / 2;
-        let mut bytes = 0;
-        let count = self
-            .history
-            .latest(limit)
-            .rev()
-            .take_while(|entry| {
-                bytes += entry.frame.cost() * 2; // binary entries grow by base64
-                bytes <= budget
-            })
-            .count();
-        // Only text and binary frames are ever kept.
-        let items = self
-            .history
-            .latest(count)
-            .filter_map(|entry| match &entry.frame {
-                Outbound::Binary(frame) => Some(HistoryItem::Binary(frame)),
-                Outbound::Text(json) => Some(HistoryItem::Json(json)),
-                Outbound::Ping | Outbound::Pong(_) | Outbound::Close(_) => None,
-            });
+        // The newest messages that fit in the reply budget (half the outbox), so that the
+        // reply never makes the reader a slow consumer; `messages` may so be fewer than asked.
+        let budget = session.outbox().replay_budget();
+        let count = reply::history_fit(self.history.latest(limit).rev().map(|e| &e.frame), budget);
         // Queued under the room lock: the reply has a definite place in the live stream.
-        let reply = encode_history(room, id, self.seq, &self.epoch, items);
-        let _ = session.outbox().push(Outbound::Text(reply));
+        let frames = self.history.latest(count).map(|e| &e.frame);
+        let reply = reply::history(room, id, self.seq, &self.epoch, frames);
+        let _ = session.outbox().push(reply);
     }
 
     /// Fans a sequenced message out and keeps it in the history.
     fn deliver(&mut self, skip: Option<SessionId>, ts: u64, frame: Outbound) {
         // Stamped once per message, for the publish → socket latency (see `Sequenced`).
         let sequenced = Some(crate::Sequenced::now());
-        for (id, member) in &self.members {
+        for (id, member) in self.members.iter() {
             if Some(*id) != skip {
                 let _ = member
                     .session
@@ -437,7 +414,7 @@ impl RoomState {
     /// Queues `frame` for every member but `skip`. A member whose outbox overflows is aborted
     /// by its outbox (slow consumer); the others are not held back.
     fn fan_out(&self, skip: Option<SessionId>, frame: &Outbound) {
-        for (id, member) in &self.members {
+        for (id, member) in self.members.iter() {
             if Some(*id) != skip {
                 let _ = member.session.outbox().push(frame.clone());
             }

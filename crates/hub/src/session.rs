@@ -1,11 +1,10 @@
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::outbox::{Outbox, OutboxPool};
-use crate::relay::RelayRoom;
-use crate::room::Room;
 
 /// Identifies one connection for the lifetime of a hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -20,16 +19,14 @@ pub struct Session {
     /// Rooms joined: publishing goes straight to the room without a registry lookup, and a
     /// disconnect leaves them all. Only this session's own connection task touches the map, so
     /// the lock is never contended.
-    pub(crate) rooms: Mutex<HashMap<Arc<str>, Membership>>,
+    rooms: Mutex<HashMap<Arc<str>, RoomHandle>>,
 }
 
-/// A room a session is in: sequenced by this process ([`crate::Hub`]) or by a remote broker
-/// and relayed here ([`crate::Relay`]). A session uses one kind only.
-#[derive(Debug, Clone)]
-pub(crate) enum Membership {
-    Local(Arc<Room>),
-    Relay(Arc<RelayRoom>),
-}
+/// A room a session is in, as the engine that registered the session keeps it ([`crate::Hub`]
+/// its rooms, [`crate::Relay`] its relayed rooms): opaque here, so that the session knows
+/// nothing of rooms and rooms may hold their members' sessions. The engine gets its own type
+/// back with [`Session::room`] (a session uses one engine only).
+pub(crate) type RoomHandle = Arc<dyn Any + Send + Sync>;
 
 impl Session {
     pub(crate) fn new(
@@ -69,5 +66,30 @@ impl Session {
     /// How many rooms the session is in.
     pub fn room_count(&self) -> usize {
         self.rooms.lock().len()
+    }
+
+    /// Records that the session is in `room` (kept by its engine as `handle`).
+    pub(crate) fn enter(&self, room: Arc<str>, handle: RoomHandle) {
+        self.rooms.lock().insert(room, handle);
+    }
+
+    /// The engine's room `T` named `room`, if the session is in it: no registry lookup.
+    pub(crate) fn room<T: Any + Send + Sync>(&self, room: &str) -> Option<Arc<T>> {
+        let handle = self.rooms.lock().get(room)?.clone();
+        handle.downcast().ok()
+    }
+
+    /// Forgets `room`; returns the engine's room `T` if the session was in it.
+    pub(crate) fn exit<T: Any + Send + Sync>(&self, room: &str) -> Option<Arc<T>> {
+        self.rooms.lock().remove(room)?.downcast().ok()
+    }
+
+    /// Forgets every room; returns the engine's rooms `T` the session was in.
+    pub(crate) fn exit_all<T: Any + Send + Sync>(&self) -> Vec<Arc<T>> {
+        self.rooms
+            .lock()
+            .drain()
+            .filter_map(|(_, handle)| handle.downcast().ok())
+            .collect()
     }
 }

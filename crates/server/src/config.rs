@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchboard_hub::{HistoryPolicy, HistoryRule, HistoryRules};
 
+pub use crate::admin::config::AdminConfig;
+
 /// Every setting of `switchboard serve`. Field docs give the default and why it is what it is.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -96,6 +98,8 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// Member lists and presence events in large rooms.
     pub presence: PresenceSettings,
+    /// The operator page (`/admin`) and `switchboard top`.
+    pub admin: AdminConfig,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: MetricsConfig,
 }
@@ -410,6 +414,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             memory: MemoryConfig::default(),
             presence: PresenceSettings::default(),
+            admin: AdminConfig::default(),
             metrics: MetricsConfig::default(),
         }
     }
@@ -585,8 +590,17 @@ impl Config {
         toml::from_str(text)
     }
 
-    /// Checks the values that would make the server misbehave.
+    /// Checks the values that would make the server misbehave (what [`Settings::new`]
+    /// checks, without building the settings).
+    ///
+    /// [`Settings::new`]: crate::Settings::new
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map(drop)
+    }
+
+    /// The checks of [`Config::validate`]; returns the trusted proxies' networks, which
+    /// checking them parsed (kept by [`crate::Settings`]).
+    pub(crate) fn check(&self) -> Result<Vec<crate::http::client_ip::Network>, ConfigError> {
         let invalid = |field, reason: &str| {
             Err(ConfigError::Invalid {
                 field,
@@ -633,12 +647,12 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert/tls_key", "set both or neither");
         }
-        if let Err(reason) = self.trusted_proxy_networks() {
-            return Err(ConfigError::Invalid {
-                field: "trusted_proxies",
-                reason,
-            });
-        }
+        let trusted_proxies =
+            self.trusted_proxy_networks()
+                .map_err(|reason| ConfigError::Invalid {
+                    field: "trusted_proxies",
+                    reason,
+                })?;
         let cluster = &self.cluster;
         if cluster.broker != "memory" && cluster.redis_url().is_none() {
             return invalid(
@@ -672,7 +686,13 @@ impl Config {
             );
         }
         self.presence.validate()?;
-        Ok(())
+        if let Err(reason) = self.admin.check() {
+            return Err(ConfigError::Invalid {
+                field: "admin.key",
+                reason,
+            });
+        }
+        Ok(trusted_proxies)
     }
 }
 

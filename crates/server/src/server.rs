@@ -8,8 +8,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use switchboard_broker_redis::{RedisBroker, RedisBrokerError, RedisConfig};
-use switchboard_hub::{Broker, Hub, HubConfig};
+use switchboard_hub::Broker;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -18,10 +17,10 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 use tracing::{debug, info, warn};
 
-use crate::auth::Authenticator;
-use crate::config::{Config, ConfigError};
+use crate::config::ConfigError;
 use crate::http::routes;
 use crate::limits::{IpLimiter, IpSlots};
+use crate::settings::Settings;
 use crate::state::{AppState, PeerAddr};
 
 /// How often expired history, abandoned rooms and quiet per-IP buckets are swept.
@@ -36,7 +35,7 @@ async fn sweep(state: Arc<AppState>, shutdown: CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                let dropped = state.broker.sweep(crate::ws::session::now_millis());
+                let dropped = state.broker.sweep(crate::session::now_millis());
                 if dropped > 0 {
                     debug!(dropped, "swept rooms without members or history");
                 }
@@ -55,7 +54,7 @@ async fn flush_presence(state: Arc<AppState>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => state.broker.flush_presence(crate::ws::session::now_millis()),
+            _ = tick.tick() => state.broker.flush_presence(crate::session::now_millis()),
         }
     }
 }
@@ -104,9 +103,6 @@ pub enum ServerError {
         /// The cause.
         source: io::Error,
     },
-    /// The broker could not start.
-    #[error(transparent)]
-    Broker(#[from] RedisBrokerError),
 }
 
 /// A bound, not yet running server.
@@ -128,10 +124,12 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Validates `config` and binds its listen address (port 0 picks a free port).
-    pub async fn bind(config: Config) -> Result<Self, ServerError> {
-        config.validate()?;
-        let auth = Authenticator::from_config(&config.auth)?;
+    /// Binds the listen address of `settings` (port 0 picks a free port), to serve with
+    /// `broker` as the engine that sequences and stores rooms: the one `settings.engine()`
+    /// names, built by the caller (the binary; [`Settings::memory_engine`] for this process's
+    /// hub).
+    pub async fn bind(settings: Settings, broker: Arc<dyn Broker>) -> Result<Self, ServerError> {
+        let (config, auth, trusted_proxies) = settings.into_parts();
         if auth.allows_anonymous() && auth.verifies_tokens() {
             warn!(
                 prefix = auth.anonymous_prefix(),
@@ -159,15 +157,13 @@ impl Server {
             },
         };
         let pending = pending_cap(&config.limits);
-        let broker = broker_for(&config)?;
-        let trusted_proxies =
-            config
-                .trusted_proxy_networks()
-                .map_err(|reason| ConfigError::Invalid {
-                    field: "trusted_proxies",
-                    reason,
-                })?;
         let limits = &config.limits;
+        let admin = config.admin.enabled().then(|| {
+            let port = listener
+                .local_addr()
+                .map_or(addr.port(), |bound| bound.port());
+            Arc::new(crate::admin::sampler::AdminState::new(port))
+        });
         Ok(Self {
             listener,
             metrics_listener,
@@ -192,6 +188,7 @@ impl Server {
                 pending_per_ip: IpSlots::new(limits.max_pending_per_ip.min((pending / 2).max(1))),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                admin,
                 config,
             }),
         })
@@ -237,6 +234,10 @@ impl Server {
         state
             .tracker
             .spawn(flush_presence(state.clone(), shutdown.clone()));
+        if let Some(admin) = state.admin.clone() {
+            let sampler = crate::admin::sampler::run(state.clone(), admin, shutdown.clone());
+            state.tracker.spawn(sampler);
+        }
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(state.config.handshake_timeout)
@@ -419,38 +420,4 @@ fn pending_cap(limits: &crate::config::LimitsConfig) -> usize {
         );
     }
     cap
-}
-
-/// The broker the configuration names: this process's hub, or Redis.
-fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, ServerError> {
-    let history = config.history.rules();
-    Ok(match config.cluster.redis_url() {
-        None => Arc::new(Hub::new(HubConfig {
-            outbox_bytes: config.outbox_bytes,
-            history,
-            idempotency_window: config.idempotency_window,
-            outbox_pool_bytes: config.memory.outbox_pool(),
-            history_bytes: config.memory.history_bytes,
-            max_idempotency_ids: config.memory.max_idempotency_ids,
-            presence: config.presence.hub(),
-        })),
-        Some(url) => {
-            let cluster = &config.cluster;
-            Arc::new(RedisBroker::start(RedisConfig {
-                url: url.to_owned(),
-                prefix: cluster.redis_prefix.clone(),
-                presence_ttl: cluster.presence_ttl,
-                presence_interval: cluster.presence_interval,
-                history,
-                idempotency_window: config.idempotency_window,
-                outbox_bytes: config.outbox_bytes,
-                outbox_pool_bytes: config.memory.outbox_pool(),
-                timeout: cluster.redis_timeout,
-                publish_queue: crate::ws::session::MAX_PIPELINED
-                    .saturating_mul(config.limits.max_connections),
-                publish_queue_bytes: cluster.publish_queue_bytes,
-                presence: config.presence.hub(),
-            })?)
-        }
-    })
 }

@@ -39,6 +39,8 @@ pub(crate) struct AppState {
     pub(crate) tracker: TaskTracker,
     /// Cancelled when the server starts shutting down; connections then close with 1001.
     pub(crate) shutdown: CancellationToken,
+    /// The operator page's state, when `[admin] key` is set.
+    pub(crate) admin: Option<Arc<crate::admin::sampler::AdminState>>,
 }
 
 /// The TCP peer of a request, put into its extensions by the accept loop.

@@ -32,6 +32,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     if state.config.metrics.enabled && state.config.metrics.listen.is_none() {
         router = router.route("/metrics", get(crate::metrics::http::scrape));
     }
+    router = crate::admin::routes(router, &state);
     router
         .layer(axum::middleware::map_response(
             super::headers::security_headers,

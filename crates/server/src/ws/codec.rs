@@ -98,7 +98,9 @@ pub(crate) type WsError = tokio_websockets::Error;
 ///
 /// Pings are not answered by the codec (the driver answers them through the outbox, 16 pongs
 /// at most waiting, within the rate limit), and the start of a fragmented message is reported
-/// so that the driver can bound it in time. `compressed`: permessage-deflate was negotiated
+/// so that the driver can bound it in time. Nor is the peer's close answered by the codec:
+/// the driver queues the reply behind the replies already in the outbox, so a close right
+/// behind a request does not cut off that request's answer. `compressed`: permessage-deflate was negotiated
 /// (frames may carry RSV1).
 pub(crate) fn server_socket(
     upgraded: Upgraded,
@@ -107,7 +109,12 @@ pub(crate) fn server_socket(
 ) -> (WsSink, WsStream, WriteProgress) {
     let written = WriteProgress::default();
     let (sink, stream) = ServerBuilder::new()
-        .config(Config::default().auto_pong(false).report_fragments(true))
+        .config(
+            Config::default()
+                .auto_pong(false)
+                .report_fragments(true)
+                .auto_close_reply(false),
+        )
         .limits(
             Limits::default()
                 .max_payload_len(Some(max_message_size))

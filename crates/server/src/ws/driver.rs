@@ -156,9 +156,10 @@ pub(crate) fn drive<'a, H: Handler>(
             counts,
         ));
         tokio::select! {
-            ending = &mut reader => {
-                if matches!(ending, Ending::PingTimeout) {
-                    // Let the writer push out the close frame the reader queued, briefly.
+            (ending, drain) = &mut reader => {
+                if drain {
+                    // Let the writer push out what is queued up to the close frame the reader
+                    // queued (the reply to the peer's close, or ours), briefly.
                     let _ = Box::pin(timeout(ABORT_GRACE, &mut writer)).await;
                 }
                 outbox.abort(None);
@@ -166,7 +167,7 @@ pub(crate) fn drive<'a, H: Handler>(
             }
             end = &mut writer => match end {
                 // We started a close: the reader waits for the peer's close (bounded).
-                WriterEnd::SentClose => reader.await,
+                WriterEnd::SentClose => reader.await.0,
                 WriterEnd::Aborted(Some(frame)) if frame.code == close::TRY_AGAIN_LATER => Ending::SlowConsumer,
                 WriterEnd::Aborted(frame) => frame.map_or(Ending::PeerGone(None), Ending::ServerClosed),
                 WriterEnd::Failed(err) => Ending::PeerGone(Some(err.to_string())),
@@ -183,6 +184,10 @@ pub(crate) fn drive<'a, H: Handler>(
     clippy::manual_async_fn,
     reason = "an async fn stores its arguments twice in the task"
 )]
+/// The reader: how the connection ended, and whether the writer should first push out what
+/// is queued up to a close frame already in the outbox (after a ping timeout, or once the
+/// peer's close has been read: the codec leaves the reply to us, `auto_close_reply(false)`,
+/// so replies queued before it go out first).
 fn read_loop<'a, H: Handler>(
     stream: &'a mut WsStream,
     outbox: &'a Outbox,
@@ -190,13 +195,15 @@ fn read_loop<'a, H: Handler>(
     options: DriveOptions,
     shutdown: &'a CancellationToken,
     counts: &'a Counts,
-) -> impl Future<Output = Ending> + 'a {
+) -> impl Future<Output = (Ending, bool)> + 'a {
     async move {
         let mut heartbeat =
             Heartbeat::new(Instant::now(), options.ping_interval, options.pong_timeout);
         // Set once we have queued a close: (give up at, the frame).
         let mut closing: Option<(Instant, CloseFrame)> = None;
         let mut peer_close: Option<(Option<u16>, String)> = None;
+        // Set once the peer's close came first and we queued the reply.
+        let mut replied = false;
         // Set while a fragmented message is being assembled: when it must be complete.
         let mut fragment_due: Option<Instant> = None;
         // Boxed: rare, and large next to the rest.
@@ -226,7 +233,7 @@ fn read_loop<'a, H: Handler>(
                     if let Some((give_up, frame)) = &closing
                         && now >= *give_up
                     {
-                        return Ending::ServerClosed(frame.clone());
+                        return (Ending::ServerClosed(frame.clone()), false);
                     }
                     if closing.is_none() && fragment_due.is_some_and(|at| at <= now) {
                         fragment_due = None;
@@ -236,7 +243,8 @@ fn read_loop<'a, H: Handler>(
                     }
                     match frame {
                         None => {
-                            return match (closing, peer_close, error) {
+                            let drain = peer_close.is_some();
+                            let ending = match (closing.filter(|_| !replied), peer_close, error) {
                                 (Some((_, frame)), _, _) => Ending::ServerClosed(frame),
                                 (None, Some((code, reason)), _) => Ending::PeerClosed(code, reason),
                                 (None, None, Some(err)) => match *err {
@@ -245,6 +253,7 @@ fn read_loop<'a, H: Handler>(
                                 },
                                 (None, None, None) => Ending::PeerGone(None),
                             };
+                            return (ending, drain);
                         }
                         // The codec has queued the matching close (1002, 1007, 1009) and flushes it
                         // on the next read, which then ends the stream. A fragmented message over
@@ -269,7 +278,26 @@ fn read_loop<'a, H: Handler>(
                                 outbox.close(frame.clone());
                                 closing = Some((now + CLOSE_GRACE, frame));
                             }
-                            Ok(Incoming::Close(code, reason)) => peer_close = Some((code, reason)),
+                            Ok(Incoming::Close(code, reason)) => {
+                                if closing.is_none() {
+                                    // The peer closes first: pipelined requests still get
+                                    // their replies (bounded), then our close reply goes
+                                    // behind everything queued (RFC 6455 §5.5.1 echoes the
+                                    // code; a close without one is answered with 1000).
+                                    let give_up = now + CLOSE_GRACE;
+                                    while handler.has_pending() {
+                                        let next = Box::pin(tokio::time::timeout_at(give_up, handler.next_completion()));
+                                        if next.await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                    let reply = CloseFrame::new(code.unwrap_or(close::NORMAL), "");
+                                    outbox.close(reply.clone());
+                                    closing = Some((give_up, reply));
+                                    replied = true;
+                                }
+                                peer_close = Some((code, reason));
+                            }
                             Ok(Incoming::Ping(_) | Incoming::Control) if closing.is_some() => {}
                             Ok(control @ (Incoming::Ping(_) | Incoming::Control)) => {
                                 match handler.on_control(now) {
@@ -318,7 +346,7 @@ fn read_loop<'a, H: Handler>(
                     let now = Instant::now();
                     if let Some((_, frame)) = closing {
                         // The peer did not complete the close within the grace period.
-                        return Ending::ServerClosed(frame);
+                        return (Ending::ServerClosed(frame), false);
                     }
                     if fragment_due.is_some_and(|at| at <= now) {
                         fragment_due = None;
@@ -341,7 +369,7 @@ fn read_loop<'a, H: Handler>(
                             }
                             Beat::TimedOut => {
                                 outbox.abort(Some(CloseFrame::new(close::POLICY_VIOLATION, "ping timeout")));
-                                return Ending::PingTimeout;
+                                return (Ending::PingTimeout, true);
                             }
                         }
                     }

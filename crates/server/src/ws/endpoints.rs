@@ -21,12 +21,12 @@ use super::codec;
 use super::deflate::{self, Deflate};
 use super::driver::{self, DriveOptions};
 use super::echo::EchoHandler;
-use super::session::SessionHandler;
 use super::upgrade;
 use crate::auth::{AuthError, Identity};
 use crate::http::client_ip::client_ip;
 use crate::http::origin;
 use crate::limits::IpSlot;
+use crate::session::SessionHandler;
 use crate::state::{AppState, PeerAddr};
 
 #[derive(Debug, Deserialize)]

@@ -9,4 +9,3 @@ pub(crate) mod endpoints;
 pub(crate) mod heartbeat;
 pub(crate) mod session;
 pub(crate) mod upgrade;
-pub(crate) mod violations;

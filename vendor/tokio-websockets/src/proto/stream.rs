@@ -370,6 +370,10 @@ where
         // close acknowledge goes through.
         if self.state == StreamState::CloseAcknowledged {
             return Poll::Ready(None);
+        } else if self.state == StreamState::PeerCloseUnanswered {
+            // Switchboard patch: nothing follows a close frame; the reply is the
+            // application's (see `Config::auto_close_reply`).
+            return Poll::Ready(None);
         } else if self.state == StreamState::ClosedByPeer {
             ready!(self.as_mut().poll_flush(cx))?;
             self.state = StreamState::CloseAcknowledged;
@@ -416,6 +420,9 @@ where
 
         match frame.opcode {
             OpCode::Close => match self.state {
+                StreamState::Active if !self.config.auto_close_reply => {
+                    self.state = StreamState::PeerCloseUnanswered;
+                }
                 StreamState::Active => {
                     self.state = StreamState::ClosedByPeer;
 
@@ -424,7 +431,9 @@ where
 
                     self.queue_frame(frame);
                 }
-                StreamState::ClosedByPeer | StreamState::CloseAcknowledged => {
+                StreamState::ClosedByPeer
+                | StreamState::PeerCloseUnanswered
+                | StreamState::CloseAcknowledged => {
                     debug_assert!(false, "unexpected StreamState");
                 }
                 StreamState::ClosedByUs => {
@@ -448,7 +457,10 @@ where
         &mut self,
         #[cfg_attr(not(feature = "client"), allow(unused_mut))] mut frame: Frame,
     ) {
-        if frame.opcode == OpCode::Close && self.state != StreamState::ClosedByPeer {
+        if frame.opcode == OpCode::Close && self.state == StreamState::PeerCloseUnanswered {
+            // Switchboard patch: the application's reply to the peer's close.
+            self.state = StreamState::CloseAcknowledged;
+        } else if frame.opcode == OpCode::Close && self.state != StreamState::ClosedByPeer {
             self.state = StreamState::ClosedByUs;
         }
 
@@ -574,7 +586,9 @@ where
     }
 
     fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
-        if self.state != StreamState::Active {
+        // Switchboard patch: after an unanswered peer close the application may still send,
+        // up to and including its close reply.
+        if self.state != StreamState::Active && self.state != StreamState::PeerCloseUnanswered {
             return Err(Error::AlreadyClosed);
         }
 
@@ -638,7 +652,7 @@ where
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.state == StreamState::Active {
+        if self.state == StreamState::Active || self.state == StreamState::PeerCloseUnanswered {
             self.queue_frame(Frame::DEFAULT_CLOSE);
         }
         while ready!(self.as_mut().poll_next(cx)).is_some() {}

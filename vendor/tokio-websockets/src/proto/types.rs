@@ -597,6 +597,10 @@ pub struct Config {
     /// Switchboard patch: whether the start of a fragmented message is reported (see
     /// [`Message::is_fragment_start`]), so the application can bound it in time.
     pub(super) report_fragments: bool,
+    /// Switchboard patch: whether the peer's close frame is answered by the stream itself at
+    /// once (upstream behaviour, the default) or by the application, which may first send
+    /// what it still has queued.
+    pub(super) auto_close_reply: bool,
 }
 
 impl Config {
@@ -644,6 +648,18 @@ impl Config {
         self.report_fragments = report;
         self
     }
+
+    /// Switchboard patch: `false` stops the stream from answering the peer's close frame
+    /// itself. The close is still yielded as a message and ends the stream, but the sink keeps
+    /// accepting messages until the application sends its own close frame (the reply), so the
+    /// replies to messages that arrived before the close are not cut off by it. Default
+    /// `true` (upstream behaviour: the reply is queued at once and later sends fail with
+    /// [`Error::AlreadyClosed`](crate::Error::AlreadyClosed)).
+    #[must_use]
+    pub fn auto_close_reply(mut self, auto_close_reply: bool) -> Self {
+        self.auto_close_reply = auto_close_reply;
+        self
+    }
 }
 
 impl Default for Config {
@@ -653,6 +669,7 @@ impl Default for Config {
             flush_threshold: 8 * 1024,
             auto_pong: true,
             report_fragments: false,
+            auto_close_reply: true,
         }
     }
 }
@@ -674,6 +691,10 @@ pub(super) enum StreamState {
     /// The connection has been closed by the peer, but not yet acknowledged by
     /// us.
     ClosedByPeer,
+    /// Switchboard patch (only with `auto_close_reply(false)`): the peer's close has been
+    /// received and nothing more will be read; the application has not yet sent the reply,
+    /// and may still send messages before it.
+    PeerCloseUnanswered,
     /// The connection has been closed by us, but not yet acknowledged.
     ClosedByUs,
     /// The close has been acknowledged by the end that did not initiate the

@@ -1,0 +1,37 @@
+//! The binary chooses the engine: the settings name one (`cluster.broker`), this builds it.
+//! The server crate knows only the `Broker` seam, so the Redis engine is a dependency of the
+//! binary alone.
+
+use std::sync::Arc;
+
+use switchboard_broker_redis::{RedisBroker, RedisBrokerError, RedisConfig};
+use switchboard_server::{Broker, Engine, Settings};
+
+/// The engine `settings` names: this process's hub, or Redis (connecting in the background;
+/// an unreachable Redis makes requests answer `unavailable` until it is back).
+pub fn start(settings: &Settings) -> Result<Arc<dyn Broker>, RedisBrokerError> {
+    Ok(match settings.engine() {
+        Engine::Memory => settings.memory_engine(),
+        Engine::Redis { url } => Arc::new(RedisBroker::start(redis_config(settings, url))?),
+    })
+}
+
+/// The Redis engine's settings.
+fn redis_config(settings: &Settings, url: &str) -> RedisConfig {
+    let cluster = &settings.cluster;
+    let hub = settings.hub_config();
+    RedisConfig {
+        url: url.to_owned(),
+        prefix: cluster.redis_prefix.clone(),
+        presence_ttl: cluster.presence_ttl,
+        presence_interval: cluster.presence_interval,
+        history: hub.history,
+        idempotency_window: hub.idempotency_window,
+        outbox_bytes: hub.outbox_bytes,
+        outbox_pool_bytes: hub.outbox_pool_bytes,
+        timeout: cluster.redis_timeout,
+        publish_queue: settings.publish_queue(),
+        publish_queue_bytes: cluster.publish_queue_bytes,
+        presence: hub.presence,
+    }
+}
