@@ -34,6 +34,10 @@ pub struct RedisConfig {
     pub publish_queue_bytes: usize,
     /// Member lists and coalesced presence.
     pub presence: PresenceConfig,
+    /// Where room, presence and message events go (webhooks): this node reports the
+    /// transitions its own scripts saw and the messages it sequenced, so each is reported
+    /// once per cluster.
+    pub events: switchboard_hub::Events,
 }
 
 /// Why the broker could not start.

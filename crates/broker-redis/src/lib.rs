@@ -39,8 +39,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use switchboard_hub::events::EventPayload;
 use switchboard_hub::{
     Broker, BrokerFuture, BrokerHealth, Departure, HubError, HubStats, JoinRequest, OutboxPool,
     PublishRequest, Published, Relay, ResyncRequest, Session,
@@ -279,6 +281,9 @@ impl Broker for RedisBroker {
     ) -> BrokerFuture<'static, Published> {
         let (head, tail) =
             encode_message_parts(request.room, session.user(), request.data, request.ts);
+        let event = self.message_event(session, request.room, request.ts, || {
+            EventPayload::Json(request.data.to_owned())
+        });
         self.submit(
             session,
             request.room,
@@ -288,6 +293,7 @@ impl Broker for RedisBroker {
             request.echo,
             request.ts,
             request.msg_id,
+            event,
         )
     }
 
@@ -299,7 +305,10 @@ impl Broker for RedisBroker {
         ts: u64,
     ) -> BrokerFuture<'static, u64> {
         let (head, tail) = encode_server_parts(room, ts, session.user(), payload);
-        let published = self.submit(session, room, "b", &head, &tail, false, ts, None);
+        let event = self.message_event(session, room, ts, || {
+            EventPayload::Binary(Bytes::copy_from_slice(payload))
+        });
+        let published = self.submit(session, room, "b", &head, &tail, false, ts, None, event);
         Box::pin(async move { published.await.map(|published| published.seq) })
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use switchboard_hub::Departure;
+use switchboard_hub::{Departure, EventKind, RoomEvent};
 use switchboard_protocol::server::{PresenceEvent, ServerMessage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,9 +29,33 @@ impl Shared {
             .arg(departure.user.as_ref())
             .arg(leave_head)
             .arg("-");
-        let _: i64 =
+        let events: Vec<String> =
             crate::metrics::timed("leave", invocation.invoke_async(&mut self.conn.clone())).await?;
+        self.report(&departure.room, &events);
         Ok(())
+    }
+
+    /// Hands the presence transitions a script saw (`KIND USER PV` triples, see
+    /// `scripts::PRELUDE`) to the event sink, in the script's order.
+    pub(crate) fn report(&self, room: &str, events: &[String]) {
+        let Some(sink) = &self.config.events else {
+            return;
+        };
+        for event in events.chunks_exact(3) {
+            let [kind, user, version] = event else {
+                continue;
+            };
+            let kind = match kind.as_str() {
+                "o" => EventKind::RoomOccupied,
+                "v" => EventKind::RoomVacated,
+                "j" => EventKind::MemberJoined,
+                "l" => EventKind::MemberLeft,
+                _ => continue,
+            };
+            let user: Option<Arc<str>> = (!user.is_empty()).then(|| Arc::from(user.as_str()));
+            let version = version.parse().unwrap_or(0);
+            sink.emit(RoomEvent::presence(kind, room, user.as_ref(), version));
+        }
     }
 
     /// Refreshes this node's presence in every room it has members in, and reaps the entries
@@ -62,12 +86,15 @@ impl Shared {
             for user in &users {
                 invocation.arg(user.as_ref());
             }
-            let result: Result<i64, _> =
+            let result: Result<Vec<String>, _> =
                 crate::metrics::timed("presence", invocation.invoke_async(&mut self.conn.clone()))
                     .await;
-            if let Err(err) = result {
-                debug!(room = %room, error = %err, "presence refresh failed");
-                return;
+            match result {
+                Ok(events) => self.report(&room, &events),
+                Err(err) => {
+                    debug!(room = %room, error = %err, "presence refresh failed");
+                    return;
+                }
             }
         }
     }

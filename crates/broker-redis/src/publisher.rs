@@ -107,6 +107,8 @@ pub(crate) struct Job {
     pub(crate) reply: oneshot::Sender<Result<Published, HubError>>,
     pub(crate) deadline: Instant,
     pub(crate) fate: Arc<Fate>,
+    /// Its `message.published` event, when webhooks want it (seq filled in on success).
+    pub(crate) event: Option<switchboard_hub::RoomEvent>,
     pub(crate) _bytes: Reservation,
 }
 
@@ -181,6 +183,14 @@ pub(crate) async fn run(
             matches!(outcome, Err(HubError::Unavailable(reason)) if reason.contains(MAYBE))
         });
         for (job, outcome) in batch.drain(..).zip(outcomes) {
+            // Reported here, in the pipeline's order, which is the order of the seqs.
+            if let (Some(mut event), Ok(published), Some(sink)) =
+                (job.event, &outcome, &shared.config.events)
+                && !published.duplicate
+            {
+                event.version = published.seq;
+                sink.emit(event);
+            }
             let _ = job.reply.send(outcome);
         }
     }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use switchboard_hub::events::{EventMessage, EventPayload};
 use switchboard_hub::{
-    BrokerFuture, Departure, HubError, JoinRequest, Outbound, Position, Published, Sequenced,
-    Session, Snapshot, members_page as page_of, members_reply,
+    BrokerFuture, Departure, EventKind, HubError, JoinRequest, Outbound, Position, Published,
+    RoomEvent, Sequenced, Session, Snapshot, members_page as page_of, members_reply,
 };
 use switchboard_protocol::client::RequestId;
 use tokio::sync::{mpsc, oneshot};
@@ -114,6 +115,7 @@ impl RedisBroker {
         echo: bool,
         ts: u64,
         msg_id: Option<&str>,
+        event: Option<RoomEvent>,
     ) -> BrokerFuture<'static, Published> {
         let room = match self.shared.relay.member_room(session, room) {
             Ok(room) => room,
@@ -169,6 +171,7 @@ impl RedisBroker {
             reply,
             deadline,
             fate: fate.clone(),
+            event,
             _bytes: reservation,
         };
         if let Err(err) = self.publishes.try_send(job) {
@@ -190,6 +193,28 @@ impl RedisBroker {
                 ))),
                 Err(_) => Err(publisher::maybe_published(timeout)),
             }
+        })
+    }
+
+    /// The `message.published` event of a publish to `room`, if its messages are wanted
+    /// (its seq is filled in by the publish task, which reports it in sequence order).
+    pub(crate) fn message_event(
+        &self,
+        session: &Session,
+        room: &str,
+        ts: u64,
+        payload: impl FnOnce() -> EventPayload,
+    ) -> Option<RoomEvent> {
+        let sink = self.shared.config.events.as_ref()?;
+        sink.wants_messages(room).then(|| RoomEvent {
+            kind: EventKind::MessagePublished,
+            room: Arc::from(room),
+            user: Some(session.user().clone()),
+            version: 0,
+            message: Some(EventMessage {
+                ts,
+                payload: payload(),
+            }),
         })
     }
 
@@ -294,15 +319,7 @@ impl Shared {
         let keys = RoomKeys::new(&self.config.prefix, room);
         let policy = self.config.history.policy_for(room);
         let (join_head, leave_head) = presence_heads(room);
-        let (epoch, seq, pv, members, recovered, replay, member_count): (
-            String,
-            u64,
-            u64,
-            Vec<String>,
-            u8,
-            Vec<Bytes>,
-            u64,
-        ) = self
+        let (epoch, seq, pv, members, recovered, replay, member_count, events): JoinReply = self
             .scripts
             .join
             .key(&keys.meta)
@@ -327,6 +344,7 @@ impl Shared {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|err| self.failed("join", &err))?;
+        self.report(room, &events);
         let replay = (recovered == 1).then(|| {
             replay
                 .chunks_exact(3)
@@ -353,6 +371,19 @@ impl Shared {
         })
     }
 }
+
+/// What the join script returns: epoch, seq, presence version, members, recovered, replay,
+/// member count, events (see `scripts::JOIN`).
+type JoinReply = (
+    String,
+    u64,
+    u64,
+    Vec<String>,
+    u8,
+    Vec<Bytes>,
+    u64,
+    Vec<String>,
+);
 
 fn frame_of(kind: &[u8], frame: Bytes) -> Outbound {
     if kind == b"b" {

@@ -18,7 +18,19 @@ use redis::Script;
 /// Shared Lua: `meta_of` makes sure the room has an epoch (a new one, and a fresh history,
 /// when the room's keys had expired or Redis lost them); `reap` removes presence entries
 /// whose node stopped refreshing them and publishes the `leave` of users no node has left.
+///
+/// `events` collects the transitions the script saw, for webhooks: `KIND USER PV` triples
+/// (`o` room occupied, `j` member joined, `l` member left, `v` room vacated; USER empty for
+/// room events). Scripts that change presence return them, so exactly one node, the one that
+/// ran the script, reports each transition: once per cluster.
 const PRELUDE: &str = r"
+local events = {}
+
+local function transition(kind, user, pv)
+  table.insert(events, kind)
+  table.insert(events, user)
+  table.insert(events, string.format('%d', pv))
+end
 local function meta_of(meta, hist, new_epoch)
   local epoch = redis.call('HGET', meta, 'epoch')
   if not epoch then
@@ -29,9 +41,17 @@ local function meta_of(meta, hist, new_epoch)
   return epoch
 end
 
-local function presence_event(meta, channel, head, user, skip)
+local function presence_event(meta, users, channel, head, user, skip, kind)
   local pv = redis.call('HINCRBY', meta, 'pv', 1)
   redis.call('PUBLISH', channel, 'p - ' .. pv .. ' ' .. skip .. ' j' .. head .. cjson.encode(user) .. '}')
+  local count = redis.call('HLEN', users)
+  if kind == 'j' and count == 1 then
+    transition('o', '', pv)
+  end
+  transition(kind, user, pv)
+  if kind == 'l' and count == 0 then
+    transition('v', '', pv)
+  end
 end
 
 local function reap(meta, pres, users, channel, leave_head, now)
@@ -43,7 +63,7 @@ local function reap(meta, pres, users, channel, leave_head, now)
       local user = string.sub(field, sep + 1)
       if redis.call('HINCRBY', users, user, -1) <= 0 then
         redis.call('HDEL', users, user)
-        presence_event(meta, channel, leave_head, user, '-')
+        presence_event(meta, users, channel, leave_head, user, '-', 'l')
       end
     end
   end
@@ -55,7 +75,7 @@ local function present(meta, pres, users, channel, join_head, node, user, expiry
   redis.call('ZADD', pres, expiry, field)
   if not known then
     if redis.call('HINCRBY', users, user, 1) == 1 then
-      presence_event(meta, channel, join_head, user, skip)
+      presence_event(meta, users, channel, join_head, user, skip, 'j')
     end
   end
 end
@@ -64,7 +84,7 @@ local function absent(meta, pres, users, channel, leave_head, node, user, skip)
   if redis.call('ZREM', pres, node .. '\31' .. user) == 1 then
     if redis.call('HINCRBY', users, user, -1) <= 0 then
       redis.call('HDEL', users, user)
-      presence_event(meta, channel, leave_head, user, skip)
+      presence_event(meta, users, channel, leave_head, user, skip, 'l')
     end
   end
 end
@@ -120,7 +140,8 @@ return {epoch, seq, 0}
 /// KEYS: meta, hist, pres, users. ARGV: channel, node, user ('' = no presence change), now,
 /// expiry, since seq ('' = none), since epoch, history ttl ms, join head, leave head, skip,
 /// new epoch, keep ms, list limit, users to restore...
-/// Returns {epoch, seq, pv, members, recovered (0/1), replay {seq, kind, frame, ...}, count}:
+/// Returns {epoch, seq, pv, members, recovered (0/1), replay {seq, kind, frame, ...}, count,
+/// events}:
 /// `members` lists every user when there are at most `list limit`, otherwise at least that
 /// many (an HSCAN walk: a join into a large room costs O(limit), not O(room)).
 const JOIN: &str = r"
@@ -187,20 +208,20 @@ if ARGV[6] ~= '' and ARGV[7] == epoch then
     end
   end
 end
-return {epoch, seq, pv, members, recovered, replay, count}
+return {epoch, seq, pv, members, recovered, replay, count, events}
 ";
 
 /// Removes one user's presence on this node.
-/// KEYS: meta, pres, users. ARGV: channel, node, user, leave head, skip.
+/// KEYS: meta, pres, users. ARGV: channel, node, user, leave head, skip. Returns the events.
 const LEAVE: &str = r"
 absent(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[4], ARGV[2], ARGV[3], ARGV[5])
-return 0
+return events
 ";
 
 /// The heartbeat of one room on this node: reaps entries of nodes that stopped refreshing,
 /// refreshes (or restores) this node's users, keeps the room's keys alive.
 /// KEYS: meta, hist, pres, users. ARGV: channel, node, now, expiry, keep ms, join head,
-/// leave head, new epoch, users...
+/// leave head, new epoch, users... Returns the events.
 const REFRESH: &str = r"
 local meta, hist, pres, users = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 meta_of(meta, hist, ARGV[8])
@@ -211,7 +232,7 @@ end
 redis.call('PEXPIRE', meta, ARGV[5])
 redis.call('PEXPIRE', pres, ARGV[5])
 redis.call('PEXPIRE', users, ARGV[5])
-return 0
+return events
 ";
 
 /// The latest messages of a room, newest first, for a `history` request.

@@ -5,21 +5,22 @@
 use std::sync::Arc;
 
 use switchboard_broker_redis::{RedisBroker, RedisBrokerError, RedisConfig};
-use switchboard_server::{Broker, Engine, Settings};
+use switchboard_server::{Broker, Engine, Events, Settings};
 
 /// The engine `settings` names: this process's hub, or Redis (connecting in the background;
-/// an unreachable Redis makes requests answer `unavailable` until it is back).
-pub fn start(settings: &Settings) -> Result<Arc<dyn Broker>, RedisBrokerError> {
+/// an unreachable Redis makes requests answer `unavailable` until it is back). Its room,
+/// presence and message events go to `events` (the webhooks' sink, `Webhooks::events`).
+pub fn start(settings: &Settings, events: Events) -> Result<Arc<dyn Broker>, RedisBrokerError> {
     Ok(match settings.engine() {
-        Engine::Memory => settings.memory_engine(),
-        Engine::Redis { url } => Arc::new(RedisBroker::start(redis_config(settings, url))?),
+        Engine::Memory => settings.memory_engine(events),
+        Engine::Redis { url } => Arc::new(RedisBroker::start(redis_config(settings, url, events))?),
     })
 }
 
 /// The Redis engine's settings.
-fn redis_config(settings: &Settings, url: &str) -> RedisConfig {
+fn redis_config(settings: &Settings, url: &str, events: Events) -> RedisConfig {
     let cluster = &settings.cluster;
-    let hub = settings.hub_config();
+    let hub = settings.hub_config(events);
     RedisConfig {
         url: url.to_owned(),
         prefix: cluster.redis_prefix.clone(),
@@ -33,5 +34,6 @@ fn redis_config(settings: &Settings, url: &str) -> RedisConfig {
         publish_queue: settings.publish_queue(),
         publish_queue_bytes: cluster.publish_queue_bytes,
         presence: hub.presence,
+        events: hub.events,
     }
 }

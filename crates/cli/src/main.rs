@@ -10,6 +10,7 @@ mod serve;
 mod startup;
 mod token;
 mod top;
+mod webhook_args;
 
 use std::process::ExitCode;
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use switchboard_server::config::parse_listen;
+use switchboard_server::webhooks::Webhooks;
 use switchboard_server::{CancellationToken, Config, LogFormat, Server, Settings};
 use tracing::info;
 
@@ -251,6 +252,8 @@ pub(crate) struct ServeArgs {
     /// [default: the main port].
     #[arg(help_heading = "Metrics", long, env = "SWITCHBOARD_METRICS_LISTEN", value_parser = parse_listen, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    webhooks: crate::webhook_args::WebhookArgs,
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {
@@ -261,7 +264,7 @@ fn parse_log_format(text: &str) -> Result<LogFormat, String> {
     }
 }
 
-fn humantime_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn humantime_duration(text: &str) -> Result<Duration, String> {
     humantime_serde::re::humantime::parse_duration(text).map_err(|e| e.to_string())
 }
 
@@ -362,6 +365,7 @@ impl ServeArgs {
         if let Some(ttl) = self.history_ttl {
             config.history.ttl = ttl;
         }
+        self.webhooks.apply(&mut config.webhooks)?;
         Ok(config)
     }
 }
@@ -372,10 +376,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::startup::init_logging(&config)?;
     let summary_config = config.clone();
     let settings = Settings::new(config)?;
-    let engine = switchboard_cli::engine::start(&settings)?;
+    // The webhook dispatcher first: the engine reports its events to it, and the server
+    // drains it after the engine on shutdown.
+    let webhooks = Webhooks::start(&settings.webhooks)?;
+    let engine = switchboard_cli::engine::start(&settings, Webhooks::events(&webhooks))?;
     let server = Server::bind(settings, engine)
         .await
-        .map_err(crate::startup::explain_bind_error)?;
+        .map_err(crate::startup::explain_bind_error)?
+        .with_webhooks(webhooks);
     let addr = server.local_addr().context("reading the bound address")?;
     crate::startup::announce(
         &summary_config,

@@ -35,7 +35,7 @@
 //! #     listen: "127.0.0.1:0".parse()?,
 //! #     ..Default::default()
 //! # })?;
-//! # let engine = settings.memory_engine();
+//! # let engine = settings.memory_engine(None);
 //! # let server = switchboard_server::Server::bind(settings, engine).await?;
 //! # let url = format!("ws://{}/ws", server.local_addr()?);
 //! # let stop = switchboard_server::CancellationToken::new();

@@ -38,6 +38,8 @@ pub struct HubConfig {
     pub max_idempotency_ids: usize,
     /// Member lists and coalesced presence.
     pub presence: PresenceConfig,
+    /// Where room, presence and message events go (webhooks); `None`: nowhere.
+    pub events: crate::events::Events,
 }
 
 impl Default for HubConfig {
@@ -50,6 +52,7 @@ impl Default for HubConfig {
             history_bytes: 64 * 1024 * 1024,
             max_idempotency_ids: 100_000,
             presence: PresenceConfig::default(),
+            events: None,
         }
     }
 }
@@ -389,6 +392,7 @@ impl Hub {
                 self.config.history.policy_for(name),
                 self.history_budget.clone(),
                 self.config.presence,
+                self.config.events.clone(),
             )
         })
     }

@@ -45,6 +45,7 @@ mod broker;
 pub mod deadline;
 mod delivery;
 mod error;
+pub mod events;
 mod history;
 mod hub;
 mod idempotency;
@@ -63,6 +64,7 @@ pub use activity::RoomActivity;
 pub use broker::{Broker, BrokerFuture, BrokerHealth, JoinRequest, PublishRequest};
 pub use delivery::{BatchDone, Sequenced};
 pub use error::HubError;
+pub use events::{EventKind, EventSink, Events, RoomEvent};
 pub use history::HistoryBudget;
 pub use hub::{Hub, HubConfig, HubStats};
 pub use outbox::{

@@ -12,6 +12,7 @@ use switchboard_protocol::binary::ServerBinary;
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::server::{PresenceEvent, ServerMessage};
 
+use crate::events::{self, EventPayload, Events};
 use crate::history::{self, History, HistoryBudget};
 use crate::idempotency::RecentIds;
 use crate::members::Members;
@@ -66,6 +67,8 @@ pub(crate) struct RoomState {
     /// Presence changes not yet handed out.
     batch: PresenceBatch,
     presence_config: PresenceConfig,
+    /// Where room and presence transitions are reported (webhooks), if anywhere.
+    events: Events,
     /// Set when the registry dropped this room (it was empty); a joiner holding a stale
     /// reference must look the room up again.
     pub(crate) closed: bool,
@@ -77,6 +80,7 @@ impl Room {
         policy: HistoryPolicy,
         budget: Arc<HistoryBudget>,
         presence: PresenceConfig,
+        events: Events,
     ) -> Self {
         Self {
             name,
@@ -89,6 +93,7 @@ impl Room {
                 presence_version: 0,
                 batch: PresenceBatch::default(),
                 presence_config: presence,
+                events,
                 closed: false,
             }),
         }
@@ -155,6 +160,8 @@ impl RoomState {
             };
             if self.members.add(session, member) {
                 queue = self.presence_change(room, PresenceEvent::Join, session.user());
+                let (version, users) = (self.presence_version, self.members.user_count());
+                events::joined(&self.events, room, session.user(), version, users);
             }
         }
         self.history.expire(now_ms);
@@ -210,6 +217,8 @@ impl RoomState {
         let mut queue = false;
         if last_of_user {
             queue = self.presence_change(room, PresenceEvent::Leave, session.user());
+            let (version, users) = (self.presence_version, self.members.user_count());
+            events::left(&self.events, room, session.user(), version, users);
         }
         if let Some(id) = reply {
             let _ = session.outbox().push(reply::left(room, id));
@@ -334,6 +343,9 @@ impl RoomState {
         if let Some(msg_id) = msg_id {
             self.recent_ids.insert(from.user(), msg_id, self.seq, ts);
         }
+        events::published(&self.events, room, from.user(), self.seq, ts, || {
+            EventPayload::Json(data.to_owned())
+        });
         Published {
             seq: self.seq,
             duplicate: false,
@@ -358,6 +370,9 @@ impl RoomState {
         }
         .encode();
         self.deliver(Some(from.id()), ts, Outbound::Binary(frame));
+        events::published(&self.events, room, from.user(), self.seq, ts, || {
+            EventPayload::Binary(bytes::Bytes::copy_from_slice(payload))
+        });
         self.seq
     }
 

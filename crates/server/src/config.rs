@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_hub::{HistoryPolicy, HistoryRule, HistoryRules};
 
 pub use crate::admin::config::AdminConfig;
+pub use crate::webhooks::{WebhookEndpoint, WebhooksConfig};
 
 /// Every setting of `switchboard serve`. Field docs give the default and why it is what it is.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -98,6 +99,8 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// Member lists and presence events in large rooms.
     pub presence: PresenceSettings,
+    /// Signed HTTP callbacks for room, presence and message events (docs/webhooks.md).
+    pub webhooks: WebhooksConfig,
     /// The operator page (`/admin`) and `switchboard top`.
     pub admin: AdminConfig,
     /// Prometheus metrics (`GET /metrics`).
@@ -414,6 +417,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             memory: MemoryConfig::default(),
             presence: PresenceSettings::default(),
+            webhooks: WebhooksConfig::default(),
             admin: AdminConfig::default(),
             metrics: MetricsConfig::default(),
         }
@@ -686,6 +690,7 @@ impl Config {
             );
         }
         self.presence.validate()?;
+        self.webhooks.validate()?;
         if let Err(reason) = self.admin.check() {
             return Err(ConfigError::Invalid {
                 field: "admin.key",

@@ -24,11 +24,12 @@ pub mod session;
 mod settings;
 mod state;
 mod tls;
+pub mod webhooks;
 mod ws;
 
 pub use config::{CompressionMode, Config, ConfigError, LogFormat};
 pub use server::{Server, ServerError};
 pub use session::MAX_PIPELINED;
 pub use settings::{Engine, Settings};
-pub use switchboard_hub::Broker;
+pub use switchboard_hub::{Broker, Events};
 pub use tokio_util::sync::CancellationToken;

@@ -22,6 +22,7 @@ use crate::http::routes;
 use crate::limits::{IpLimiter, IpSlots};
 use crate::settings::Settings;
 use crate::state::{AppState, PeerAddr};
+use crate::webhooks::Webhooks;
 
 /// How often expired history, abandoned rooms and quiet per-IP buckets are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -112,6 +113,8 @@ pub struct Server {
     tls: Option<TlsAcceptor>,
     /// `metrics.listen`'s listener, when `/metrics` has its own address.
     metrics_listener: Option<TcpListener>,
+    /// The webhook dispatcher, when endpoints are configured; stopped after the broker.
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -168,6 +171,7 @@ impl Server {
             listener,
             metrics_listener,
             tls,
+            webhooks: None,
             state: Arc::new(AppState {
                 broker,
                 trusted_proxies,
@@ -211,6 +215,19 @@ impl Server {
         self.tls.is_some()
     }
 
+    /// Hands the server the webhook dispatcher whose sink `broker` was built with
+    /// ([`Webhooks::events`]), so that shutdown drains it after the broker.
+    #[must_use]
+    pub fn with_webhooks(mut self, webhooks: Option<Arc<Webhooks>>) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
+
+    /// Webhook delivery counts, when webhooks are configured.
+    pub fn webhook_stats(&self) -> Option<Arc<crate::webhooks::WebhookStats>> {
+        self.webhooks.as_ref().map(|webhooks| webhooks.stats())
+    }
+
     /// The broker behind this server (rooms, presence, history).
     pub fn broker(&self) -> Arc<dyn Broker> {
         self.state.broker.clone()
@@ -224,6 +241,7 @@ impl Server {
             state,
             tls,
             metrics_listener,
+            webhooks,
         } = self;
         let router = routes::router(state.clone());
         if let Some(listener) = metrics_listener {
@@ -333,6 +351,11 @@ impl Server {
             info!("all connections closed");
         }
         state.broker.shutdown().await;
+        // After the broker: the presence it wrote on the way out (members left, rooms
+        // vacated) is still delivered, within `webhooks.drain_timeout`.
+        if let Some(webhooks) = webhooks {
+            webhooks.shutdown().await;
+        }
     }
 }
 

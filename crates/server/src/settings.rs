@@ -5,7 +5,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use switchboard_hub::{Broker, HistoryRules, Hub, HubConfig};
+use switchboard_hub::{Broker, Events, HistoryRules, Hub, HubConfig};
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
@@ -68,8 +68,8 @@ impl Settings {
         &self.history
     }
 
-    /// The memory engine's settings.
-    pub fn hub_config(&self) -> HubConfig {
+    /// The memory engine's settings, its events going to `events` (webhooks).
+    pub fn hub_config(&self, events: Events) -> HubConfig {
         HubConfig {
             outbox_bytes: self.config.outbox_bytes,
             history: self.history.clone(),
@@ -78,12 +78,14 @@ impl Settings {
             history_bytes: self.config.memory.history_bytes,
             max_idempotency_ids: self.config.memory.max_idempotency_ids,
             presence: self.config.presence.hub(),
+            events,
         }
     }
 
-    /// The memory engine (this process's hub).
-    pub fn memory_engine(&self) -> Arc<dyn Broker> {
-        Arc::new(Hub::new(self.hub_config()))
+    /// The memory engine (this process's hub), its events going to `events` (webhooks:
+    /// [`Webhooks::events`](crate::webhooks::Webhooks::events); `None`: nowhere).
+    pub fn memory_engine(&self, events: Events) -> Arc<dyn Broker> {
+        Arc::new(Hub::new(self.hub_config(events)))
     }
 
     /// Publishes that may wait for a remote engine at once, node-wide: a connection has at

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchboard_server::webhooks::{WebhookStats, Webhooks};
 use switchboard_server::{Broker, CancellationToken, Config, Server, Settings};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
@@ -23,6 +24,8 @@ pub struct TestServer {
     sessions: Box<dyn Fn() -> usize + Send + Sync>,
     /// The broker, for the memory counters ([`TestServer::stats`]).
     broker: Arc<dyn Broker>,
+    /// Webhook delivery counts, when webhooks are configured.
+    webhooks: Option<Arc<WebhookStats>>,
 }
 
 impl TestServer {
@@ -33,15 +36,19 @@ impl TestServer {
             ..config
         };
         let settings = Settings::new(config).expect("a valid test configuration");
-        let engine = switchboard_cli::engine::start(&settings).expect("start the engine");
+        let webhooks = Webhooks::start(&settings.webhooks).expect("start the webhooks");
+        let engine = switchboard_cli::engine::start(&settings, Webhooks::events(&webhooks))
+            .expect("start the engine");
         let server = Server::bind(settings, engine)
             .await
-            .expect("bind the test server");
+            .expect("bind the test server")
+            .with_webhooks(webhooks);
         let addr = server
             .local_addr()
             .expect("local address of the test server");
         let metrics_addr = server.metrics_addr();
         let broker = server.broker();
+        let webhooks = server.webhook_stats();
         let token = CancellationToken::new();
         let run = tokio::spawn(server.run(token.clone()));
         Self {
@@ -50,6 +57,7 @@ impl TestServer {
             token,
             run: Some(run),
             broker: broker.clone(),
+            webhooks,
             sessions: Box::new(move || broker.stats().sessions),
         }
     }
@@ -95,6 +103,11 @@ impl TestServer {
     /// rooms, so this tells when a disconnect that sends no frame has been fully processed.
     pub fn sessions(&self) -> usize {
         (self.sessions)()
+    }
+
+    /// Webhook delivery counts (`None` without webhook endpoints).
+    pub fn webhooks(&self) -> Option<Arc<WebhookStats>> {
+        self.webhooks.clone()
     }
 
     /// The hub's counters: sessions, rooms and the server-wide memory budgets' use.

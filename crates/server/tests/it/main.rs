@@ -15,3 +15,4 @@ mod metrics;
 mod protocol;
 mod redis_faults;
 mod security;
+mod webhooks;
