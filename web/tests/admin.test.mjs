@@ -1,6 +1,7 @@
 // End-to-end test of the operator page (/admin) against the real server binary in headless
 // Chromium: off without a key (404), a wrong key is refused (401), and with the key the charts
-// render and move while a small load publishes.
+// render and move while a small load publishes (messages in, and the deliveries and latency
+// read from the /metrics recorder).
 //
 // Env: SWITCHBOARD_BIN, CHROMIUM_PATH (see switchboard-process.mjs). No fixed sleeps: every
 // browser-side expectation is a waitForFunction with a timeout.
@@ -119,7 +120,10 @@ describe('switchboard operator page', { timeout: 90_000 }, () => {
     for (const id of ids) {
       assert.ok((await paintedPixels(page, id)) > 0, `${id} drew nothing`);
     }
-    const idle = await page.evaluate(() => document.getElementById('chart-messages-in').toDataURL());
+    const picture = (id) => page.evaluate((canvasId) => document.getElementById(canvasId).toDataURL(), id);
+    const idle = await picture('chart-messages-in');
+    const idleDeliveries = await picture('chart-deliveries');
+    const idleLatency = await picture('chart-latency');
 
     // The load: 3 connections in one room, publishing 20 messages a second each, from a
     // second page of the same origin (its WebSockets are same-origin).
@@ -151,8 +155,25 @@ describe('switchboard operator page', { timeout: 90_000 }, () => {
     await page.locator('#busiest tbody tr').first().filter({ hasText: 'load-room' }).waitFor();
     const [rate] = await lastValues(page, 'chart-messages-in');
     assert.ok(rate > 10 && rate < 200, `messages in/s ${rate}`);
-    const busy = await page.evaluate(() => document.getElementById('chart-messages-in').toDataURL());
+    const busy = await picture('chart-messages-in');
     assert.notEqual(busy, idle, 'the messages chart did not move');
+    // Deliveries and latency come from the /metrics recorder: each message reaches the two
+    // other members (echo off), so ~120 deliveries/s, each batch's latency sampled.
+    await page.waitForFunction(() => {
+      const last = JSON.parse(document.getElementById('chart-deliveries').dataset.last || '{}');
+      return Object.values(last).some((values) => values[0] > 10);
+    });
+    await page.waitForFunction(() => {
+      const last = JSON.parse(document.getElementById('chart-latency').dataset.last || '{}');
+      return Object.values(last).some((values) => typeof values[0] === 'number' && values[0] > 0);
+    });
+    const [deliveries] = await lastValues(page, 'chart-deliveries');
+    assert.ok(deliveries > 10 && deliveries < 400, `deliveries/s ${deliveries}`);
+    const [p50, p99] = (await page.evaluate(() => Object.values(JSON.parse(document.getElementById('chart-latency').dataset.last || '{}'))))[0];
+    assert.ok(p50 > 0 && p50 < 1000, `latency p50 ${p50} ms`);
+    assert.ok(p99 >= p50, `latency p99 ${p99} < p50 ${p50}`);
+    assert.notEqual(await picture('chart-deliveries'), idleDeliveries, 'the deliveries chart did not move');
+    assert.notEqual(await picture('chart-latency'), idleLatency, 'the latency chart did not move');
     assert.ok(Number(await page.evaluate(() => document.getElementById('chart-connections').dataset.points)) > 1);
 
     // And back down when the load stops.

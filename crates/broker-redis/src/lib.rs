@@ -24,6 +24,7 @@
 
 mod api;
 mod config;
+mod metrics;
 mod node_stats;
 mod presence;
 mod publisher;

@@ -20,19 +20,17 @@ impl Shared {
     ) -> Result<(), redis::RedisError> {
         let keys = RoomKeys::new(&self.config.prefix, &departure.room);
         let (_, leave_head) = presence_heads(&departure.room);
-        let events: Vec<String> = self
-            .scripts
-            .leave
-            .key(&keys.meta)
+        let mut invocation = self.scripts.leave.key(&keys.meta);
+        invocation
             .key(&keys.pres)
             .key(&keys.users)
             .arg(&keys.channel)
             .arg(&self.node)
             .arg(departure.user.as_ref())
             .arg(leave_head)
-            .arg("-")
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .arg("-");
+        let events: Vec<String> =
+            crate::metrics::timed("leave", invocation.invoke_async(&mut self.conn.clone())).await?;
         self.report(&departure.room, &events);
         Ok(())
     }
@@ -89,7 +87,8 @@ impl Shared {
                 invocation.arg(user.as_ref());
             }
             let result: Result<Vec<String>, _> =
-                invocation.invoke_async(&mut self.conn.clone()).await;
+                crate::metrics::timed("presence", invocation.invoke_async(&mut self.conn.clone()))
+                    .await;
             match result {
                 Ok(events) => self.report(&room, &events),
                 Err(err) => {

@@ -228,25 +228,26 @@ async fn send(
                 pipe.add_command(job.command.clone());
             }
         }
-        let values: Vec<Value> = match pipe.query_async(conn).await {
-            Ok(values) => values,
-            Err(err) => {
-                shared.failed("publish", &err);
-                // Refused before anything was written: not published. Otherwise (timeout,
-                // connection dropped mid-way) Redis may have run some of them.
-                let err = if err.is_connection_refusal() {
-                    not_published(&format!("Redis unreachable ({err})"))
-                } else {
-                    maybe_published(shared.config.timeout)
-                };
-                for &index in &pending {
-                    if let Some(outcome) = outcomes.get_mut(index) {
-                        *outcome = Err(err.clone());
+        let values: Vec<Value> =
+            match crate::metrics::timed("publish", pipe.query_async(conn)).await {
+                Ok(values) => values,
+                Err(err) => {
+                    shared.failed("publish", &err);
+                    // Refused before anything was written: not published. Otherwise (timeout,
+                    // connection dropped mid-way) Redis may have run some of them.
+                    let err = if err.is_connection_refusal() {
+                        not_published(&format!("Redis unreachable ({err})"))
+                    } else {
+                        maybe_published(shared.config.timeout)
+                    };
+                    for &index in &pending {
+                        if let Some(outcome) = outcomes.get_mut(index) {
+                            *outcome = Err(err.clone());
+                        }
                     }
+                    return outcomes;
                 }
-                return outcomes;
-            }
-        };
+            };
         let mut again = Vec::new();
         // Whether a publish after a refused one went through: retrying the refused one
         // would then sequence it after a later publish (another node loaded the script

@@ -52,7 +52,10 @@ pub(crate) async fn resync_worker(shared: Arc<Shared>, stop: CancellationToken) 
                 now_millis(),
                 budget,
             );
-            match shared.bounded(snapshot).await {
+            match shared
+                .bounded(crate::metrics::timed("resync", snapshot))
+                .await
+            {
                 Ok(snapshot) => {
                     debug!(room = %request.room, since = request.since, seq = snapshot.seq, recovered = snapshot.replay.is_some(), "room resynced");
                     shared.relay.finish_resync(&request, &snapshot);

@@ -8,12 +8,13 @@ use bytes::Bytes;
 use switchboard_hub::events::{EventMessage, EventPayload};
 use switchboard_hub::{
     BrokerFuture, Departure, EventKind, HubError, JoinRequest, Outbound, Position, Published,
-    RoomEvent, Session, Snapshot, members_page as page_of, members_reply,
+    RoomEvent, Sequenced, Session, Snapshot, members_page as page_of, members_reply,
 };
 use switchboard_protocol::client::RequestId;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use crate::metrics;
 use crate::presence::presence_heads;
 use crate::subscriber::Command;
 use crate::wire::{self, RoomKeys};
@@ -70,17 +71,16 @@ impl RedisBroker {
                 self.subscribe(&room).await?;
                 let user = ticket.first_of_user.then(|| session.user().as_ref());
                 let skip = wire::skip_tag(&self.shared.node, session.id());
-                self.shared
-                    .snapshot(
-                        &room,
-                        request.since,
-                        user,
-                        &[],
-                        &skip,
-                        request.now_ms,
-                        session.outbox().replay_budget(),
-                    )
-                    .await
+                let snapshot = self.shared.snapshot(
+                    &room,
+                    request.since,
+                    user,
+                    &[],
+                    &skip,
+                    request.now_ms,
+                    session.outbox().replay_budget(),
+                );
+                metrics::timed("join", snapshot).await
             })
             .await;
         match snapshot {
@@ -183,7 +183,8 @@ impl RedisBroker {
             .arg(self.shared.keep_ms(policy.ttl))
             .arg(millis(policy.ttl).max(1))
             .arg(millis(self.shared.config.idempotency_window).max(1))
-            .arg(new_epoch());
+            .arg(new_epoch())
+            .arg(format!("@{}", Sequenced::now().0));
         // What the publish holds until answered: its frame (in the command, and once more
         // while the pipeline is written) and the keys.
         let bytes = head.len() + tail.len() + room.len() * 4 + 256;
@@ -262,11 +263,14 @@ impl RedisBroker {
     ) -> Result<(), HubError> {
         switchboard_protocol::names::validate_room(room).map_err(HubError::from)?;
         let keys = RoomKeys::new(&self.shared.config.prefix, room);
-        let mut users: Vec<String> = redis::cmd("HKEYS")
-            .arg(&keys.users)
-            .query_async(&mut self.shared.conn.clone())
-            .await
-            .map_err(|err| self.shared.failed("members", &err))?;
+        let mut users: Vec<String> = metrics::timed(
+            "members",
+            redis::cmd("HKEYS")
+                .arg(&keys.users)
+                .query_async(&mut self.shared.conn.clone()),
+        )
+        .await
+        .map_err(|err| self.shared.failed("members", &err))?;
         users.sort_unstable();
         let count = u64::try_from(users.len()).unwrap_or(u64::MAX);
         let start = after.map_or(0, |after| users.partition_point(|u| u.as_str() <= after));
@@ -291,17 +295,17 @@ impl RedisBroker {
         let limit = limit.map_or(policy.size, |l| {
             usize::try_from(l).unwrap_or(usize::MAX).min(policy.size)
         });
-        let (epoch, seq, entries): (String, u64, Vec<Bytes>) = self
-            .shared
-            .scripts
-            .history
-            .key(&keys.meta)
+        let mut invocation = self.shared.scripts.history.key(&keys.meta);
+        invocation
             .key(&keys.hist)
             .arg(limit)
-            .arg(now_ms.saturating_sub(millis(policy.ttl)))
-            .invoke_async(&mut self.shared.conn.clone())
-            .await
-            .map_err(|err| self.shared.failed("history", &err))?;
+            .arg(now_ms.saturating_sub(millis(policy.ttl)));
+        let (epoch, seq, entries): (String, u64, Vec<Bytes>) = metrics::timed(
+            "history",
+            invocation.invoke_async(&mut self.shared.conn.clone()),
+        )
+        .await
+        .map_err(|err| self.shared.failed("history", &err))?;
         // Newest first from Redis; oldest first on the wire. The relay keeps those that fit
         // in the reply budget and places the reply in the session's stream.
         let mut kept: Vec<(u64, Outbound)> = Vec::new();

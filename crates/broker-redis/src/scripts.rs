@@ -92,7 +92,8 @@ end
 
 /// Sequences a message, keeps it in history, remembers its msg_id, publishes it.
 /// KEYS: meta, hist, [idem]. ARGV: channel, kind (j/b), head, tail, skip, ts, history size,
-/// keep ms, history ttl ms, idempotency window ms, new epoch.
+/// keep ms, history ttl ms, idempotency window ms, new epoch, stamp (`@` and µs, see
+/// [`crate::wire`]).
 /// Returns {epoch, seq, duplicate (0/1)}.
 const PUBLISH: &str = r"
 local meta, hist, idem = KEYS[1], KEYS[2], KEYS[3]
@@ -129,7 +130,7 @@ redis.call('PEXPIRE', meta, ARGV[8])
 if idem then
   redis.call('SET', idem, epoch .. ':' .. string.format('%d', seq), 'PX', ARGV[10])
 end
-redis.call('PUBLISH', ARGV[1], 'm ' .. epoch .. ' ' .. string.format('%d', seq) .. ' ' .. ARGV[5] .. ' ' .. ARGV[2] .. frame)
+redis.call('PUBLISH', ARGV[1], 'm ' .. epoch .. ' ' .. string.format('%d', seq) .. ' ' .. ARGV[5] .. ' ' .. ARGV[12] .. ' ' .. ARGV[2] .. frame)
 return {epoch, seq, 0}
 ";
 

@@ -74,6 +74,7 @@ pub(crate) async fn run(
         backoff = BACKOFF_MIN;
         set_link(&shared, Link::Up);
         if connected_before {
+            crate::metrics::reconnected();
             // Frames published while we were away are in history: every room catches up.
             let requests = shared.relay.resync_all();
             info!(
@@ -94,7 +95,8 @@ pub(crate) async fn run(
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = ping.tick() => {
-                    if !matches!(tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await, Ok(Ok(_))) {
+                    let ping = crate::metrics::timed("ping", tokio::time::timeout(timeout, sink.ping::<redis::Value>()));
+                    if !matches!(ping.await, Ok(Ok(_))) {
                         break;
                     }
                 }
@@ -204,6 +206,7 @@ fn dispatch(shared: &Shared, message: &redis::Msg) {
         seq: frame.seq,
         skip: frame.skip,
         frame: frame.frame,
+        sequenced: frame.sequenced,
     };
     if let Some(request) = shared.relay.deliver(room, inbound) {
         info!(

@@ -1,15 +1,19 @@
 //! Key and channel names, and the format of what a room's channel carries:
-//! `TYPE EPOCH SEQ SKIP KIND FRAME`, space-separated, FRAME last and raw:
+//! `TYPE EPOCH SEQ SKIP [@STAMP ]KIND FRAME`, space-separated, FRAME last and raw:
 //! - TYPE: `m` message, `p` presence event, `t` typing;
 //! - EPOCH: the room's epoch (`-` for presence and typing);
 //! - SEQ: the message's seq, or the presence version (`0` for typing);
 //! - SKIP: `NODE:SESSION` of a session that must not receive it (the publisher without echo,
 //!   the subject of a presence event, the typist), or `-`;
+//! - STAMP (messages, optional): when the publishing node handed the message to Redis for
+//!   sequencing, in microseconds since the Unix epoch (`@` then digits), for the publish →
+//!   socket latency (`switchboard_delivery_latency_seconds`). Nodes of one cluster run the
+//!   same version: an older node does not read this field;
 //! - KIND+FRAME: `j` and the JSON text frame, or `b` and the binary frame, exactly as clients
 //!   receive it.
 
 use bytes::Bytes;
-use switchboard_hub::{InboundKind, Outbound, SessionId};
+use switchboard_hub::{InboundKind, Outbound, Sequenced, SessionId};
 
 /// Names of a room's keys and channel under a prefix.
 #[derive(Debug, Clone)]
@@ -55,6 +59,7 @@ pub(crate) struct Frame<'a> {
     pub(crate) seq: u64,
     pub(crate) skip: Option<SessionId>,
     pub(crate) frame: Outbound,
+    pub(crate) sequenced: Option<Sequenced>,
 }
 
 /// The SKIP field for a session of node `node`.
@@ -76,7 +81,14 @@ pub(crate) fn decode<'a>(node: &str, payload: &'a Bytes) -> Option<Frame<'a>> {
     let epoch = std::str::from_utf8(fields.next()?).ok()?;
     let seq = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
     let skip = std::str::from_utf8(fields.next()?).ok()?;
-    let rest = fields.next()?;
+    let mut rest = fields.next()?;
+    let mut sequenced = None;
+    if let Some(stamped) = rest.strip_prefix(b"@") {
+        let at = stamped.iter().position(|b| *b == b' ')?;
+        let (digits, after) = stamped.split_at(at);
+        sequenced = Some(Sequenced(std::str::from_utf8(digits).ok()?.parse().ok()?));
+        rest = after.get(1..)?;
+    }
     let skip = skip
         .split_once(':')
         .filter(|(of, _)| *of == node)
@@ -96,6 +108,7 @@ pub(crate) fn decode<'a>(node: &str, payload: &'a Bytes) -> Option<Frame<'a>> {
         seq,
         skip,
         frame,
+        sequenced,
     })
 }
 
@@ -135,6 +148,12 @@ mod tests {
         );
         assert_eq!(decode("node2", &payload).unwrap().skip, None);
 
+        assert_eq!(frame.sequenced, None);
+        let stamped = Bytes::from_static(b"m 00ff 7 - @1700000000123456 j{}");
+        let frame = decode("node1", &stamped).unwrap();
+        assert_eq!(frame.sequenced, Some(Sequenced(1_700_000_000_123_456)));
+        assert!(matches!(frame.frame, Outbound::Text(ref b) if b.as_ref() == b"{}"));
+
         let binary = Bytes::from_static(b"m e 1 - b\x01r \x00");
         assert!(
             matches!(decode("n", &binary).unwrap().frame, Outbound::Binary(ref b) if b.as_ref() == b"\x01r \x00")
@@ -151,6 +170,8 @@ mod tests {
             b"m e notanumber - j{}",
             b"m e 1 - z{}",
             b"m e 1 -",
+            b"m e 1 - @12j{}",
+            b"m e 1 - @x j{}",
         ] {
             assert!(
                 decode("n", &Bytes::copy_from_slice(bad)).is_none(),

@@ -274,6 +274,13 @@ pub(crate) struct ServeArgs {
     /// Longest `revoke_for` of an API disconnect [default: 24h].
     #[arg(help_heading = "HTTP API", long, env = "SWITCHBOARD_API_MAX_REVOKE", value_parser = humantime_duration)]
     api_max_revoke: Option<Duration>,
+    /// Collect Prometheus metrics and serve GET /metrics: true or false [default: true].
+    #[arg(help_heading = "Metrics", long = "metrics", env = "SWITCHBOARD_METRICS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    metrics_enabled: Option<bool>,
+    /// Serve /metrics on this address instead of the main port, e.g. 127.0.0.1:9100
+    /// [default: the main port].
+    #[arg(help_heading = "Metrics", long, env = "SWITCHBOARD_METRICS_LISTEN", value_parser = parse_listen, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     webhooks: crate::webhook_args::WebhookArgs,
 }
@@ -359,10 +366,14 @@ impl ServeArgs {
             api_requests_per_second => api.requests_per_second,
             api_burst => api.burst,
             api_max_revoke => api.max_revoke,
+            metrics_enabled => metrics.enabled,
         );
         // An empty SWITCHBOARD_API_KEY is no key (the API stays off).
         if let Some(key) = self.api_key.filter(|key| !key.is_empty()) {
             config.api.key = Some(key);
+        }
+        if self.metrics_listen.is_some() {
+            config.metrics.listen = self.metrics_listen;
         }
         if self.max_connections_per_ip.is_some() {
             config.limits.max_connections_per_ip = self.max_connections_per_ip;

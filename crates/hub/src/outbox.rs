@@ -9,6 +9,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::delivery::{BatchDone, Sequenced, Tally};
+
 /// Bytes charged per queued frame on top of its payload, so that a flood of tiny frames is
 /// bounded too (roughly the frame header, the queue slot and the shared buffer's bookkeeping).
 const FRAME_OVERHEAD: usize = 64;
@@ -164,10 +166,24 @@ struct State {
     /// [`MAX_WAITING_PONGS`] a newer ping replaces the newest one's payload.
     pong: Option<usize>,
     pongs: usize,
+    /// Messages queued since the writer last took a batch, and those of the batch it took
+    /// (for the writer's per-batch accounting: see [`Outbox::batch_written`]).
+    tally: Tally,
+    in_flight_tally: Tally,
     /// A graceful close has been queued; later pushes are refused.
     closing: bool,
     /// The close frame to send when aborted (if any).
     abort: Option<Option<CloseFrame>>,
+}
+
+/// What is being pushed, beyond the frame itself.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Plain,
+    /// A pong (at most [`MAX_WAITING_PONGS`] wait).
+    Pong,
+    /// A room message, counted for the writer (with when it was sequenced, if live).
+    Message(Option<Sequenced>),
 }
 
 /// A bounded, byte-budgeted queue of frames for one connection, drained in batches by the
@@ -207,7 +223,20 @@ impl Outbox {
     /// ("slow consumer") and the frame is refused.
     pub fn push(&self, frame: Outbound) -> Result<(), PushError> {
         let state = self.state.lock();
-        self.push_locked(state, frame, false)
+        self.push_locked(state, frame, Kind::Plain)
+    }
+
+    /// Queues a message frame (a room's `message`, JSON or binary), like [`Outbox::push`],
+    /// and counts it for the writer's per-batch accounting; `sequenced` is when a live message
+    /// was sequenced (`None` for a replayed one). Costs an increment under the lock `push`
+    /// takes anyway: nothing shared per delivery.
+    pub fn push_message(
+        &self,
+        frame: Outbound,
+        sequenced: Option<Sequenced>,
+    ) -> Result<(), PushError> {
+        let state = self.state.lock();
+        self.push_locked(state, frame, Kind::Message(sequenced))
     }
 
     /// Queues a pong answering the peer's latest ping. With [`MAX_WAITING_PONGS`] already
@@ -229,14 +258,14 @@ impl Outbox {
             state.bytes = (state.bytes + new).saturating_sub(old);
             return Ok(());
         }
-        self.push_locked(state, Outbound::Pong(payload), true)
+        self.push_locked(state, Outbound::Pong(payload), Kind::Pong)
     }
 
     fn push_locked(
         &self,
         mut state: parking_lot::MutexGuard<'_, State>,
         frame: Outbound,
-        is_pong: bool,
+        kind: Kind,
     ) -> Result<(), PushError> {
         if state.closing || state.abort.is_some() {
             return Err(PushError::Closed);
@@ -247,6 +276,7 @@ impl Outbox {
             state.bytes = 0;
             state.pong = None;
             state.pongs = 0;
+            state.tally = Tally::default();
             self.return_all(&mut state);
             state.abort = Some(Some(CloseFrame::new(
                 switchboard_protocol::codes::close::TRY_AGAIN_LATER,
@@ -264,9 +294,13 @@ impl Outbox {
         // to wake it (a busy fan-out then costs one wake-up per batch, not one per frame).
         let wake = state.queue.is_empty();
         state.bytes += cost;
-        if is_pong {
-            state.pong = Some(state.queue.len());
-            state.pongs += 1;
+        match kind {
+            Kind::Plain => {}
+            Kind::Pong => {
+                state.pong = Some(state.queue.len());
+                state.pongs += 1;
+            }
+            Kind::Message(sequenced) => state.tally.add(sequenced),
         }
         state.queue.push_back(frame);
         drop(state);
@@ -314,6 +348,7 @@ impl Outbox {
         }
         state.reserved = 0;
         state.in_flight = 0;
+        state.in_flight_tally = Tally::default();
     }
 
     /// Queues a graceful close after everything already queued. Later pushes are refused.
@@ -330,6 +365,7 @@ impl Outbox {
             state.bytes = 0;
             state.pong = None;
             state.pongs = 0;
+            state.tally = Tally::default();
             self.return_all(&mut state);
             state.abort = Some(frame);
         }
@@ -392,6 +428,8 @@ impl Outbox {
         // Taking a batch means the previous one was written: its bytes leave, these arrive.
         state.in_flight = state.bytes;
         state.bytes = 0;
+        let tally = std::mem::take(&mut state.tally);
+        state.in_flight_tally.merge(tally);
         state.pong = None;
         state.pongs = 0;
         self.settle(&mut state);
@@ -403,12 +441,18 @@ impl Outbox {
     }
 
     /// The writer has written the batch it took: its bytes no longer count. Returns whether
-    /// nothing is queued.
-    pub fn batch_written(&self) -> bool {
+    /// nothing is queued, and the messages the batch carried (for the writer to count once
+    /// per batch).
+    pub fn batch_written(&self) -> BatchDone {
         let mut state = self.state.lock();
         state.in_flight = 0;
         self.settle(&mut state);
-        state.queue.is_empty()
+        let tally = std::mem::take(&mut state.in_flight_tally);
+        BatchDone {
+            idle: state.queue.is_empty(),
+            messages: tally.messages,
+            oldest: tally.oldest,
+        }
     }
 
     /// Whether nothing is queued.
@@ -532,6 +576,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_written_batch_reports_its_messages_and_the_oldest_stamp() {
+        let outbox = Outbox::new(10_000);
+        outbox.push(text(1)).unwrap();
+        outbox.push_message(text(2), Some(Sequenced(7))).unwrap();
+        outbox.push_message(text(3), None).unwrap();
+        outbox.push_message(text(4), Some(Sequenced(9))).unwrap();
+        let mut out = VecDeque::new();
+        outbox.next_batch(&mut out).await;
+        // Queued after the batch was taken: the next batch's.
+        outbox.push_message(text(5), Some(Sequenced(11))).unwrap();
+        let done = outbox.batch_written();
+        assert_eq!(
+            done,
+            BatchDone {
+                idle: false,
+                messages: 3,
+                oldest: Some(Sequenced(7))
+            }
+        );
+        out.clear();
+        outbox.next_batch(&mut out).await;
+        let done = outbox.batch_written();
+        assert_eq!(
+            (done.idle, done.messages, done.oldest),
+            (true, 1, Some(Sequenced(11)))
+        );
+        // Nothing written, nothing counted.
+        assert_eq!(outbox.batch_written().messages, 0);
+        outbox.push_message(text(6), None).unwrap();
+        outbox.abort(None);
+        assert_eq!(
+            outbox.batch_written().messages,
+            0,
+            "an aborted outbox delivered nothing"
+        );
+    }
+
+    #[tokio::test]
     async fn the_pool_is_drawn_beyond_the_allowance_and_returned() {
         let pool = OutboxPool::new(3 * POOL_GRANULE);
         let a = Outbox::pooled(1 << 30, Some(pool.clone()));
@@ -546,7 +628,7 @@ mod tests {
         let mut out = VecDeque::new();
         a.next_batch(&mut out).await;
         assert_eq!(pool.used(), POOL_GRANULE);
-        assert!(a.batch_written());
+        assert!(a.batch_written().idle);
         assert_eq!(pool.used(), 0);
         // A connection that needs more than the pool has is closed as a slow consumer.
         b.push(text(2 * POOL_GRANULE)).unwrap();

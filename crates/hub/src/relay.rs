@@ -25,6 +25,7 @@ use switchboard_protocol::codes::close;
 use switchboard_protocol::names::validate_room;
 use switchboard_protocol::server::PresenceEvent;
 
+use crate::delivery::Sequenced;
 use crate::error::HubError;
 use crate::hub::HubStats;
 use crate::members::Members;
@@ -60,6 +61,8 @@ pub struct Inbound<'a> {
     pub skip: Option<SessionId>,
     /// The frame, encoded once, shared by every member.
     pub frame: Outbound,
+    /// When the message was sequenced (messages only; `None` if the broker did not say).
+    pub sequenced: Option<Sequenced>,
 }
 
 /// The broker's view of a room at one moment, for a joiner or a resync.
@@ -408,6 +411,7 @@ impl Relay {
         else {
             return None;
         };
+        let asked = matches!(pending.why, Why::Join { since: Some(_), .. });
         let (id, since) = match pending.why {
             Why::Join { id, since } => (id, since),
             Why::Resync { since } => (None, Some((since, snapshot.epoch.clone()))),
@@ -429,11 +433,14 @@ impl Relay {
         let outbox = member.session.outbox();
         let _ = outbox.push(reply);
         let floor = since.as_ref().map_or(0, |(seq, _)| *seq);
+        let mut replayed = 0;
         for (seq, frame) in replay.into_iter().flatten() {
             if *seq > floor {
-                let _ = outbox.push(frame.clone());
+                let _ = outbox.push_message(frame.clone(), None);
+                replayed += 1;
             }
         }
+        crate::metrics::recovery(asked, replay.is_some().then_some(replayed));
         let (position, floor) = flush(member, pending.buffer, snapshot, snapshot.seq);
         member.floor = floor;
         if snapshot.presence_version >= state.count_version {
@@ -711,7 +718,10 @@ impl Relay {
                     if inbound.seq > *position {
                         *position = inbound.seq;
                         if Some(*id) != inbound.skip {
-                            let _ = member.session.outbox().push(inbound.frame.clone());
+                            let _ = member
+                                .session
+                                .outbox()
+                                .push_message(inbound.frame.clone(), inbound.sequenced);
                         }
                     }
                 }
@@ -774,7 +784,7 @@ impl Relay {
                 Some(replay) if snapshot.epoch == request.epoch => {
                     for (seq, frame) in replay {
                         if *seq > since {
-                            let _ = outbox.push(frame.clone());
+                            let _ = outbox.push_message(frame.clone(), None);
                         }
                     }
                     if presence_missed && member.presence {
@@ -1073,7 +1083,10 @@ fn flush(member: &Member, buffered: Vec<Buffered>, snapshot: &Snapshot, start: u
             InboundKind::Typing => false,
         };
         if fresh && frame.skip != Some(me) {
-            let _ = outbox.push(frame.frame);
+            let _ = match frame.kind {
+                InboundKind::Message => outbox.push_message(frame.frame, None),
+                InboundKind::Presence | InboundKind::Typing => outbox.push(frame.frame),
+            };
         }
     }
     (position, floor)
@@ -1151,6 +1164,7 @@ mod tests {
                 seq,
                 skip,
                 frame,
+                sequenced: None,
             },
         )
     }

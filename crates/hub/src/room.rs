@@ -201,8 +201,9 @@ impl RoomState {
         );
         let outbox = session.outbox();
         let _ = outbox.push(reply);
+        crate::metrics::recovery(since.is_some(), replay.as_ref().map(Vec::len));
         for frame in replay.into_iter().flatten() {
-            let _ = outbox.push(frame.clone());
+            let _ = outbox.push_message(frame.clone(), None);
         }
         queue
     }
@@ -404,7 +405,16 @@ impl RoomState {
 
     /// Fans a sequenced message out and keeps it in the history.
     fn deliver(&mut self, skip: Option<SessionId>, ts: u64, frame: Outbound) {
-        self.fan_out(skip, &frame);
+        // Stamped once per message, for the publish → socket latency (see `Sequenced`).
+        let sequenced = Some(crate::Sequenced::now());
+        for (id, member) in self.members.iter() {
+            if Some(*id) != skip {
+                let _ = member
+                    .session
+                    .outbox()
+                    .push_message(frame.clone(), sequenced);
+            }
+        }
         self.history.push(history::Entry {
             seq: self.seq,
             ts,

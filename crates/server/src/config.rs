@@ -105,6 +105,41 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// The operator page (`/admin`) and `switchboard top`.
     pub admin: AdminConfig,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the Prometheus endpoint (docs/metrics.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Collect metrics and serve them at `GET /metrics`. Default on: counting costs nothing
+    /// measurable (per-thread counters, one sampled latency per batch; docs/metrics.md).
+    pub enabled: bool,
+    /// Serve `/metrics` on this address instead of the main port (e.g. `127.0.0.1:9100`, to
+    /// keep it off the public port). Default: unset, on the main port.
+    #[serde(
+        deserialize_with = "deserialize_optional_listen",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+        }
+    }
+}
+
+fn deserialize_optional_listen<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    text.map(|text| parse_listen(&text).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// Whether permessage-deflate is offered.
@@ -387,6 +422,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             webhooks: WebhooksConfig::default(),
             admin: AdminConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod config;
 mod http;
 mod limits;
+mod metrics;
 mod server;
 pub mod session;
 mod settings;

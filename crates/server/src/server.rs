@@ -41,6 +41,7 @@ async fn sweep(state: Arc<AppState>, shutdown: CancellationToken) {
                     debug!(dropped, "swept rooms without members or history");
                 }
                 state.ip_limiter.sweep(tokio::time::Instant::now());
+                crate::metrics::exporter::upkeep();
             }
         }
     }
@@ -110,6 +111,8 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     tls: Option<TlsAcceptor>,
+    /// `metrics.listen`'s listener, when `/metrics` has its own address.
+    metrics_listener: Option<TcpListener>,
     /// The webhook dispatcher, when endpoints are configured; stopped after the broker.
     webhooks: Option<Arc<Webhooks>>,
 }
@@ -144,6 +147,18 @@ impl Server {
         let addr = config.listen;
         let listener = listen(addr, config.limits.listen_backlog)
             .map_err(|source| ServerError::Bind { addr, source })?;
+        // Before the broker starts, so that its first counts are recorded.
+        let metrics_listener = match &config.metrics {
+            metrics if !metrics.enabled || !crate::metrics::exporter::install() => None,
+            metrics => match metrics.listen {
+                Some(addr) => Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ServerError::Bind { addr, source })?,
+                ),
+                None => None,
+            },
+        };
         let pending = pending_cap(&config.limits);
         let limits = &config.limits;
         let api = crate::http::api::ApiKeys::from_config(&config.api);
@@ -160,6 +175,7 @@ impl Server {
         });
         Ok(Self {
             listener,
+            metrics_listener,
             tls,
             webhooks: None,
             state: Arc::new(AppState {
@@ -194,6 +210,13 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The address `/metrics` is served on when it has its own (`metrics.listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Whether the server speaks TLS.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
@@ -224,9 +247,14 @@ impl Server {
             listener,
             state,
             tls,
+            metrics_listener,
             webhooks,
         } = self;
         let router = routes::router(state.clone());
+        if let Some(listener) = metrics_listener {
+            let serve = crate::metrics::http::serve(listener, state.clone(), shutdown.clone());
+            state.tracker.spawn(serve);
+        }
         state.tracker.spawn(sweep(state.clone(), shutdown.clone()));
         state
             .tracker

@@ -17,6 +17,8 @@ use crate::RECV_TIMEOUT;
 /// An in-process server on `127.0.0.1:0`, running on a task of the test's runtime.
 pub struct TestServer {
     addr: SocketAddr,
+    /// `/metrics`'s own address, with `metrics.listen` set.
+    metrics_addr: Option<SocketAddr>,
     token: CancellationToken,
     run: Option<JoinHandle<()>>,
     sessions: Box<dyn Fn() -> usize + Send + Sync>,
@@ -44,12 +46,14 @@ impl TestServer {
         let addr = server
             .local_addr()
             .expect("local address of the test server");
+        let metrics_addr = server.metrics_addr();
         let broker = server.broker();
         let webhooks = server.webhook_stats();
         let token = CancellationToken::new();
         let run = tokio::spawn(server.run(token.clone()));
         Self {
             addr,
+            metrics_addr,
             token,
             run: Some(run),
             broker: broker.clone(),
@@ -65,6 +69,11 @@ impl TestServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served when it has its own address (`metrics.listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// `ws://ADDR{path}` (path includes the query, e.g. `/ws?user=alice`).

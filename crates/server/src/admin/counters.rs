@@ -1,10 +1,11 @@
 //! The node's traffic counters for the operator page, by their Prometheus names
-//! (`/work/notes/METRICS.md`, docs/admin.md), and the per-second rates and latency quantiles
+//! (docs/metrics.md, docs/admin.md), and the per-second rates and latency quantiles
 //! made from two readings a second apart. Pure: readings and elapsed time are passed in.
 //!
 //! Where readings come from is [`read`]: the process's metrics recorder (the `/metrics`
-//! endpoint). Without one, the operator page shows the figures it gets from the broker and the
-//! server state (connections, rooms, members, room messages per second) and leaves these out.
+//! endpoint). Without one (`metrics.enabled = false`), the operator page shows the figures it
+//! gets from the broker and the server state (connections, rooms, members, room messages per
+//! second) and leaves these out.
 
 use std::time::Duration;
 
@@ -30,25 +31,16 @@ pub(crate) struct Counters {
     pub(crate) latency_buckets: Vec<(f64, u64)>,
 }
 
-/// Reads this node's counters; `None` while the process has no metrics recorder to read.
-///
-/// The seam for `/metrics` (item 1 of issue 16, built beside this): its recorder's text
-/// exposition goes through [`from_exposition`] here, and nothing else in the operator page
-/// changes.
-pub(crate) fn read(_state: &AppState) -> Option<Counters> {
-    None
+/// Reads this node's counters from the `/metrics` recorder's text exposition (what a scrape
+/// answers); `None` while the process has no recorder (`metrics.enabled = false`, or another
+/// recorder installed by the embedding program).
+pub(crate) fn read(state: &AppState) -> Option<Counters> {
+    crate::metrics::exporter::render(&*state.broker).map(|text| from_exposition(&text))
 }
 
 /// The counters in a Prometheus text exposition (what `GET /metrics` answers), read with a
 /// real parser. Series absent from the text count 0; label sets are summed, except the close
 /// reason, of which only `slow_consumer` is kept.
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "called by `read` once the /metrics recorder is in this branch"
-    )
-)]
 pub(crate) fn from_exposition(text: &str) -> Counters {
     use prometheus_parse::{Scrape, Value};
     let lines = text.lines().map(|line| Ok(line.to_owned()));

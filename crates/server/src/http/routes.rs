@@ -32,6 +32,9 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     if state.api.is_some() {
         router = router.merge(super::api::routes());
     }
+    if state.config.metrics.enabled && state.config.metrics.listen.is_none() {
+        router = router.route("/metrics", get(crate::metrics::http::scrape));
+    }
     router = crate::admin::routes(router, &state);
     router
         .layer(axum::middleware::map_response(

@@ -155,6 +155,7 @@ impl SessionHandler {
                 Completion {
                     id,
                     bytes,
+                    binary: false,
                     result: published.await,
                 }
             };
@@ -192,14 +193,19 @@ impl SessionHandler {
                     presence: rights.presence,
                     now_ms: self.state.now_ms(),
                 };
+                let was_member = self.session.is_member(&room);
                 deadline::within(due, broker.join(&self.session, request))
                     .await
                     .map_err(hub_err)?;
+                if !was_member {
+                    crate::metrics::conn::memberships(1.0);
+                }
             }
             ClientMessage::Leave { room, id } => {
                 deadline::within(due, broker.leave(&self.session, &room, id))
                     .await
                     .map_err(hub_err)?;
+                crate::metrics::conn::memberships(-1.0);
             }
             ClientMessage::Publish { .. } => {} // pipelined above
             ClientMessage::History { room, limit, id } => {
@@ -313,6 +319,7 @@ impl SessionHandler {
             Completion {
                 id: None,
                 bytes,
+                binary: true,
                 result,
             }
         };
@@ -370,6 +377,9 @@ impl SessionHandler {
     fn finish(&mut self, done: Completion, now: Instant) -> Option<CloseFrame> {
         match done.result {
             Ok(published) => {
+                if !published.duplicate {
+                    crate::metrics::conn::published(done.binary);
+                }
                 if let Some(id) = done.id {
                     self.reply(&ServerMessage::Ack {
                         id,
@@ -400,6 +410,7 @@ impl SessionHandler {
             code: rejection.code.clone(),
             message: &rejection.message,
         });
+        crate::metrics::conn::error(&rejection.code);
         if rejection.code == ErrorCode::Unavailable {
             return None;
         }

@@ -22,10 +22,12 @@ pub const MAX_PIPELINED: usize = 64;
 /// answers (the reader pauses, which the rate limit credits: `TokenBucket::paused`).
 pub(crate) const MAX_PIPELINED_BYTES: usize = 1024 * 1024;
 
-/// A publish on its way: its request id, its size and the broker's answer.
+/// A publish on its way: its request id, its size, whether it is binary, and the broker's
+/// answer.
 pub(super) struct Completion {
     pub(super) id: Option<RequestId>,
     pub(super) bytes: usize,
+    pub(super) binary: bool,
     pub(super) result: Result<Published, HubError>,
 }
 

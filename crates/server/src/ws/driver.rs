@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::codec::{self, Incoming, ReadError, WriteProgress, WsError, WsSink, WsStream};
 use super::deflate::Deflate;
 use super::heartbeat::{Beat, Heartbeat};
+use crate::metrics::conn::Counts;
 
 /// How long a close we start may take to complete (peer's close frame) before we drop the
 /// connection; also the time allowed to push out a last close frame to a peer we abort.
@@ -135,16 +136,24 @@ pub(crate) fn drive<'a, H: Handler>(
     handler: &'a mut H,
     options: DriveOptions,
     shutdown: &'a CancellationToken,
+    counts: &'a Counts,
 ) -> impl Future<Output = Ending> + 'a {
     async move {
-        let mut reader =
-            std::pin::pin!(read_loop(&mut socket.1, outbox, handler, options, shutdown));
+        let mut reader = std::pin::pin!(read_loop(
+            &mut socket.1,
+            outbox,
+            handler,
+            options,
+            shutdown,
+            counts
+        ));
         let mut writer = std::pin::pin!(write_loop(
             &mut socket.0,
             outbox,
             &socket.2,
             options.write_timeout,
             options.deflate,
+            counts,
         ));
         tokio::select! {
             (ending, drain) = &mut reader => {
@@ -185,6 +194,7 @@ fn read_loop<'a, H: Handler>(
     handler: &'a mut H,
     options: DriveOptions,
     shutdown: &'a CancellationToken,
+    counts: &'a Counts,
 ) -> impl Future<Output = (Ending, bool)> + 'a {
     async move {
         let mut heartbeat =
@@ -308,6 +318,7 @@ fn read_loop<'a, H: Handler>(
                             // After we start closing, late messages are dropped (RFC 6455 §1.4).
                             Ok(message) if closing.is_none() => {
                                 fragment_due = None;
+                                counts.received(&message);
                                 // Boxed: the handler's future is large next to an idle
                                 // connection's task, and exists only while a request is handled.
                                 if let Some(frame) = Box::pin(handler.on_message(message, now)).await {
@@ -378,6 +389,7 @@ fn write_loop<'a>(
     progress: &'a WriteProgress,
     write_timeout: Duration,
     deflate: Option<Deflate>,
+    counts: &'a Counts,
 ) -> impl Future<Output = WriterEnd> + 'a {
     async move {
         let mut batch = VecDeque::new();
@@ -392,6 +404,7 @@ fn write_loop<'a>(
                     return WriterEnd::Aborted(frame);
                 }
                 Batch::Frames => {
+                    let before = progress.load(Ordering::Relaxed);
                     let written = Box::pin(write_watched(
                         sink,
                         &mut batch,
@@ -411,7 +424,10 @@ fn write_loop<'a>(
                     // Nothing more to send: hold no buffer while idle. (Under load the drained
                     // buffer goes back to the outbox at the next batch instead.) The batch's
                     // bytes stop counting against the server-wide outbox pool.
-                    if outbox.batch_written() {
+                    let done = outbox.batch_written();
+                    // Counted once per batch, on this thread (metrics/counters.rs).
+                    counts.written(&done, progress.load(Ordering::Relaxed).wrapping_sub(before));
+                    if done.idle {
                         batch = VecDeque::new();
                     }
                 }

@@ -15,11 +15,11 @@ use serde::Deserialize;
 use switchboard_hub::{Broker, Outbox, Session};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, warn};
 
 use super::codec;
 use super::deflate::{self, Deflate};
-use super::driver::{self, DriveOptions, Ending};
+use super::driver::{self, DriveOptions};
 use super::echo::EchoHandler;
 use super::upgrade;
 use crate::auth::{AuthError, Identity};
@@ -165,18 +165,24 @@ pub(crate) async fn ws(
 ) -> Response {
     let (accept, identity, permit) = match admit(&state, peer, &request, &query) {
         Ok(admitted) => admitted,
-        Err(response) => return response,
+        Err(response) => {
+            crate::metrics::conn::rejected(response.status());
+            return response;
+        }
     };
     let deflate = deflate::negotiate(request.headers(), state.config.compression_settings());
     let on_upgrade = hyper::upgrade::on(request);
-    state.tracker.spawn(session_task(
+    let task = session_task(
         state.clone(),
         on_upgrade,
         identity,
         permit,
         peer,
         deflate.as_ref().map(|(d, _)| *d),
-    ));
+    );
+    state
+        .tracker
+        .spawn(task.instrument(crate::metrics::conn::span("ws")));
     answer(&accept, deflate)
 }
 
@@ -199,9 +205,13 @@ pub(crate) async fn echo(
 ) -> Response {
     let accept = match upgrade::check(request.headers()) {
         Ok(accept) => accept,
-        Err(response) => return response,
+        Err(response) => {
+            crate::metrics::conn::rejected(response.status());
+            return response;
+        }
     };
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        crate::metrics::conn::rejected(StatusCode::SERVICE_UNAVAILABLE);
         return refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             "server at its connection limit",
@@ -210,13 +220,16 @@ pub(crate) async fn echo(
     };
     let deflate = deflate::negotiate(request.headers(), state.config.compression_settings());
     let on_upgrade = hyper::upgrade::on(request);
-    state.tracker.spawn(echo_task(
+    let task = echo_task(
         state.clone(),
         on_upgrade,
         permit,
         peer,
         deflate.as_ref().map(|(d, _)| *d),
-    ));
+    );
+    state
+        .tracker
+        .spawn(task.instrument(crate::metrics::conn::span("echo")));
     answer(&accept, deflate)
 }
 
@@ -264,6 +277,7 @@ fn session_task(
             session: &session,
         };
         debug!(%peer, session = session.id().0, user = %session.user(), "connected");
+        let connection = crate::metrics::conn::Connection::open("ws");
         let mut handler = SessionHandler::new(state.clone(), session.clone(), identity);
         let ending = driver::drive(
             codec::server_socket(upgraded, state.config.max_message_size, deflate.is_some()),
@@ -271,9 +285,10 @@ fn session_task(
             &mut handler,
             options(&state, state.config.max_message_size, deflate),
             &state.shutdown,
+            &connection.counts,
         )
         .await;
-        log_ending(&ending, peer, session.id().0, session.user());
+        connection.closed(&ending, peer, session.user());
         drop(permit);
     }
 }
@@ -287,6 +302,11 @@ struct Registered<'a> {
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         self.broker.users().unregister(self.session);
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "at most max_rooms_per_connection"
+        )]
+        crate::metrics::conn::memberships(-(self.session.room_count() as f64));
         self.broker.disconnect(self.session);
     }
 }
@@ -314,6 +334,7 @@ fn echo_task(
         let max = state.config.echo_max_message_size;
         // Room for a maximal message on its way back plus the next one.
         let outbox = Outbox::new(max.saturating_mul(2).saturating_add(64 * 1024));
+        let connection = crate::metrics::conn::Connection::open("echo");
         let mut handler = EchoHandler::new(&outbox);
         let ending = driver::drive(
             codec::server_socket(upgraded, max, deflate.is_some()),
@@ -321,33 +342,10 @@ fn echo_task(
             &mut handler,
             options(&state, max, deflate),
             &state.shutdown,
+            &connection.counts,
         )
         .await;
-        log_ending(&ending, peer, 0, "echo");
+        connection.closed(&ending, peer, "echo");
         drop(permit);
-    }
-}
-
-fn log_ending(ending: &Ending, peer: SocketAddr, session: u64, user: &str) {
-    let how = ending.label();
-    match ending {
-        Ending::PeerClosed(code, reason) => {
-            debug!(%peer, session, user, how, code, reason = %reason, "disconnected");
-        }
-        Ending::PeerGone(cause) => debug!(%peer, session, user, how, cause, "disconnected"),
-        Ending::ServerClosed(frame)
-            if frame.code == switchboard_protocol::codes::close::GOING_AWAY =>
-        {
-            debug!(%peer, session, user, how, code = frame.code, reason = %frame.reason, "disconnected");
-        }
-        Ending::ServerClosed(frame) => {
-            info!(%peer, session, user, how, code = frame.code, reason = %frame.reason, "disconnected");
-        }
-        Ending::ProtocolError(err) => {
-            info!(%peer, session, user, how, error = %err, "disconnected")
-        }
-        Ending::PingTimeout | Ending::SlowConsumer | Ending::WriteTimeout => {
-            info!(%peer, session, user, how, "disconnected")
-        }
     }
 }

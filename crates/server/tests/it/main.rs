@@ -13,6 +13,7 @@ mod fail_closed;
 mod large_rooms;
 mod lifecycle;
 mod memory;
+mod metrics;
 mod protocol;
 mod redis_faults;
 mod security;
