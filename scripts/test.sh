@@ -2,7 +2,7 @@
 # Every test of the project, in one command (the README's test command; .ci/run calls it):
 # formatting, lints, the architecture's dependency rules, unit and integration tests over real
 # sockets (multi-node tests against real Redis and nginx), the Autobahn conformance suite
-# against /echo, the demo page in headless Chromium, and a smoke run of every `switchboard
+# against /echo, Schemathesis against the HTTP API, the pages in headless Chromium, and a smoke run of every `switchboard
 # bench` scenario.
 # It installs what it needs that is missing (cargo-nextest, Redis, nginx, Chromium, npm
 # packages, the conformance venv). Tests start their own Redis and nginx on free ports.
