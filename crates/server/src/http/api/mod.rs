@@ -141,6 +141,16 @@ async fn read_json<T: DeserializeOwned>(
         .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))
 }
 
+/// A `limit` query parameter: `default` when absent, else 1 to `max` (400 otherwise).
+fn page_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request(format!("limit must be 1 to {max}")))
+    }
+}
+
 fn check_room(room: &str) -> Result<(), ApiError> {
     validate_room(room)
         .map_err(|err| ApiError::invalid("invalid_room", format!("invalid room name: {err}")))
@@ -573,12 +583,7 @@ async fn presence(
     let room = path_value(room)?;
     let query = query_value(query)?;
     check_room(&room)?;
-    let limit = query.limit.unwrap_or(MAX_MEMBERS_PAGE);
-    if !(1..=MAX_MEMBERS_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {MAX_MEMBERS_PAGE}"
-        )));
-    }
+    let limit = page_limit(query.limit, MAX_MEMBERS_PAGE, MAX_MEMBERS_PAGE)?;
     let mailbox = Mailbox::open(&*state.broker);
     state
         .broker
@@ -676,12 +681,7 @@ async fn history(
     let room = path_value(room)?;
     let query = query_value(query)?;
     check_room(&room)?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_HISTORY).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {MAX_HISTORY}"
-        )));
-    }
+    let limit = page_limit(query.limit, 100, MAX_HISTORY)?;
     let mailbox = Mailbox::open(&*state.broker);
     state
         .broker
@@ -775,12 +775,7 @@ async fn rooms(
     if !prefix.is_empty() {
         check_room(&prefix)?;
     }
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_ROOMS_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {MAX_ROOMS_PAGE}"
-        )));
-    }
+    let limit = page_limit(query.limit, 100, MAX_ROOMS_PAGE)?;
     let page = state
         .broker
         .rooms(&prefix, query.after.as_deref(), limit)
