@@ -29,6 +29,7 @@ if [[ $MODE == full ]]; then
   IDLE_CONNECTIONS=10000 IDLE_BIG_CONNECTIONS=50000 IDLE_ROOMS=100 IDLE_HOLD=5
   CONNECT_PARALLEL=50 CONNECT_SECS=5
   JITTER_CLIENTS=100 JITTER_RATE=20 JITTER_SECS=20 JITTER_CUT_EVERY=6 JITTER_CUT_JITTER=2 JITTER_AWAY=2
+  API_SUBSCRIBERS=1000 API_CONNECTIONS=50 API_SECS=10 API_RATE=5000
   SERVERS="switchboard bun node"
 else
   ECHO_CONNECTIONS=10 ECHO_SIZE=32 ECHO_SECS=1
@@ -38,6 +39,7 @@ else
   IDLE_CONNECTIONS=200 IDLE_BIG_CONNECTIONS=0 IDLE_ROOMS=10 IDLE_HOLD=1
   CONNECT_PARALLEL=5 CONNECT_SECS=1
   JITTER_CLIENTS=10 JITTER_RATE=20 JITTER_SECS=3 JITTER_CUT_EVERY=1 JITTER_CUT_JITTER=0.3 JITTER_AWAY=0.3
+  API_SUBSCRIBERS=10 API_CONNECTIONS=2 API_SECS=1 API_RATE=200
   SERVERS="switchboard"
 fi
 BUDGET_SECS=900     # whole run, build included: runs are cut at it, later ones skipped
@@ -45,6 +47,8 @@ RUN_TIMEOUT=180     # one `switchboard bench` invocation
 START_TIMEOUT=20    # a server printing its "listening on" line
 QUIET_BUSY_PCT=40   # before each run, wait (at most QUIET_MAX_WAIT s) while other processes
 QUIET_MAX_WAIT=5    #   keep the machine busier than this (% of all cores)
+# The HTTP API scenario's key (Switchboard only: the peers have no HTTP API).
+API_KEY=compare-key-0123456789abcdef
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEERS="$ROOT/bench/peers"
@@ -130,9 +134,10 @@ start_server() { # NAME
   local cmd=()
   case $name in
     switchboard)
-      cmd=("$BIN" serve --listen 127.0.0.1:0 --echo-endpoint --log warn
+      cmd=(env "SWITCHBOARD_API_KEY=$API_KEY" "$BIN" serve --listen 127.0.0.1:0 --echo-endpoint --log warn
         --rate-limit 1000000 --rate-burst 1000000 --ip-connect-rate 1000000 --ip-connect-burst 1000000
-        --max-rooms 100000 --max-connections 1000000 --outbox-bytes 67108864) ;;
+        --max-rooms 100000 --max-connections 1000000 --outbox-bytes 67108864
+        --api-requests-per-second 1000000 --api-burst 1000000) ;;
     bun) cmd=(env PORT=0 "$BUN" "$PEERS/bun-server.ts") ;;
     node) cmd=(env PORT=0 "$NODE" "$PEERS/ws-server.mjs") ;;
   esac
@@ -180,6 +185,7 @@ run() {
     *) url_path='/ws?user=bench' ;;
   esac
   local limit=$((remaining < RUN_TIMEOUT ? remaining : RUN_TIMEOUT))
+  [[ $scenario != api ]] || set -- "$@" --api "http://$SERVER_ADDR" --key "$API_KEY"
   log "-- $server $name: switchboard bench $scenario $*"
   local status=0
   timeout --kill-after=10 "$limit" "${PIN_BENCH[@]}" "$BIN" bench "$scenario" \
@@ -262,6 +268,12 @@ fi
 run switchboard idle-users idle -c "$IDLE_CONNECTIONS" --rooms "$IDLE_ROOMS" --hold 1
 run switchboard jitter jitter -n "$JITTER_CLIENTS" --rate "$JITTER_RATE" -d "$JITTER_SECS" \
   --cut-every "$JITTER_CUT_EVERY" --cut-jitter "$JITTER_CUT_JITTER" --away "$JITTER_AWAY"
+# Switchboard only: the HTTP API publishing into one room of WebSocket subscribers, as fast as
+# the keep-alive connections go (into one subscriber: the API's own cost; into many: fan-out's),
+# then at a steady rate for the latency.
+run switchboard api-one api -n 1 -c "$API_CONNECTIONS" -d "$API_SECS"
+run switchboard api-max api -n "$API_SUBSCRIBERS" -c "$API_CONNECTIONS" -d "$API_SECS"
+run switchboard api-rate api -n "$API_SUBSCRIBERS" -c "$API_CONNECTIONS" -d "$API_SECS" --rate "$API_RATE"
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- checks and report

@@ -208,18 +208,27 @@ pub(crate) fn error(code: &ErrorCode) {
     }
 }
 
-/// A publish was sequenced (`binary`: a binary frame, else JSON).
+/// Where a publish came from (`switchboard_messages_published_total{source}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// A JSON `publish` on a connection.
+    Ws,
+    /// A binary frame on a connection.
+    Binary,
+    /// The HTTP API (`publish`, and each room of a `broadcast`).
+    Api,
+}
+
+/// A publish from `source` was sequenced (not a duplicate).
 #[inline]
-pub(crate) fn published(binary: bool) {
+pub(crate) fn published(source: Source) {
     if enabled() {
-        counters::add(
-            if binary {
-                Counter::PublishedBinary
-            } else {
-                Counter::PublishedWs
-            },
-            1,
-        );
+        let counter = match source {
+            Source::Ws => Counter::PublishedWs,
+            Source::Binary => Counter::PublishedBinary,
+            Source::Api => Counter::PublishedApi,
+        };
+        counters::add(counter, 1);
     }
 }
 

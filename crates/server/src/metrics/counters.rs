@@ -19,9 +19,11 @@ pub(crate) enum Counter {
     PublishedWs = 3,
     /// Binary publishes sequenced.
     PublishedBinary = 4,
+    /// Publishes of the HTTP API sequenced (JSON or binary).
+    PublishedApi = 5,
 }
 
-const COUNTERS: usize = 5;
+const COUNTERS: usize = 6;
 
 /// More slots than worker threads on most machines; threads beyond share slots (still
 /// correct: the adds are atomic).
@@ -77,6 +79,7 @@ pub(crate) fn publish() {
     metrics::counter!(MESSAGES_PUBLISHED, "source" => "ws").absolute(total(Counter::PublishedWs));
     metrics::counter!(MESSAGES_PUBLISHED, "source" => "binary")
         .absolute(total(Counter::PublishedBinary));
+    metrics::counter!(MESSAGES_PUBLISHED, "source" => "api").absolute(total(Counter::PublishedApi));
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use super::{Message, SessionContext, instant_of};
 use crate::auth::Identity;
 use crate::auth::grants::{Grants, Rights};
 use crate::limits::TokenBucket;
+use crate::metrics::conn::Source;
 
 /// A refused request: what the `error` reply says.
 #[derive(Debug)]
@@ -378,7 +379,11 @@ impl SessionHandler {
         match done.result {
             Ok(published) => {
                 if !published.duplicate {
-                    crate::metrics::conn::published(done.binary);
+                    crate::metrics::conn::published(if done.binary {
+                        Source::Binary
+                    } else {
+                        Source::Ws
+                    });
                 }
                 if let Some(id) = done.id {
                     self.reply(&ServerMessage::Ack {

@@ -244,6 +244,41 @@ async fn broadcast_publishes_to_each_room_with_its_own_seq() {
     a.assert_silent(100).await;
 }
 
+/// `switchboard_messages_published_total{source="api"}`, read off `GET /metrics`.
+async fn api_publishes_counted(server: &TestServer) -> u64 {
+    let response = testkit::http_get(server.addr(), "/metrics", &[]).await;
+    assert_eq!(response.status, 200);
+    let text = String::from_utf8(response.body).unwrap();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(r#"switchboard_messages_published_total{source="api"} "#)
+        })
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+/// Each room a publish or broadcast sequences counts once under `source="api"`; a duplicate
+/// `msg_id` does not count (it was not delivered again), nor does a refused room.
+#[tokio::test]
+async fn api_publishes_are_counted_under_source_api() {
+    let server = TestServer::start(api_config()).await;
+    let before = api_publishes_counted(&server).await;
+    let body = json!({"room": "r", "data": 1, "msg_id": "m1"});
+    assert_eq!(
+        post(&server, "/api/v1/publish", body.clone()).await.status,
+        200
+    );
+    let again = post(&server, "/api/v1/publish", body).await;
+    assert_eq!(again.body["duplicate"], true, "{again:?}");
+    let broadcast = post(
+        &server,
+        "/api/v1/broadcast",
+        json!({"rooms": ["a", "b", "bad room"], "data": "hi"}),
+    )
+    .await;
+    assert_eq!(broadcast.status, 200, "{broadcast:?}");
+    assert_eq!(api_publishes_counted(&server).await - before, 3);
+}
+
 /// Protocol §5.9: the pair (user, msg_id) is one message, whether it came over HTTP or a
 /// WebSocket; `Idempotency-Key` is the header spelling of `msg_id`.
 #[tokio::test]

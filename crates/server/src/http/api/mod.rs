@@ -36,6 +36,7 @@ pub(crate) use self::error::ApiError;
 use self::error::{ErrorBody, ErrorDetail};
 pub(crate) use self::keys::ApiKeys;
 use crate::config::ApiScope;
+use crate::metrics::conn::Source;
 use crate::session::now_millis;
 use crate::state::AppState;
 
@@ -379,6 +380,9 @@ async fn publish(
         .broker
         .publish_from(message.request(&room, now_millis()))
         .await?;
+    if !published.duplicate {
+        crate::metrics::conn::published(Source::Api);
+    }
     Ok(json(&PublishResult {
         seq: published.seq,
         epoch: published.epoch.to_string(),
@@ -470,13 +474,18 @@ async fn broadcast(
         .into_iter()
         .zip(outcomes)
         .map(|(room, outcome)| match outcome {
-            Ok(published) => RoomResult {
-                room,
-                seq: Some(published.seq),
-                epoch: Some(published.epoch.to_string()),
-                duplicate: Some(published.duplicate),
-                error: None,
-            },
+            Ok(published) => {
+                if !published.duplicate {
+                    crate::metrics::conn::published(Source::Api);
+                }
+                RoomResult {
+                    room,
+                    seq: Some(published.seq),
+                    epoch: Some(published.epoch.to_string()),
+                    duplicate: Some(published.duplicate),
+                    error: None,
+                }
+            }
             Err(err) => RoomResult {
                 room,
                 seq: None,
