@@ -201,7 +201,7 @@ impl Hub {
         loop {
             let entry = self.get_or_create(request.room);
             let mut state = entry.state.lock();
-            if state.closed {
+            if state.local.closed {
                 continue;
             }
             let published = match request.payload {
@@ -237,7 +237,7 @@ impl Hub {
         for shard in self.rooms.shards() {
             for (name, room) in shard.read().iter() {
                 if name.starts_with(prefix) && after.is_none_or(|after| &**name > after) {
-                    all.push((name.to_string(), room.state.lock().member_count()));
+                    all.push((name.to_string(), room.state.lock().local.member_count()));
                 }
             }
         }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::names::validate_room;
@@ -17,7 +16,7 @@ use crate::outbox::OutboxPool;
 use crate::policy::HistoryRules;
 use crate::presence::PresenceConfig;
 use crate::registry::Registry;
-use crate::room::{Position, Published, Room};
+use crate::room::{Position, PresenceQueue, Published, Room, Store};
 use crate::session::{Session, SessionId};
 
 /// Hub settings.
@@ -75,14 +74,14 @@ pub struct HubStats {
 /// The room registry. Cheap to share (`Arc<Hub>`); several hubs can live in one process.
 #[derive(Debug)]
 pub struct Hub {
-    pub(crate) rooms: Registry<Room>,
+    pub(crate) rooms: Registry<Room<Store>>,
     next_session: AtomicU64,
     sessions: AtomicUsize,
     pub(crate) config: HubConfig,
     outbox_pool: Option<Arc<OutboxPool>>,
     history_budget: Arc<HistoryBudget>,
     /// Rooms with presence changes waiting for [`Hub::flush_presence`].
-    presence_queue: Mutex<Vec<Arc<Room>>>,
+    presence_queue: PresenceQueue<Store>,
     /// Connections by user and the deny list (the HTTP API's disconnect).
     pub(crate) users: crate::api::Users,
 }
@@ -103,7 +102,7 @@ impl Hub {
             outbox_pool: config.outbox_pool_bytes.map(OutboxPool::new),
             history_budget: HistoryBudget::new(config.history_bytes, config.max_idempotency_ids),
             config,
-            presence_queue: Mutex::new(Vec::new()),
+            presence_queue: PresenceQueue::default(),
             users: crate::api::Users::default(),
         }
     }
@@ -143,14 +142,14 @@ impl Hub {
         loop {
             let entry = self.get_or_create(room);
             let mut state = entry.state.lock();
-            if state.closed {
+            if state.local.closed {
                 // Dropped by its last member between our lookup and our lock: look again.
                 continue;
             }
             let queue = state.join(&entry.name, session, id, since, presence, now_ms);
             drop(state);
             if queue {
-                self.presence_queue.lock().push(entry.clone());
+                self.presence_queue.push(entry.clone());
             }
             session.enter(entry.name.clone(), entry);
             return Ok(());
@@ -166,7 +165,7 @@ impl Hub {
         id: Option<RequestId>,
     ) -> Result<(), HubError> {
         validate_room(room)?;
-        let Some(entry) = session.exit::<Room>(room) else {
+        let Some(entry) = session.exit::<Room<Store>>(room) else {
             return Err(HubError::NotJoined(room.to_owned()));
         };
         self.leave_entry(session, &entry, Some(id));
@@ -176,7 +175,7 @@ impl Hub {
     /// Leaves every room (presence `leave` events, no replies) and unregisters the session.
     /// Call it once when the connection ends, however it ends.
     pub fn disconnect(&self, session: &Session) {
-        for room in session.exit_all::<Room>() {
+        for room in session.exit_all::<Room<Store>>() {
             self.leave_entry(session, &room, None);
         }
         self.sessions.fetch_sub(1, Ordering::Relaxed);
@@ -258,16 +257,7 @@ impl Hub {
     /// each changed room (see [`crate::PresenceConfig`]). Call it every
     /// [`PresenceConfig::batch_interval`].
     pub fn flush_presence(&self, now_ms: u64) {
-        let rooms = std::mem::take(&mut *self.presence_queue.lock());
-        let mut waiting = Vec::new();
-        for entry in rooms {
-            if entry.state.lock().flush_presence(&entry.name, now_ms) {
-                waiting.push(entry);
-            }
-        }
-        if !waiting.is_empty() {
-            self.presence_queue.lock().extend(waiting);
-        }
+        self.presence_queue.flush(now_ms);
     }
 
     /// Queues the `members` reply for `room`: at most `limit` users, in byte order of their
@@ -287,6 +277,7 @@ impl Hub {
                 entry
                     .state
                     .lock()
+                    .local
                     .members_reply(&entry.name, session, id, after, limit);
             }
             None => {
@@ -305,7 +296,7 @@ impl Hub {
             shard.write().retain(|_, entry| {
                 let mut state = entry.state.lock();
                 if state.is_disposable(now_ms) {
-                    state.closed = true;
+                    state.local.closed = true;
                     dropped += 1;
                     false
                 } else {
@@ -317,7 +308,7 @@ impl Hub {
     }
 
     /// The room registry, for listings (`crate::activity`).
-    pub(crate) fn registry(&self) -> &Registry<Room> {
+    pub(crate) fn registry(&self) -> &Registry<Room<Store>> {
         &self.rooms
     }
 
@@ -343,7 +334,7 @@ impl Hub {
         let Some(_pass) = budget.start_eviction() else {
             return;
         };
-        let mut rooms: Vec<Arc<Room>> = Vec::new();
+        let mut rooms: Vec<Arc<Room<Store>>> = Vec::new();
         for shard in self.rooms.shards() {
             rooms.extend(shard.read().values().cloned());
         }
@@ -380,33 +371,37 @@ impl Hub {
     }
 
     /// The room, from the session's own map: no registry lock on the publish path.
-    fn member_room(&self, session: &Session, room: &str) -> Result<Arc<Room>, HubError> {
-        if let Some(entry) = session.room::<Room>(room) {
+    fn member_room(&self, session: &Session, room: &str) -> Result<Arc<Room<Store>>, HubError> {
+        if let Some(entry) = session.room::<Room<Store>>(room) {
             return Ok(entry);
         }
         validate_room(room)?;
         Err(HubError::NotJoined(room.to_owned()))
     }
 
-    pub(crate) fn get_or_create(&self, room: &str) -> Arc<Room> {
+    pub(crate) fn get_or_create(&self, room: &str) -> Arc<Room<Store>> {
         self.rooms.get_or_create(room, |name| {
-            Room::new(
-                name.clone(),
+            let store = Store::new(
                 self.config.history.policy_for(name),
                 self.history_budget.clone(),
-                self.config.presence,
                 self.config.events.clone(),
-            )
+            );
+            Room::new(name.clone(), self.config.presence, store)
         })
     }
 
-    fn leave_entry(&self, session: &Session, entry: &Arc<Room>, reply: Option<Option<RequestId>>) {
+    fn leave_entry(
+        &self,
+        session: &Session,
+        entry: &Arc<Room<Store>>,
+        reply: Option<Option<RequestId>>,
+    ) {
         let now_empty = {
             let mut state = entry.state.lock();
             if state.leave(&entry.name, session, reply) {
-                self.presence_queue.lock().push(entry.clone());
+                self.presence_queue.push(entry.clone());
             }
-            state.is_empty()
+            state.local.is_empty()
         };
         if now_empty {
             // History keeps an empty room (with its seq and epoch) until the history expires;
@@ -418,11 +413,11 @@ impl Hub {
 
     /// Removes a room with no members and no history (as of `now_ms`) from the registry, so
     /// that rooms do not outlive their last member and their history.
-    pub(crate) fn drop_if_empty(&self, entry: &Arc<Room>, now_ms: u64) {
+    pub(crate) fn drop_if_empty(&self, entry: &Arc<Room<Store>>, now_ms: u64) {
         self.rooms.dispose(&entry.name, entry, |room| {
             let mut state = room.state.lock();
-            let dispose = !state.closed && state.is_disposable(now_ms);
-            state.closed |= dispose;
+            let dispose = !state.local.closed && state.is_disposable(now_ms);
+            state.local.closed |= dispose;
             dispose
         });
     }
@@ -433,7 +428,7 @@ impl Hub {
             .shard(room)
             .read()
             .get(room)
-            .is_some_and(|entry| entry.state.lock().is_member(session))
+            .is_some_and(|entry| entry.state.lock().local.is_member(session))
     }
 }
 
