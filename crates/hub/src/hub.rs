@@ -3,7 +3,6 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -16,7 +15,7 @@ use crate::outbox::OutboxPool;
 use crate::policy::HistoryRules;
 use crate::presence::PresenceConfig;
 use crate::registry::Registry;
-use crate::room::{Position, PresenceQueue, Published, Room, Store};
+use crate::room::{LocalRooms, Position, Published, Room, Store};
 use crate::session::{Session, SessionId};
 
 /// Hub settings.
@@ -74,14 +73,10 @@ pub struct HubStats {
 /// The room registry. Cheap to share (`Arc<Hub>`); several hubs can live in one process.
 #[derive(Debug)]
 pub struct Hub {
-    pub(crate) rooms: Registry<Room<Store>>,
-    next_session: AtomicU64,
-    sessions: AtomicUsize,
+    /// The rooms (`Room<Store>`: each with its embedded sequencer) and sessions.
+    pub(crate) local: LocalRooms<Store>,
     pub(crate) config: HubConfig,
-    outbox_pool: Option<Arc<OutboxPool>>,
     history_budget: Arc<HistoryBudget>,
-    /// Rooms with presence changes waiting for [`Hub::flush_presence`].
-    presence_queue: PresenceQueue<Store>,
     /// Connections by user and the deny list (the HTTP API's disconnect).
     pub(crate) users: crate::api::Users,
 }
@@ -96,27 +91,20 @@ impl Hub {
     /// An empty hub.
     pub fn new(config: HubConfig) -> Self {
         Self {
-            rooms: Registry::new(),
-            next_session: AtomicU64::new(1),
-            sessions: AtomicUsize::new(0),
-            outbox_pool: config.outbox_pool_bytes.map(OutboxPool::new),
+            local: LocalRooms::new(
+                config.outbox_bytes,
+                config.outbox_pool_bytes.map(OutboxPool::new),
+                config.presence,
+            ),
             history_budget: HistoryBudget::new(config.history_bytes, config.max_idempotency_ids),
             config,
-            presence_queue: PresenceQueue::default(),
             users: crate::api::Users::default(),
         }
     }
 
     /// Registers a connection of `user`. Call [`Hub::disconnect`] when it ends.
     pub fn connect(&self, user: Arc<str>) -> Arc<Session> {
-        let id = SessionId(self.next_session.fetch_add(1, Ordering::Relaxed));
-        self.sessions.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Session::new(
-            id,
-            user,
-            self.config.outbox_bytes,
-            self.outbox_pool.clone(),
-        ))
+        self.local.connect(user)
     }
 
     /// Joins `room`, queuing `joined` (with `id`) on the session's outbox and, if this is the
@@ -139,21 +127,16 @@ impl Hub {
         now_ms: u64,
     ) -> Result<(), HubError> {
         validate_room(room)?;
-        loop {
-            let entry = self.get_or_create(room);
-            let mut state = entry.state.lock();
-            if state.local.closed {
-                // Dropped by its last member between our lookup and our lock: look again.
-                continue;
-            }
-            let queue = state.join(&entry.name, session, id, since, presence, now_ms);
-            drop(state);
-            if queue {
-                self.presence_queue.push(entry.clone());
-            }
-            session.enter(entry.name.clone(), entry);
-            return Ok(());
+        let (entry, queue) = self.local.with_room(
+            room,
+            |name| self.store_for(name),
+            |entry, state| state.join(&entry.name, session, id, since, presence, now_ms),
+        );
+        if queue {
+            self.local.queue_presence(entry.clone());
         }
+        session.enter(entry.name.clone(), entry);
+        Ok(())
     }
 
     /// Leaves `room`, queuing `left` (with `id`) and a presence `leave` for the others if this
@@ -178,7 +161,7 @@ impl Hub {
         for room in session.exit_all::<Room<Store>>() {
             self.leave_entry(session, &room, None);
         }
-        self.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.local.disconnected();
     }
 
     /// Publishes JSON `data` to `room`: assigns the next `seq` and queues one shared encoding
@@ -242,7 +225,7 @@ impl Hub {
         now_ms: u64,
     ) -> Result<(), HubError> {
         validate_room(room)?;
-        let entry = self.get_or_create(room);
+        let entry = self.local.get_or_create(room, |name| self.store_for(name));
         entry
             .state
             .lock()
@@ -257,7 +240,7 @@ impl Hub {
     /// each changed room (see [`crate::PresenceConfig`]). Call it every
     /// [`PresenceConfig::batch_interval`].
     pub fn flush_presence(&self, now_ms: u64) {
-        self.presence_queue.flush(now_ms);
+        self.local.flush_presence(now_ms);
     }
 
     /// Queues the `members` reply for `room`: at most `limit` users, in byte order of their
@@ -271,7 +254,7 @@ impl Hub {
         limit: usize,
     ) -> Result<(), HubError> {
         validate_room(room)?;
-        let entry = self.rooms.get(room);
+        let entry = self.local.registry.get(room);
         match entry {
             Some(entry) => {
                 entry
@@ -292,7 +275,7 @@ impl Hub {
     /// periodically. Returns how many rooms were dropped.
     pub fn sweep(&self, now_ms: u64) -> usize {
         let mut dropped = 0;
-        for shard in self.rooms.shards() {
+        for shard in self.local.registry.shards() {
             shard.write().retain(|_, entry| {
                 let mut state = entry.state.lock();
                 if state.is_disposable(now_ms) {
@@ -309,18 +292,13 @@ impl Hub {
 
     /// The room registry, for listings (`crate::activity`).
     pub(crate) fn registry(&self) -> &Registry<Room<Store>> {
-        &self.rooms
+        &self.local.registry
     }
 
     /// Current counts.
     pub fn stats(&self) -> HubStats {
-        HubStats {
-            rooms: self.rooms.len(),
-            sessions: self.sessions.load(Ordering::Relaxed),
-            outbox_pool_bytes: self.outbox_pool.as_ref().map_or(0, |p| p.used()),
-            history_bytes: self.history_budget.used(),
-            idempotency_ids: self.history_budget.ids(),
-        }
+        self.local
+            .stats(self.history_budget.used(), self.history_budget.ids())
     }
 
     /// Past the server-wide history budget, evicts the oldest entries of any room (empty
@@ -335,7 +313,7 @@ impl Hub {
             return;
         };
         let mut rooms: Vec<Arc<Room<Store>>> = Vec::new();
-        for shard in self.rooms.shards() {
+        for shard in self.local.registry.shards() {
             rooms.extend(shard.read().values().cloned());
         }
         let mut oldest: BinaryHeap<Reverse<(u64, usize)>> = rooms
@@ -372,22 +350,16 @@ impl Hub {
 
     /// The room, from the session's own map: no registry lock on the publish path.
     fn member_room(&self, session: &Session, room: &str) -> Result<Arc<Room<Store>>, HubError> {
-        if let Some(entry) = session.room::<Room<Store>>(room) {
-            return Ok(entry);
-        }
-        validate_room(room)?;
-        Err(HubError::NotJoined(room.to_owned()))
+        self.local.member_room(session, room)
     }
 
-    pub(crate) fn get_or_create(&self, room: &str) -> Arc<Room<Store>> {
-        self.rooms.get_or_create(room, |name| {
-            let store = Store::new(
-                self.config.history.policy_for(name),
-                self.history_budget.clone(),
-                self.config.events.clone(),
-            );
-            Room::new(name.clone(), self.config.presence, store)
-        })
+    /// The embedded sequencer of a new room named `name`.
+    pub(crate) fn store_for(&self, name: &str) -> Store {
+        Store::new(
+            self.config.history.policy_for(name),
+            self.history_budget.clone(),
+            self.config.events.clone(),
+        )
     }
 
     fn leave_entry(
@@ -399,7 +371,7 @@ impl Hub {
         let now_empty = {
             let mut state = entry.state.lock();
             if state.leave(&entry.name, session, reply) {
-                self.presence_queue.push(entry.clone());
+                self.local.queue_presence(entry.clone());
             }
             state.local.is_empty()
         };
@@ -414,7 +386,7 @@ impl Hub {
     /// Removes a room with no members and no history (as of `now_ms`) from the registry, so
     /// that rooms do not outlive their last member and their history.
     pub(crate) fn drop_if_empty(&self, entry: &Arc<Room<Store>>, now_ms: u64) {
-        self.rooms.dispose(&entry.name, entry, |room| {
+        self.local.registry.dispose(&entry.name, entry, |room| {
             let mut state = room.state.lock();
             let dispose = !state.local.closed && state.is_disposable(now_ms);
             state.local.closed |= dispose;
@@ -424,11 +396,7 @@ impl Hub {
 
     /// Whether `session` is currently a member of `room` according to the room itself.
     pub fn is_member(&self, session: SessionId, room: &str) -> bool {
-        self.rooms
-            .shard(room)
-            .read()
-            .get(room)
-            .is_some_and(|entry| entry.state.lock().local.is_member(session))
+        self.local.is_member(session, room)
     }
 }
 

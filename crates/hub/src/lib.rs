@@ -34,11 +34,13 @@
 //!   hand-outs, the engines' flush queue), `room/pending.rs` (the general form of a join:
 //!   pending members, buffered frames merged by seq, resyncs; `S = Remote`),
 //!   `room/store.rs` (the in-memory engine's embedded sequencer: seq, epoch, history, recent
-//!   msg ids; `S = Store`; its joins are atomic, live at once).
-//! - `hub`: the in-memory engine's registry of `Room<Store>` (history budget, sweep).
-//! - `relay`: the registry of `Room<Remote>`, rooms a remote broker sequences
-//!   (`switchboard-broker-redis`): numbers joins and resyncs and reports what the broker must
-//!   do (subscribe, presence).
+//!   msg ids; `S = Store`; its joins are atomic, live at once), `room/rooms.rs`
+//!   (`LocalRooms<S>`: an engine's rooms and sessions on this node — registry, session ids,
+//!   outbox settings, presence queue).
+//! - `hub`: the in-memory engine over `LocalRooms<Store>` (history budget, sweep).
+//! - `relay`: the broker-fed engine's side over `LocalRooms<Remote>`, rooms a remote broker
+//!   sequences (`switchboard-broker-redis`): numbers joins and resyncs and reports what the
+//!   broker must do (subscribe, presence).
 //! - `broker`: the [`Broker`] seam the transports call, implemented by [`Hub`] here and by
 //!   the Redis broker on top of [`Relay`]. To add an operation: a method on [`Broker`], its
 //!   body for [`Hub`] in `broker.rs` (usually a call into `hub.rs`), and its body for

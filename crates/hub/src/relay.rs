@@ -8,7 +8,7 @@
 //! Everything here is synchronous and knows nothing of the broker's transport.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::names::validate_room;
@@ -20,7 +20,7 @@ use crate::presence::PresenceConfig;
 use crate::registry::Registry;
 use crate::reply;
 use crate::room::{
-    Inbound, Joining, Position, PresenceQueue, Remote, ResyncRequest, Room, RoomState, Snapshot,
+    Inbound, Joining, LocalRooms, Position, Remote, ResyncRequest, Room, RoomState, Snapshot,
     Tickets,
 };
 use crate::session::Session;
@@ -64,18 +64,12 @@ pub struct Departure {
 /// This node's members of broker-sequenced rooms.
 #[derive(Debug)]
 pub struct Relay {
-    rooms: Registry<Room<Remote>>,
-    next_session: AtomicU64,
+    /// The rooms (`Room<Remote>`: where the broker's stream of each stands) and sessions.
+    local: LocalRooms<Remote>,
     tickets: Tickets,
     /// Counts the broker's stream interruptions ([`Relay::resync_all`]): a join that began
     /// before one may hold a snapshot older than what the stream lost.
     generation: AtomicU64,
-    sessions: AtomicUsize,
-    outbox_bytes: usize,
-    outbox_pool: Option<Arc<OutboxPool>>,
-    presence: PresenceConfig,
-    /// Rooms with presence changes waiting for [`Relay::flush_presence`].
-    presence_queue: PresenceQueue<Remote>,
 }
 
 impl Relay {
@@ -87,35 +81,22 @@ impl Relay {
     /// An empty relay whose sessions' outboxes also draw on the server-wide `pool`.
     pub fn with_pool(outbox_bytes: usize, outbox_pool: Option<Arc<OutboxPool>>) -> Self {
         Self {
-            rooms: Registry::new(),
-            next_session: AtomicU64::new(1),
+            local: LocalRooms::new(outbox_bytes, outbox_pool, PresenceConfig::default()),
             tickets: Tickets::default(),
             generation: AtomicU64::new(0),
-            sessions: AtomicUsize::new(0),
-            outbox_bytes,
-            outbox_pool,
-            presence: PresenceConfig::default(),
-            presence_queue: PresenceQueue::default(),
         }
     }
 
     /// The same relay with these presence settings.
     #[must_use]
     pub fn with_presence(mut self, presence: PresenceConfig) -> Self {
-        self.presence = presence;
+        self.local.presence = presence;
         self
     }
 
     /// Registers a connection of `user`. Call [`Relay::disconnect`] when it ends.
     pub fn connect(&self, user: Arc<str>) -> Arc<Session> {
-        let id = crate::SessionId(self.next_session.fetch_add(1, Ordering::Relaxed));
-        self.sessions.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Session::new(
-            id,
-            user,
-            self.outbox_bytes,
-            self.outbox_pool.clone(),
-        ))
+        self.local.connect(user)
     }
 
     /// Adds `session` to `room` as a pending member. The broker then fetches a [`Snapshot`]
@@ -132,23 +113,19 @@ impl Relay {
     ) -> Result<JoinTicket, HubError> {
         validate_room(room)?;
         let ticket = self.tickets.next();
-        loop {
-            let entry = self.get_or_create(room);
-            let mut state = entry.state.lock();
-            if state.local.closed {
-                continue;
-            }
-            let begun = state.begin_join(session, ticket, id, since, presence);
-            drop(state);
-            session.enter(entry.name.clone(), entry.clone());
-            return Ok(JoinTicket {
-                generation: self.generation.load(Ordering::Acquire),
-                room: entry,
-                ticket,
-                first_in_room: begun.first_in_room,
-                first_of_user: begun.first_of_user,
-            });
-        }
+        let (entry, begun) = self.local.with_room(
+            room,
+            |_| Remote::default(),
+            |_, state| state.begin_join(session, ticket, id, since, presence),
+        );
+        session.enter(entry.name.clone(), entry.clone());
+        Ok(JoinTicket {
+            generation: self.generation.load(Ordering::Acquire),
+            room: entry,
+            ticket,
+            first_in_room: begun.first_in_room,
+            first_of_user: begun.first_of_user,
+        })
     }
 
     /// Answers a pending join with the broker's snapshot: `joined`, the replay, then what
@@ -204,7 +181,7 @@ impl Relay {
     /// Leaves every room and unregisters the session; returns what the broker must undo.
     pub fn disconnect(&self, session: &Session) -> Vec<Departure> {
         let rooms = session.exit_all::<Room<Remote>>();
-        self.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.local.disconnected();
         rooms
             .iter()
             .filter_map(|room| self.remove(room, session, None))
@@ -213,22 +190,18 @@ impl Relay {
 
     /// The room of a session's membership (for publishing: no registry lookup).
     pub fn member_room(&self, session: &Session, room: &str) -> Result<Arc<str>, HubError> {
-        if let Some(entry) = session.room::<Room<Remote>>(room) {
-            return Ok(entry.name.clone());
-        }
-        validate_room(room)?;
-        Err(HubError::NotJoined(room.to_owned()))
+        Ok(self.local.member_room(session, room)?.name.clone())
     }
 
     /// Fans a frame of `room`'s stream out to this node's members. Returns a resync to perform
     /// when the frame shows that the room missed something.
     pub fn deliver(&self, room: &str, inbound: Inbound<'_>) -> Option<ResyncRequest> {
-        let entry = self.rooms.get(room)?;
+        let entry = self.local.registry.get(room)?;
         let mut state = entry.state.lock();
         let (resync, queue) = state.deliver(&entry.name, &inbound, &self.tickets);
         if queue {
             // Lock order: a room, then the queue (never the other way round).
-            self.presence_queue.push(entry.clone());
+            self.local.queue_presence(entry.clone());
         }
         resync
     }
@@ -236,12 +209,12 @@ impl Relay {
     /// Hands out the presence changes collected since the last call (see
     /// [`crate::PresenceConfig`]). Call it every `batch_interval`.
     pub fn flush_presence(&self, now_ms: u64) {
-        self.presence_queue.flush(now_ms);
+        self.local.flush_presence(now_ms);
     }
 
     /// The room's member count as this node knows it (from snapshots and presence events).
     pub fn member_count(&self, room: &str) -> Option<u64> {
-        let entry = self.rooms.get(room)?;
+        let entry = self.local.registry.get(room)?;
         let count = entry.state.lock().local.member_count();
         Some(count)
     }
@@ -250,7 +223,7 @@ impl Relay {
     /// or an unsolicited `joined` with `recovered: false` when history cannot fill the gap,
     /// then the frames that arrived meanwhile.
     pub fn finish_resync(&self, request: &ResyncRequest, snapshot: &Snapshot) {
-        let Some(entry) = self.rooms.get(&request.room) else {
+        let Some(entry) = self.local.registry.get(&request.room) else {
             return;
         };
         entry
@@ -271,7 +244,7 @@ impl Relay {
         epoch: &str,
         entries: &[(u64, Outbound)],
     ) {
-        let entry = self.rooms.get(room);
+        let entry = self.local.registry.get(room);
         let state = entry.as_ref().map(|entry| entry.state.lock());
         RoomState::<Remote>::place_history(
             state.as_deref(),
@@ -288,7 +261,7 @@ impl Relay {
     /// resubscribing after the broker's connection came back.
     pub fn rooms(&self) -> Vec<(Arc<str>, Vec<Arc<str>>)> {
         let mut rooms = Vec::new();
-        for shard in self.rooms.shards() {
+        for shard in self.local.registry.shards() {
             for (name, room) in shard.read().iter() {
                 if let Some(users) = room.state.lock().local.users_if_any() {
                     rooms.push((name.clone(), users));
@@ -303,7 +276,7 @@ impl Relay {
     pub fn resync_all(&self) -> Vec<ResyncRequest> {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let mut requests = Vec::new();
-        for shard in self.rooms.shards() {
+        for shard in self.local.registry.shards() {
             for room in shard.read().values() {
                 requests.extend(room.state.lock().resync(&room.name, &self.tickets));
             }
@@ -313,13 +286,14 @@ impl Relay {
 
     /// The users `room` has on this node now (`None` without members).
     pub fn users_of(&self, room: &str) -> Option<Vec<Arc<str>>> {
-        let entry = self.rooms.get(room)?;
+        let entry = self.local.registry.get(room)?;
         entry.state.lock().local.users_if_any()
     }
 
     /// Whether `room` has members on this node.
     pub fn has_members(&self, room: &str) -> bool {
-        self.rooms
+        self.local
+            .registry
             .shard(room)
             .read()
             .get(room)
@@ -328,19 +302,13 @@ impl Relay {
 
     /// The room registry, for listings (`crate::activity`).
     pub(crate) fn registry(&self) -> &Registry<Room<Remote>> {
-        &self.rooms
+        &self.local.registry
     }
 
     /// Current counts.
     pub fn stats(&self) -> HubStats {
-        HubStats {
-            rooms: self.rooms.len(),
-            sessions: self.sessions.load(Ordering::Relaxed),
-            outbox_pool_bytes: self.outbox_pool.as_ref().map_or(0, |p| p.used()),
-            // History lives in Redis, not on this node.
-            history_bytes: 0,
-            idempotency_ids: 0,
-        }
+        // History and idempotency ids live in Redis, not on this node.
+        self.local.stats(0, 0)
     }
 
     fn remove(
@@ -358,7 +326,7 @@ impl Relay {
             let _ = session.outbox().push(reply::left(&entry.name, id));
         }
         if room_empty {
-            self.rooms.dispose(&entry.name, entry, |room| {
+            self.local.registry.dispose(&entry.name, entry, |room| {
                 let mut state = room.state.lock();
                 let local = &mut state.local;
                 local.closed |= local.is_empty();
@@ -370,12 +338,6 @@ impl Relay {
             user: session.user().clone(),
             room_empty,
             last_of_user,
-        })
-    }
-
-    fn get_or_create(&self, room: &str) -> Arc<Room<Remote>> {
-        self.rooms.get_or_create(room, |name| {
-            Room::new(name.clone(), self.presence, Remote::default())
         })
     }
 }

@@ -13,12 +13,13 @@
 //!   broker's snapshot, then the snapshot and the buffer merge by seq (`pending`).
 //!
 //! Files: this one (the room, its members and their fan-out), `presence` (presence counting
-//! and coalesced hand-outs, and the engines' queue of rooms to flush), `pending` (pending
-//! members, the merge by seq, resyncs), `store` (the embedded sequencer of the in-memory
-//! engine).
+//! and coalesced hand-outs, and the queue of rooms to flush), `pending` (pending members, the
+//! merge by seq, resyncs), `store` (the embedded sequencer of the in-memory engine), `rooms`
+//! (an engine's rooms and sessions on this node: registry, session ids, presence queue).
 
 mod pending;
 mod presence;
+mod rooms;
 mod store;
 
 use std::ops::Bound;
@@ -36,7 +37,8 @@ use crate::session::{Session, SessionId};
 
 pub use pending::{Inbound, InboundKind, ResyncRequest, Snapshot};
 pub(crate) use pending::{Joining, Remote, Tickets};
-pub(crate) use presence::PresenceQueue;
+use presence::PresenceQueue;
+pub(crate) use rooms::LocalRooms;
 pub(crate) use store::Store;
 pub use store::{Position, Published};
 
