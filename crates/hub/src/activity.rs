@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use crate::hub::Hub;
 use crate::registry::Registry;
-use crate::relay::{Relay, RelayRoom};
-use crate::room::Room;
+use crate::relay::Relay;
+use crate::room::{Room, Stream};
 
 /// One room as the operator page sees it.
 #[derive(Debug, Clone, Copy)]
@@ -24,27 +24,12 @@ pub struct RoomActivity<'a> {
     pub seq: u64,
 }
 
-/// A room kind the registries hold: its name, its connections here and its last seq.
-trait Listed {
-    fn activity(&self) -> (&Arc<str>, usize, u64);
-}
-
-impl Listed for Room {
-    fn activity(&self) -> (&Arc<str>, usize, u64) {
-        let (members, seq) = self.state.lock().activity();
-        (&self.name, members, seq)
-    }
-}
-
-impl Listed for RelayRoom {
-    fn activity(&self) -> (&Arc<str>, usize, u64) {
-        RelayRoom::activity(self)
-    }
-}
-
 /// Calls `visit` with each room of `registry`.
-fn visit_registry<T: Listed>(registry: &Registry<T>, visit: &mut dyn FnMut(RoomActivity<'_>)) {
-    let mut rooms: Vec<Arc<T>> = Vec::new();
+fn visit_registry<S: Stream>(
+    registry: &Registry<Room<S>>,
+    visit: &mut dyn FnMut(RoomActivity<'_>),
+) {
+    let mut rooms: Vec<Arc<Room<S>>> = Vec::new();
     for shard in registry.shards() {
         rooms.clear();
         rooms.extend(shard.read().values().cloned());

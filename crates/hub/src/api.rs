@@ -198,46 +198,44 @@ impl Hub {
     pub fn publish_from(&self, request: &SourcePublish<'_>) -> Result<SourcePublished, HubError> {
         validate_room(request.room)?;
         let source = source_session(request.from);
-        loop {
-            let entry = self.get_or_create(request.room);
-            let mut state = entry.state.lock();
-            if state.closed {
-                continue;
-            }
-            let published = match request.payload {
-                Payload::Json(data) => state.publish(
-                    &entry.name,
-                    &source,
-                    data,
-                    true,
-                    request.ts,
-                    request.msg_id,
-                    self.config.idempotency_window,
-                ),
-                Payload::Binary(bytes) => Published {
-                    seq: state.publish_binary(&entry.name, &source, bytes, request.ts),
-                    duplicate: false,
-                },
-            };
-            let epoch = state.epoch().clone();
-            drop(state);
-            self.enforce_history_budget();
-            self.drop_if_empty(&entry, 0);
-            return Ok(SourcePublished {
-                seq: published.seq,
-                duplicate: published.duplicate,
-                epoch,
-            });
-        }
+        let (entry, (published, epoch)) = self.local.with_room(
+            request.room,
+            |name| self.store_for(name),
+            |entry, state| {
+                let published = match request.payload {
+                    Payload::Json(data) => state.publish(
+                        &entry.name,
+                        &source,
+                        data,
+                        true,
+                        request.ts,
+                        request.msg_id,
+                        self.config.idempotency_window,
+                    ),
+                    Payload::Binary(bytes) => Published {
+                        seq: state.publish_binary(&entry.name, &source, bytes, request.ts),
+                        duplicate: false,
+                    },
+                };
+                (published, state.epoch().clone())
+            },
+        );
+        self.enforce_history_budget();
+        self.drop_if_empty(&entry, 0);
+        Ok(SourcePublished {
+            seq: published.seq,
+            duplicate: published.duplicate,
+            epoch,
+        })
     }
 
     /// A page of this hub's rooms (with members or history) whose names start with `prefix`.
     pub fn rooms_page(&self, prefix: &str, after: Option<&str>, limit: usize) -> RoomsPage {
         let mut all = Vec::new();
-        for shard in self.rooms.shards() {
+        for shard in self.local.registry.shards() {
             for (name, room) in shard.read().iter() {
                 if name.starts_with(prefix) && after.is_none_or(|after| &**name > after) {
-                    all.push((name.to_string(), room.state.lock().member_count()));
+                    all.push((name.to_string(), room.state.lock().local.member_count()));
                 }
             }
         }

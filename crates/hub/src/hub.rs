@@ -3,10 +3,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::names::validate_room;
@@ -17,7 +15,7 @@ use crate::outbox::OutboxPool;
 use crate::policy::HistoryRules;
 use crate::presence::PresenceConfig;
 use crate::registry::Registry;
-use crate::room::{Position, Published, Room};
+use crate::room::{LocalRooms, Position, Published, Room, Store};
 use crate::session::{Session, SessionId};
 
 /// Hub settings.
@@ -75,14 +73,10 @@ pub struct HubStats {
 /// The room registry. Cheap to share (`Arc<Hub>`); several hubs can live in one process.
 #[derive(Debug)]
 pub struct Hub {
-    pub(crate) rooms: Registry<Room>,
-    next_session: AtomicU64,
-    sessions: AtomicUsize,
+    /// The rooms (`Room<Store>`: each with its embedded sequencer) and sessions.
+    pub(crate) local: LocalRooms<Store>,
     pub(crate) config: HubConfig,
-    outbox_pool: Option<Arc<OutboxPool>>,
     history_budget: Arc<HistoryBudget>,
-    /// Rooms with presence changes waiting for [`Hub::flush_presence`].
-    presence_queue: Mutex<Vec<Arc<Room>>>,
     /// Connections by user and the deny list (the HTTP API's disconnect).
     pub(crate) users: crate::api::Users,
 }
@@ -97,27 +91,20 @@ impl Hub {
     /// An empty hub.
     pub fn new(config: HubConfig) -> Self {
         Self {
-            rooms: Registry::new(),
-            next_session: AtomicU64::new(1),
-            sessions: AtomicUsize::new(0),
-            outbox_pool: config.outbox_pool_bytes.map(OutboxPool::new),
+            local: LocalRooms::new(
+                config.outbox_bytes,
+                config.outbox_pool_bytes.map(OutboxPool::new),
+                config.presence,
+            ),
             history_budget: HistoryBudget::new(config.history_bytes, config.max_idempotency_ids),
             config,
-            presence_queue: Mutex::new(Vec::new()),
             users: crate::api::Users::default(),
         }
     }
 
     /// Registers a connection of `user`. Call [`Hub::disconnect`] when it ends.
     pub fn connect(&self, user: Arc<str>) -> Arc<Session> {
-        let id = SessionId(self.next_session.fetch_add(1, Ordering::Relaxed));
-        self.sessions.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Session::new(
-            id,
-            user,
-            self.config.outbox_bytes,
-            self.outbox_pool.clone(),
-        ))
+        self.local.connect(user)
     }
 
     /// Joins `room`, queuing `joined` (with `id`) on the session's outbox and, if this is the
@@ -140,21 +127,16 @@ impl Hub {
         now_ms: u64,
     ) -> Result<(), HubError> {
         validate_room(room)?;
-        loop {
-            let entry = self.get_or_create(room);
-            let mut state = entry.state.lock();
-            if state.closed {
-                // Dropped by its last member between our lookup and our lock: look again.
-                continue;
-            }
-            let queue = state.join(&entry.name, session, id, since, presence, now_ms);
-            drop(state);
-            if queue {
-                self.presence_queue.lock().push(entry.clone());
-            }
-            session.enter(entry.name.clone(), entry);
-            return Ok(());
+        let (entry, queue) = self.local.with_room(
+            room,
+            |name| self.store_for(name),
+            |entry, state| state.join(&entry.name, session, id, since, presence, now_ms),
+        );
+        if queue {
+            self.local.queue_presence(entry.clone());
         }
+        session.enter(entry.name.clone(), entry);
+        Ok(())
     }
 
     /// Leaves `room`, queuing `left` (with `id`) and a presence `leave` for the others if this
@@ -166,7 +148,7 @@ impl Hub {
         id: Option<RequestId>,
     ) -> Result<(), HubError> {
         validate_room(room)?;
-        let Some(entry) = session.exit::<Room>(room) else {
+        let Some(entry) = session.exit::<Room<Store>>(room) else {
             return Err(HubError::NotJoined(room.to_owned()));
         };
         self.leave_entry(session, &entry, Some(id));
@@ -176,10 +158,10 @@ impl Hub {
     /// Leaves every room (presence `leave` events, no replies) and unregisters the session.
     /// Call it once when the connection ends, however it ends.
     pub fn disconnect(&self, session: &Session) {
-        for room in session.exit_all::<Room>() {
+        for room in session.exit_all::<Room<Store>>() {
             self.leave_entry(session, &room, None);
         }
-        self.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.local.disconnected();
     }
 
     /// Publishes JSON `data` to `room`: assigns the next `seq` and queues one shared encoding
@@ -243,7 +225,7 @@ impl Hub {
         now_ms: u64,
     ) -> Result<(), HubError> {
         validate_room(room)?;
-        let entry = self.get_or_create(room);
+        let entry = self.local.get_or_create(room, |name| self.store_for(name));
         entry
             .state
             .lock()
@@ -258,16 +240,7 @@ impl Hub {
     /// each changed room (see [`crate::PresenceConfig`]). Call it every
     /// [`PresenceConfig::batch_interval`].
     pub fn flush_presence(&self, now_ms: u64) {
-        let rooms = std::mem::take(&mut *self.presence_queue.lock());
-        let mut waiting = Vec::new();
-        for entry in rooms {
-            if entry.state.lock().flush_presence(&entry.name, now_ms) {
-                waiting.push(entry);
-            }
-        }
-        if !waiting.is_empty() {
-            self.presence_queue.lock().extend(waiting);
-        }
+        self.local.flush_presence(now_ms);
     }
 
     /// Queues the `members` reply for `room`: at most `limit` users, in byte order of their
@@ -281,12 +254,13 @@ impl Hub {
         limit: usize,
     ) -> Result<(), HubError> {
         validate_room(room)?;
-        let entry = self.rooms.get(room);
+        let entry = self.local.registry.get(room);
         match entry {
             Some(entry) => {
                 entry
                     .state
                     .lock()
+                    .local
                     .members_reply(&entry.name, session, id, after, limit);
             }
             None => {
@@ -301,11 +275,11 @@ impl Hub {
     /// periodically. Returns how many rooms were dropped.
     pub fn sweep(&self, now_ms: u64) -> usize {
         let mut dropped = 0;
-        for shard in self.rooms.shards() {
+        for shard in self.local.registry.shards() {
             shard.write().retain(|_, entry| {
                 let mut state = entry.state.lock();
                 if state.is_disposable(now_ms) {
-                    state.closed = true;
+                    state.local.closed = true;
                     dropped += 1;
                     false
                 } else {
@@ -317,19 +291,14 @@ impl Hub {
     }
 
     /// The room registry, for listings (`crate::activity`).
-    pub(crate) fn registry(&self) -> &Registry<Room> {
-        &self.rooms
+    pub(crate) fn registry(&self) -> &Registry<Room<Store>> {
+        &self.local.registry
     }
 
     /// Current counts.
     pub fn stats(&self) -> HubStats {
-        HubStats {
-            rooms: self.rooms.len(),
-            sessions: self.sessions.load(Ordering::Relaxed),
-            outbox_pool_bytes: self.outbox_pool.as_ref().map_or(0, |p| p.used()),
-            history_bytes: self.history_budget.used(),
-            idempotency_ids: self.history_budget.ids(),
-        }
+        self.local
+            .stats(self.history_budget.used(), self.history_budget.ids())
     }
 
     /// Past the server-wide history budget, evicts the oldest entries of any room (empty
@@ -343,8 +312,8 @@ impl Hub {
         let Some(_pass) = budget.start_eviction() else {
             return;
         };
-        let mut rooms: Vec<Arc<Room>> = Vec::new();
-        for shard in self.rooms.shards() {
+        let mut rooms: Vec<Arc<Room<Store>>> = Vec::new();
+        for shard in self.local.registry.shards() {
             rooms.extend(shard.read().values().cloned());
         }
         let mut oldest: BinaryHeap<Reverse<(u64, usize)>> = rooms
@@ -380,33 +349,31 @@ impl Hub {
     }
 
     /// The room, from the session's own map: no registry lock on the publish path.
-    fn member_room(&self, session: &Session, room: &str) -> Result<Arc<Room>, HubError> {
-        if let Some(entry) = session.room::<Room>(room) {
-            return Ok(entry);
-        }
-        validate_room(room)?;
-        Err(HubError::NotJoined(room.to_owned()))
+    fn member_room(&self, session: &Session, room: &str) -> Result<Arc<Room<Store>>, HubError> {
+        self.local.member_room(session, room)
     }
 
-    pub(crate) fn get_or_create(&self, room: &str) -> Arc<Room> {
-        self.rooms.get_or_create(room, |name| {
-            Room::new(
-                name.clone(),
-                self.config.history.policy_for(name),
-                self.history_budget.clone(),
-                self.config.presence,
-                self.config.events.clone(),
-            )
-        })
+    /// The embedded sequencer of a new room named `name`.
+    pub(crate) fn store_for(&self, name: &str) -> Store {
+        Store::new(
+            self.config.history.policy_for(name),
+            self.history_budget.clone(),
+            self.config.events.clone(),
+        )
     }
 
-    fn leave_entry(&self, session: &Session, entry: &Arc<Room>, reply: Option<Option<RequestId>>) {
+    fn leave_entry(
+        &self,
+        session: &Session,
+        entry: &Arc<Room<Store>>,
+        reply: Option<Option<RequestId>>,
+    ) {
         let now_empty = {
             let mut state = entry.state.lock();
             if state.leave(&entry.name, session, reply) {
-                self.presence_queue.lock().push(entry.clone());
+                self.local.queue_presence(entry.clone());
             }
-            state.is_empty()
+            state.local.is_empty()
         };
         if now_empty {
             // History keeps an empty room (with its seq and epoch) until the history expires;
@@ -418,22 +385,18 @@ impl Hub {
 
     /// Removes a room with no members and no history (as of `now_ms`) from the registry, so
     /// that rooms do not outlive their last member and their history.
-    pub(crate) fn drop_if_empty(&self, entry: &Arc<Room>, now_ms: u64) {
-        self.rooms.dispose(&entry.name, entry, |room| {
+    pub(crate) fn drop_if_empty(&self, entry: &Arc<Room<Store>>, now_ms: u64) {
+        self.local.registry.dispose(&entry.name, entry, |room| {
             let mut state = room.state.lock();
-            let dispose = !state.closed && state.is_disposable(now_ms);
-            state.closed |= dispose;
+            let dispose = !state.local.closed && state.is_disposable(now_ms);
+            state.local.closed |= dispose;
             dispose
         });
     }
 
     /// Whether `session` is currently a member of `room` according to the room itself.
     pub fn is_member(&self, session: SessionId, room: &str) -> bool {
-        self.rooms
-            .shard(room)
-            .read()
-            .get(room)
-            .is_some_and(|entry| entry.state.lock().is_member(session))
+        self.local.is_member(session, room)
     }
 }
 

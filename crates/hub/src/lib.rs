@@ -21,17 +21,26 @@
 //!
 //! - `outbox` ← `session`: a connection and its queue. A session holds the rooms it is in as
 //!   opaque handles of its engine (`Session::room::<T>`), so it knows nothing of rooms.
-//! - `members`: a room's members and per-user presence counts (first in, last out), for both
-//!   engines' rooms.
+//! - `members`: a room's members and per-user presence counts (first in, last out).
 //! - `reply`: the replies rooms build, one builder each: `joined` (every join, repeated join
 //!   and resync notice of both engines), `left`, `history` (and how many entries fit one).
 //!   Add a field to `joined` there and nowhere else.
 //! - `registry`: rooms by name, sharded; [`Registry::dispose`](registry) is the one place a
 //!   room leaves it.
-//! - `room` ← `hub`: the in-memory engine (one lock per room: sequence, history, members,
-//!   presence, fan-out).
-//! - `relay`: the local side of rooms a remote broker sequences (`switchboard-broker-redis`):
-//!   members pending until the broker's snapshot, buffered frames merged by seq, resyncs.
+//! - `room`: the one local room type, `Room<S>`, for both engines: members (live or pending)
+//!   with their presence rights, coalesced presence, fan-out, `joined`/`left`/`history`
+//!   placement, all under the room's one lock beside the engine's part `S`.
+//!   `room/mod.rs` (the room, its members, fan-out), `room/presence.rs` (presence counting,
+//!   hand-outs, the engines' flush queue), `room/pending.rs` (the general form of a join:
+//!   pending members, buffered frames merged by seq, resyncs; `S = Remote`),
+//!   `room/store.rs` (the in-memory engine's embedded sequencer: seq, epoch, history, recent
+//!   msg ids; `S = Store`; its joins are atomic, live at once), `room/rooms.rs`
+//!   (`LocalRooms<S>`: an engine's rooms and sessions on this node — registry, session ids,
+//!   outbox settings, presence queue).
+//! - `hub`: the in-memory engine over `LocalRooms<Store>` (history budget, sweep).
+//! - `relay`: the broker-fed engine's side over `LocalRooms<Remote>`, rooms a remote broker
+//!   sequences (`switchboard-broker-redis`): numbers joins and resyncs and reports what the
+//!   broker must do (subscribe, presence).
 //! - `broker`: the [`Broker`] seam the transports call, implemented by [`Hub`] here and by
 //!   the Redis broker on top of [`Relay`]. To add an operation: a method on [`Broker`], its
 //!   body for [`Hub`] in `broker.rs` (usually a call into `hub.rs`), and its body for
@@ -74,8 +83,6 @@ pub use outbox::{
 };
 pub use policy::{HistoryPolicy, HistoryRule, HistoryRules, matches_pattern};
 pub use presence::{PresenceConfig, members_reply, page as members_page};
-pub use relay::{
-    Departure, Inbound, InboundKind, JoinTicket, Relay, RelayRoom, ResyncRequest, Snapshot,
-};
-pub use room::{Position, Published};
+pub use relay::{Departure, JoinTicket, Relay};
+pub use room::{Inbound, InboundKind, Position, Published, ResyncRequest, Snapshot};
 pub use session::{Session, SessionId};

@@ -1,7 +1,6 @@
 //! A room's members on this node and its per-user presence counts, kept together so that they
 //! never disagree: presence changes only on a user's first connection in and last one out.
-//! Used by both engines' rooms ([`crate::Hub`]'s and [`crate::Relay`]'s), each with its own
-//! per-member state `M`.
+//! Used by the one local room type (`crate::room`), whichever engine sequences the room.
 
 use std::collections::btree_map::{self, BTreeMap};
 use std::collections::hash_map::{self, HashMap};

@@ -1,108 +1,35 @@
-//! The local side of rooms that a remote broker sequences (Redis, in `switchboard-broker-redis`):
-//! this node's members of each room, their presence counts, and the fan-out of frames that
-//! arrive already encoded and sequenced.
-//!
-//! The broker owns the order: it assigns `seq`, keeps history and presence, and delivers every
-//! frame of a room over one ordered stream (one Redis connection). The relay keeps each member
-//! gap-free and duplicate-free on top of it:
-//!
-//! - A joiner is *pending* until the broker's snapshot (seq, epoch, members, the replay after
-//!   its `since`) arrives; frames that come meanwhile are buffered (bounded) and those after the
-//!   snapshot follow it, so the replay and the live stream meet without a gap or a duplicate.
-//! - A room notices a gap (a seq that does not follow the last one, or a new epoch — Redis lost
-//!   its data) and asks the broker to resync: members are pending again, then get the missed
-//!   frames from history, or an unsolicited `joined` with `recovered: false` when history can
-//!   no longer fill the gap.
+//! The engine side of rooms that a remote broker sequences (Redis, in
+//! `switchboard-broker-redis`): this node's registry of such rooms and the operations the
+//! broker calls as its requests and its stream progress. Each room is the one local room type
+//! ([`crate::room`]) in its general form — members pending until the broker's snapshot,
+//! buffered frames merged by seq, resyncs (`room/pending.rs`); this file only finds the room,
+//! numbers joins and resyncs, and tells the broker what changed here (subscribe, presence).
 //!
 //! Everything here is synchronous and knows nothing of the broker's transport.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
 use switchboard_protocol::client::RequestId;
-use switchboard_protocol::codes::close;
 use switchboard_protocol::names::validate_room;
-use switchboard_protocol::server::PresenceEvent;
 
-use crate::delivery::Sequenced;
 use crate::error::HubError;
 use crate::hub::HubStats;
-use crate::members::Members;
-use crate::outbox::{CloseFrame, Outbound, OutboxPool};
-use crate::presence::{PresenceBatch, PresenceConfig, Recorded};
+use crate::outbox::{Outbound, OutboxPool};
+use crate::presence::PresenceConfig;
 use crate::registry::Registry;
-use crate::reply::{self, Roster};
-use crate::room::Position;
-use crate::session::{Session, SessionId};
-
-/// What a frame from the broker is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InboundKind {
-    /// A sequenced `message` (JSON or binary); `seq` is the room's sequence number.
-    Message,
-    /// A `presence` event; `seq` is the room's presence version.
-    Presence,
-    /// A `typing` signal; unsequenced.
-    Typing,
-}
-
-/// One frame of a room's stream, as the broker delivers it.
-#[derive(Debug, Clone)]
-pub struct Inbound<'a> {
-    /// What it is.
-    pub kind: InboundKind,
-    /// The room's epoch the seq belongs to (messages only).
-    pub epoch: &'a str,
-    /// Message seq or presence version.
-    pub seq: u64,
-    /// A session of this node that must not receive it (a publisher without `echo`, the
-    /// subject of a presence event, the typist).
-    pub skip: Option<SessionId>,
-    /// The frame, encoded once, shared by every member.
-    pub frame: Outbound,
-    /// When the message was sequenced (messages only; `None` if the broker did not say).
-    pub sequenced: Option<Sequenced>,
-}
-
-/// The broker's view of a room at one moment, for a joiner or a resync.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// The room's epoch.
-    pub epoch: Arc<str>,
-    /// The room's last seq.
-    pub seq: u64,
-    /// The room's presence version (the count of presence events so far).
-    pub presence_version: u64,
-    /// Users present on any node: all of them, or (in a room larger than the list limit) at
-    /// least the list limit of them.
-    pub members: Vec<Arc<str>>,
-    /// How many distinct users are present on any node.
-    pub member_count: u64,
-    /// Every message after the asked position up to `seq`, oldest first, with its seq — or
-    /// `None` when the position is in another epoch or history no longer covers it.
-    pub replay: Option<Vec<(u64, Outbound)>>,
-}
-
-/// A resync the broker must perform for a room: a [`Snapshot`] after `since` under `epoch`,
-/// handed back with [`Relay::finish_resync`] and the same `ticket`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResyncRequest {
-    /// The room.
-    pub room: Arc<str>,
-    /// The last seq the room delivered.
-    pub since: u64,
-    /// The epoch it delivered it under.
-    pub epoch: Arc<str>,
-    /// Identifies this resync.
-    pub ticket: u64,
-}
+use crate::reply;
+use crate::room::{
+    Inbound, Joining, LocalRooms, Position, Remote, ResyncRequest, Room, RoomState, Snapshot,
+    Tickets,
+};
+use crate::session::Session;
 
 /// A join in progress, from [`Relay::begin_join`] to [`Relay::finish_join`] or
 /// [`Relay::abort_join`].
 #[derive(Debug)]
 pub struct JoinTicket {
-    room: Arc<RelayRoom>,
+    room: Arc<Room<Remote>>,
     ticket: u64,
     /// The relay's generation when the join began (see [`Relay::resync_all`]).
     generation: u64,
@@ -111,19 +38,6 @@ pub struct JoinTicket {
     /// The user had no other connection in the room on this node: the broker adds the
     /// user's presence.
     pub first_of_user: bool,
-}
-
-impl RelayRoom {
-    /// Its name, this node's connections in it and the last seq delivered, for the operator
-    /// page (`crate::activity`).
-    pub(crate) fn activity(&self) -> (&Arc<str>, usize, u64) {
-        let state = self.state.lock();
-        (
-            &self.name,
-            state.members.len(),
-            state.synced.as_ref().map_or(0, |(_, seq)| *seq),
-        )
-    }
 }
 
 impl JoinTicket {
@@ -150,99 +64,12 @@ pub struct Departure {
 /// This node's members of broker-sequenced rooms.
 #[derive(Debug)]
 pub struct Relay {
-    rooms: Registry<RelayRoom>,
-    next_session: AtomicU64,
-    next_ticket: AtomicU64,
+    /// The rooms (`Room<Remote>`: where the broker's stream of each stands) and sessions.
+    local: LocalRooms<Remote>,
+    tickets: Tickets,
     /// Counts the broker's stream interruptions ([`Relay::resync_all`]): a join that began
     /// before one may hold a snapshot older than what the stream lost.
     generation: AtomicU64,
-    sessions: AtomicUsize,
-    outbox_bytes: usize,
-    outbox_pool: Option<Arc<OutboxPool>>,
-    presence: PresenceConfig,
-    /// Rooms with presence changes waiting for [`Relay::flush_presence`].
-    presence_queue: Mutex<Vec<Arc<RelayRoom>>>,
-}
-
-/// One room's members on this node.
-#[derive(Debug)]
-pub struct RelayRoom {
-    name: Arc<str>,
-    state: Mutex<RelayState>,
-}
-
-#[derive(Debug, Default)]
-struct RelayState {
-    /// The epoch and last seq delivered in order; `None` until a snapshot is applied.
-    synced: Option<(Arc<str>, u64)>,
-    /// A resync asked of the broker and not yet applied.
-    resync: Option<u64>,
-    /// The presence version of the last presence event (or snapshot) applied: a resync whose
-    /// snapshot is newer missed presence events, and refreshes the members' lists.
-    presence_version: u64,
-    members: Members<Member>,
-    closed: bool,
-    /// Presence changes not yet handed out to the live members.
-    batch: PresenceBatch,
-    /// The room's distinct users on every node, as of presence version `count_version`.
-    member_count: u64,
-    count_version: u64,
-}
-
-#[derive(Debug)]
-struct Member {
-    session: Arc<Session>,
-    presence: bool,
-    state: MemberState,
-    /// A repeated join waiting for its snapshot. The member keeps its place in the stream
-    /// (and in a resync) meanwhile; the snapshot only answers it with `joined`.
-    rejoin: Option<Rejoin>,
-    /// The presence version its view includes (its snapshot's, or the last event it got).
-    floor: u64,
-}
-
-#[derive(Debug)]
-struct Rejoin {
-    ticket: u64,
-    id: Option<RequestId>,
-    /// The epoch of the join's `since`, for `recovered`.
-    since_epoch: Option<Arc<str>>,
-}
-
-#[derive(Debug)]
-enum MemberState {
-    /// Receives the stream; frames at or below `position` are not delivered again.
-    Live { position: u64 },
-    /// Waits for a snapshot; frames are buffered meanwhile.
-    Pending(Pending),
-}
-
-#[derive(Debug)]
-struct Pending {
-    ticket: u64,
-    why: Why,
-    buffer: Vec<Buffered>,
-    bytes: usize,
-}
-
-#[derive(Debug)]
-enum Why {
-    /// A join request: answered with `joined`.
-    Join {
-        id: Option<RequestId>,
-        since: Option<(u64, Arc<str>)>,
-    },
-    /// The room lost its place: the member had everything up to `since`.
-    Resync { since: u64 },
-}
-
-#[derive(Debug)]
-struct Buffered {
-    kind: InboundKind,
-    epoch: Arc<str>,
-    seq: u64,
-    skip: Option<SessionId>,
-    frame: Outbound,
 }
 
 impl Relay {
@@ -254,35 +81,22 @@ impl Relay {
     /// An empty relay whose sessions' outboxes also draw on the server-wide `pool`.
     pub fn with_pool(outbox_bytes: usize, outbox_pool: Option<Arc<OutboxPool>>) -> Self {
         Self {
-            rooms: Registry::new(),
-            next_session: AtomicU64::new(1),
-            next_ticket: AtomicU64::new(1),
+            local: LocalRooms::new(outbox_bytes, outbox_pool, PresenceConfig::default()),
+            tickets: Tickets::default(),
             generation: AtomicU64::new(0),
-            sessions: AtomicUsize::new(0),
-            outbox_bytes,
-            outbox_pool,
-            presence: PresenceConfig::default(),
-            presence_queue: Mutex::new(Vec::new()),
         }
     }
 
     /// The same relay with these presence settings.
     #[must_use]
     pub fn with_presence(mut self, presence: PresenceConfig) -> Self {
-        self.presence = presence;
+        self.local.presence = presence;
         self
     }
 
     /// Registers a connection of `user`. Call [`Relay::disconnect`] when it ends.
     pub fn connect(&self, user: Arc<str>) -> Arc<Session> {
-        let id = SessionId(self.next_session.fetch_add(1, Ordering::Relaxed));
-        self.sessions.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Session::new(
-            id,
-            user,
-            self.outbox_bytes,
-            self.outbox_pool.clone(),
-        ))
+        self.local.connect(user)
     }
 
     /// Adds `session` to `room` as a pending member. The broker then fetches a [`Snapshot`]
@@ -298,63 +112,20 @@ impl Relay {
         presence: bool,
     ) -> Result<JoinTicket, HubError> {
         validate_room(room)?;
-        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-        loop {
-            let entry = self.get_or_create(room);
-            let mut state = entry.state.lock();
-            if state.closed {
-                continue;
-            }
-            let first_in_room = state.members.is_empty();
-            let mut first_of_user = false;
-            let why = Why::Join {
-                id,
-                since: since.map(|p| (p.seq, Arc::from(p.epoch))),
-            };
-            match state.members.get_mut(&session.id()) {
-                None => {
-                    let member = Member {
-                        session: session.clone(),
-                        presence,
-                        state: MemberState::Pending(Pending {
-                            ticket,
-                            why,
-                            buffer: Vec::new(),
-                            bytes: 0,
-                        }),
-                        rejoin: None,
-                        floor: 0,
-                    };
-                    first_of_user = state.members.add(session, member);
-                }
-                Some(member) => match &mut member.state {
-                    // Its first join is still waiting: this one takes its place (and what
-                    // was buffered for it).
-                    MemberState::Pending(pending) if matches!(pending.why, Why::Join { .. }) => {
-                        pending.ticket = ticket;
-                        pending.why = why;
-                    }
-                    // Already a member: it keeps its place in the stream, or in a resync (a
-                    // gap it is owed), and is answered from the snapshot, without a replay.
-                    _ => {
-                        member.rejoin = Some(Rejoin {
-                            ticket,
-                            id,
-                            since_epoch: since.map(|p| Arc::from(p.epoch)),
-                        });
-                    }
-                },
-            }
-            drop(state);
-            session.enter(entry.name.clone(), entry.clone());
-            return Ok(JoinTicket {
-                generation: self.generation.load(Ordering::Acquire),
-                room: entry,
-                ticket,
-                first_in_room,
-                first_of_user,
-            });
-        }
+        let ticket = self.tickets.next();
+        let (entry, begun) = self.local.with_room(
+            room,
+            |_| Remote::default(),
+            |_, state| state.begin_join(session, ticket, id, since, presence),
+        );
+        session.enter(entry.name.clone(), entry.clone());
+        Ok(JoinTicket {
+            generation: self.generation.load(Ordering::Acquire),
+            room: entry,
+            ticket,
+            first_in_room: begun.first_in_room,
+            first_of_user: begun.first_of_user,
+        })
     }
 
     /// Answers a pending join with the broker's snapshot: `joined`, the replay, then what
@@ -368,138 +139,27 @@ impl Relay {
         session: &Session,
         snapshot: &Snapshot,
     ) -> Option<ResyncRequest> {
-        let stale = join.generation != self.generation.load(Ordering::Acquire);
-        let mut state = join.room.state.lock();
-        let state = &mut *state;
-        let member = state.members.get_mut(&session.id())?;
-        if let Some(rejoin) = member.rejoin.take_if(|r| r.ticket == join.ticket) {
-            // A repeated join: nothing was missed if the epoch is the one it asked about. The
-            // reply takes its place in the member's stream: `seq` is the last one it got.
-            let recovered = rejoin.since_epoch.map(|epoch| epoch == snapshot.epoch);
-            let seq = match member.state {
-                MemberState::Live { position }
-                    if state
-                        .synced
-                        .as_ref()
-                        .is_some_and(|(e, _)| *e == snapshot.epoch) =>
-                {
-                    position
-                }
-                _ => snapshot.seq,
-            };
-            let reply = joined(
-                &join.room.name,
-                member,
-                rejoin.id,
-                snapshot,
-                seq,
-                recovered,
-                self.presence.max_joined_members,
-            );
-            let _ = member.session.outbox().push(reply);
-            member.floor = member.floor.max(snapshot.presence_version);
-            return None;
-        }
-        let MemberState::Pending(pending) = &member.state else {
-            return None;
+        let joining = Joining {
+            ticket: join.ticket,
+            stale: join.generation != self.generation.load(Ordering::Acquire),
         };
-        if pending.ticket != join.ticket {
-            return None;
-        }
-        let MemberState::Pending(pending) =
-            std::mem::replace(&mut member.state, MemberState::Live { position: 0 })
-        else {
-            return None;
-        };
-        let asked = matches!(pending.why, Why::Join { since: Some(_), .. });
-        let (id, since) = match pending.why {
-            Why::Join { id, since } => (id, since),
-            Why::Resync { since } => (None, Some((since, snapshot.epoch.clone()))),
-        };
-        let replay = match (&since, &snapshot.replay) {
-            (Some((_, epoch)), Some(replay)) if *epoch == snapshot.epoch => Some(replay),
-            _ => None,
-        };
-        let recovered = since.as_ref().map(|_| replay.is_some());
-        let reply = joined(
+        join.room.state.lock().finish_join(
             &join.room.name,
-            member,
-            id,
+            session,
+            joining,
             snapshot,
-            snapshot.seq,
-            recovered,
-            self.presence.max_joined_members,
-        );
-        let outbox = member.session.outbox();
-        let _ = outbox.push(reply);
-        let floor = since.as_ref().map_or(0, |(seq, _)| *seq);
-        let mut replayed = 0;
-        for (seq, frame) in replay.into_iter().flatten() {
-            if *seq > floor {
-                let _ = outbox.push_message(frame.clone(), None);
-                replayed += 1;
-            }
-        }
-        crate::metrics::recovery(asked, replay.is_some().then_some(replayed));
-        let (position, floor) = flush(member, pending.buffer, snapshot, snapshot.seq);
-        member.floor = floor;
-        if snapshot.presence_version >= state.count_version {
-            state.member_count = snapshot.member_count;
-            state.count_version = snapshot.presence_version;
-        }
-        if stale {
-            // Catch up from here, like the room's other members did after the interruption.
-            let mut since = match &state.synced {
-                Some((epoch, last)) if *epoch == snapshot.epoch => position.min(*last),
-                _ => position,
-            };
-            let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-            member.state = MemberState::Pending(Pending {
-                ticket,
-                why: Why::Resync { since: position },
-                buffer: Vec::new(),
-                bytes: 0,
-            });
-            // One resync for the room: members already waiting for one wait for this one.
-            for other in state.members.values_mut() {
-                if let MemberState::Pending(p) = &mut other.state
-                    && let Why::Resync { since: theirs } = p.why
-                {
-                    p.ticket = ticket;
-                    since = since.min(theirs);
-                }
-            }
-            state.resync = Some(ticket);
-            return Some(ResyncRequest {
-                room: join.room.name.clone(),
-                since,
-                epoch: snapshot.epoch.clone(),
-                ticket,
-            });
-        }
-        member.state = MemberState::Live { position };
-        if state.synced.is_none() && state.resync.is_none() {
-            state.synced = Some((snapshot.epoch.clone(), position));
-            state.presence_version = snapshot.presence_version;
-        }
-        None
+            &self.tickets,
+        )
     }
 
     /// Undoes a join the broker could not complete. Returns the departure to undo in the
     /// broker (unsubscribe when the room is now empty here).
     pub fn abort_join(&self, join: &JoinTicket, session: &Session) -> Option<Departure> {
-        let matches = {
-            let mut state = join.room.state.lock();
-            let member = state.members.get_mut(&session.id())?;
-            if member.rejoin.take_if(|r| r.ticket == join.ticket).is_some() {
-                return None; // a repeated join: the membership stays as it was
-            }
-            matches!(&member.state, MemberState::Pending(p) if p.ticket == join.ticket)
-        };
-        if !matches {
+        let first_join = join.room.state.lock().abort_join(session, join.ticket)?;
+        if !first_join {
             return None;
         }
-        session.exit::<RelayRoom>(&join.room.name);
+        session.exit::<Room<Remote>>(&join.room.name);
         self.remove(&join.room, session, None)
     }
 
@@ -511,7 +171,7 @@ impl Relay {
         id: Option<RequestId>,
     ) -> Result<Departure, HubError> {
         validate_room(room)?;
-        let Some(entry) = session.exit::<RelayRoom>(room) else {
+        let Some(entry) = session.exit::<Room<Remote>>(room) else {
             return Err(HubError::NotJoined(room.to_owned()));
         };
         self.remove(&entry, session, Some(id))
@@ -520,8 +180,8 @@ impl Relay {
 
     /// Leaves every room and unregisters the session; returns what the broker must undo.
     pub fn disconnect(&self, session: &Session) -> Vec<Departure> {
-        let rooms = session.exit_all::<RelayRoom>();
-        self.sessions.fetch_sub(1, Ordering::Relaxed);
+        let rooms = session.exit_all::<Room<Remote>>();
+        self.local.disconnected();
         rooms
             .iter()
             .filter_map(|room| self.remove(room, session, None))
@@ -530,303 +190,51 @@ impl Relay {
 
     /// The room of a session's membership (for publishing: no registry lookup).
     pub fn member_room(&self, session: &Session, room: &str) -> Result<Arc<str>, HubError> {
-        if let Some(entry) = session.room::<RelayRoom>(room) {
-            return Ok(entry.name.clone());
-        }
-        validate_room(room)?;
-        Err(HubError::NotJoined(room.to_owned()))
+        Ok(self.local.member_room(session, room)?.name.clone())
     }
 
     /// Fans a frame of `room`'s stream out to this node's members. Returns a resync to perform
     /// when the frame shows that the room missed something.
     pub fn deliver(&self, room: &str, inbound: Inbound<'_>) -> Option<ResyncRequest> {
-        let entry = self.rooms.get(room)?;
+        let entry = self.local.registry.get(room)?;
         let mut state = entry.state.lock();
-        let state = &mut *state;
-        match inbound.kind {
-            InboundKind::Typing => {
-                for (id, member) in state.members.iter() {
-                    if Some(*id) != inbound.skip && matches!(member.state, MemberState::Live { .. })
-                    {
-                        let _ = member.session.outbox().push(inbound.frame.clone());
-                    }
-                }
-                None
-            }
-            InboundKind::Presence => {
-                // Members still waiting for a snapshot keep the event with the stream; live
-                // ones get it in the room's next coalesced hand-out.
-                for member in state.members.values_mut() {
-                    if let MemberState::Pending(pending) = &mut member.state
-                        && member.presence
-                    {
-                        buffer(&member.session, pending, &inbound);
-                    }
-                }
-                if state.resync.is_none() {
-                    state.presence_version = inbound.seq;
-                }
-                // Lock order: a room, then the queue (never the other way round).
-                if self.record_presence(&entry.name, state, &inbound) {
-                    self.presence_queue.lock().push(entry.clone());
-                }
-                None
-            }
-            InboundKind::Message => self.deliver_message(&entry.name, state, &inbound),
+        let (resync, queue) = state.deliver(&entry.name, &inbound, &self.tickets);
+        if queue {
+            // Lock order: a room, then the queue (never the other way round).
+            self.local.queue_presence(entry.clone());
         }
-    }
-
-    /// Records a presence event of the broker's stream for the room's next hand-out and keeps
-    /// the member count. Returns whether the room must be queued.
-    fn record_presence(&self, room: &str, state: &mut RelayState, inbound: &Inbound<'_>) -> bool {
-        let Some((event, user)) = presence_change(&inbound.frame) else {
-            return false;
-        };
-        if inbound.seq > state.count_version {
-            state.member_count = match event {
-                PresenceEvent::Join => state.member_count.saturating_add(1),
-                PresenceEvent::Leave => state.member_count.saturating_sub(1),
-            };
-            state.count_version = inbound.seq;
-        }
-        if inbound.seq <= state.batch.last_version() {
-            // Versions went back (Redis lost the room and started again): what waits goes
-            // out first, then everyone hears of changes from this one on.
-            self.hand_out_presence(room, state, 0);
-            state.batch.reset_version(inbound.seq.saturating_sub(1));
-            for member in state.members.values_mut() {
-                member.floor = member.floor.min(inbound.seq.saturating_sub(1));
-            }
-        }
-        // The subject of the event (its own join) is not told about itself: its snapshot
-        // normally includes the event already; if not and it missed nothing else, skip it.
-        if let Some(subject) = inbound.skip.and_then(|id| state.members.get_mut(&id))
-            && matches!(subject.state, MemberState::Live { .. })
-            && subject.floor.saturating_add(1) == inbound.seq
-        {
-            subject.floor = inbound.seq;
-        }
-        let users = usize::try_from(state.member_count).unwrap_or(usize::MAX);
-        match state
-            .batch
-            .record(&self.presence, inbound.seq, &user, event, users)
-        {
-            Recorded::Waiting => false,
-            Recorded::Queue => true,
-            // A list window: the clock only matters to count-only ones.
-            Recorded::FlushNow => {
-                self.hand_out_presence(room, state, 0);
-                false
-            }
-            Recorded::FlushNowAndQueue => {
-                self.hand_out_presence(room, state, 0);
-                true
-            }
-        }
-    }
-
-    /// Queues the window's frames for the live members that may see presence, each the
-    /// changes after its floor.
-    fn hand_out_presence(&self, room: &str, state: &mut RelayState, now_ms: u64) {
-        let last = state.batch.last_version();
-        let mut flush = state
-            .batch
-            .take(&self.presence, room, state.member_count, now_ms);
-        for member in state.members.values_mut() {
-            if !matches!(member.state, MemberState::Live { .. }) {
-                continue;
-            }
-            if member.presence
-                && let Some(frame) = flush.frame_for(member.floor)
-            {
-                let _ = member.session.outbox().push(frame);
-            }
-            member.floor = member.floor.max(last);
-        }
+        resync
     }
 
     /// Hands out the presence changes collected since the last call (see
     /// [`crate::PresenceConfig`]). Call it every `batch_interval`.
     pub fn flush_presence(&self, now_ms: u64) {
-        let rooms = std::mem::take(&mut *self.presence_queue.lock());
-        let mut waiting = Vec::new();
-        for entry in rooms {
-            let mut state = entry.state.lock();
-            let users = usize::try_from(state.member_count).unwrap_or(usize::MAX);
-            if state.batch.due(&self.presence, users, now_ms) {
-                self.hand_out_presence(&entry.name, &mut state, now_ms);
-            }
-            let keep = state.batch.tick();
-            drop(state);
-            if keep {
-                waiting.push(entry);
-            }
-        }
-        if !waiting.is_empty() {
-            self.presence_queue.lock().extend(waiting);
-        }
+        self.local.flush_presence(now_ms);
     }
 
     /// The room's member count as this node knows it (from snapshots and presence events).
     pub fn member_count(&self, room: &str) -> Option<u64> {
-        let entry = self.rooms.get(room)?;
-        let count = entry.state.lock().member_count;
+        let entry = self.local.registry.get(room)?;
+        let count = entry.state.lock().local.member_count();
         Some(count)
-    }
-
-    fn deliver_message(
-        &self,
-        room: &Arc<str>,
-        state: &mut RelayState,
-        inbound: &Inbound<'_>,
-    ) -> Option<ResyncRequest> {
-        let mut resync = None;
-        match &mut state.synced {
-            Some((epoch, last)) if **epoch == *inbound.epoch && inbound.seq <= *last => {
-                return None; // delivered already
-            }
-            Some((epoch, last)) if **epoch == *inbound.epoch && inbound.seq == *last + 1 => {
-                *last = inbound.seq;
-            }
-            Some((epoch, last)) => {
-                // A gap, or a new epoch: every live member waits for the broker to fill it.
-                let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-                resync = Some(ResyncRequest {
-                    room: room.clone(),
-                    since: *last,
-                    epoch: epoch.clone(),
-                    ticket,
-                });
-                for member in state.members.values_mut() {
-                    if let MemberState::Live { position } = member.state {
-                        member.state = MemberState::Pending(Pending {
-                            ticket,
-                            why: Why::Resync { since: position },
-                            buffer: Vec::new(),
-                            bytes: 0,
-                        });
-                    }
-                }
-                state.synced = None;
-                state.resync = Some(ticket);
-            }
-            None => {}
-        }
-        for (id, member) in state.members.iter_mut() {
-            match &mut member.state {
-                MemberState::Live { position } => {
-                    if inbound.seq > *position {
-                        *position = inbound.seq;
-                        if Some(*id) != inbound.skip {
-                            let _ = member
-                                .session
-                                .outbox()
-                                .push_message(inbound.frame.clone(), inbound.sequenced);
-                        }
-                    }
-                }
-                MemberState::Pending(pending) => buffer(&member.session, pending, inbound),
-            }
-        }
-        resync
     }
 
     /// Applies the snapshot of a resync: each waiting member gets what it missed from history,
     /// or an unsolicited `joined` with `recovered: false` when history cannot fill the gap,
     /// then the frames that arrived meanwhile.
     pub fn finish_resync(&self, request: &ResyncRequest, snapshot: &Snapshot) {
-        let Some(entry) = self.rooms.get(&request.room) else {
+        let Some(entry) = self.local.registry.get(&request.room) else {
             return;
         };
-        let mut state = entry.state.lock();
-        let state = &mut *state;
-        if state.resync != Some(request.ticket) {
-            return;
-        }
-        state.resync = None;
-        let mut last = snapshot.seq;
-        // Presence events are not kept in history: if some were missed, members get the
-        // current list instead (an unsolicited `joined` that continues the stream).
-        let presence_missed = snapshot.presence_version > state.presence_version;
-        state.presence_version = snapshot.presence_version;
-        if snapshot.presence_version < state.batch.last_version() {
-            // The presence version went back: Redis lost the room. Members get the list from
-            // the notice below; what waits belongs to the lost incarnation.
-            let _ = state.batch.take(&self.presence, &entry.name, 0, 0);
-            state.batch.reset_version(snapshot.presence_version);
-            for member in state.members.values_mut() {
-                member.floor = snapshot.presence_version;
-            }
-        }
-        if snapshot.presence_version >= state.count_version
-            || snapshot.presence_version < state.batch.last_version()
-        {
-            state.member_count = snapshot.member_count;
-            state.count_version = snapshot.presence_version;
-        }
-        let limit = self.presence.max_joined_members;
-        for member in state.members.values_mut() {
-            let pending = match &member.state {
-                MemberState::Pending(p) if p.ticket == request.ticket => {
-                    match std::mem::replace(&mut member.state, MemberState::Live { position: 0 }) {
-                        MemberState::Pending(p) => p,
-                        MemberState::Live { .. } => continue,
-                    }
-                }
-                _ => continue,
-            };
-            let since = match pending.why {
-                Why::Resync { since } => since,
-                Why::Join { .. } => continue,
-            };
-            let outbox = member.session.outbox();
-            match &snapshot.replay {
-                Some(replay) if snapshot.epoch == request.epoch => {
-                    for (seq, frame) in replay {
-                        if *seq > since {
-                            let _ = outbox.push_message(frame.clone(), None);
-                        }
-                    }
-                    if presence_missed && member.presence {
-                        let refresh = joined(
-                            &entry.name,
-                            member,
-                            None,
-                            snapshot,
-                            snapshot.seq,
-                            Some(true),
-                            limit,
-                        );
-                        let _ = outbox.push(refresh);
-                    }
-                }
-                _ => {
-                    let notice = joined(
-                        &entry.name,
-                        member,
-                        None,
-                        snapshot,
-                        snapshot.seq,
-                        Some(false),
-                        limit,
-                    );
-                    let _ = outbox.push(notice);
-                }
-            }
-            let (position, floor) = flush(member, pending.buffer, snapshot, snapshot.seq);
-            member.floor = floor;
-            member.state = MemberState::Live { position };
-            last = last.max(position);
-        }
-        state.synced = Some((snapshot.epoch.clone(), last));
+        entry
+            .state
+            .lock()
+            .finish_resync(&entry.name, request, snapshot);
     }
 
     /// Queues a `history` reply (`entries` oldest first, with their seqs, as the broker read
-    /// them when the room was at `seq`; the newest that fit in the session's reply budget are
-    /// kept) where it belongs in the session's stream of the room:
-    /// for a live member, at its position — entries after it are left out (they arrive live,
-    /// after the reply) and the reply's `seq` is the position — so that every message up to
-    /// the reply's `seq` arrives before it and every later one after it, as on a single node.
+    /// them when the room was at `seq`) where it belongs in the session's stream of the room
+    /// (see `RoomState::place_history`).
     pub fn place_history(
         &self,
         session: &Session,
@@ -836,48 +244,27 @@ impl Relay {
         epoch: &str,
         entries: &[(u64, Outbound)],
     ) {
-        let entry = self.rooms.get(room);
+        let entry = self.local.registry.get(room);
         let state = entry.as_ref().map(|entry| entry.state.lock());
-        let position = state.as_ref().and_then(|state| {
-            let member = state.members.get(&session.id())?;
-            match (&member.state, &state.synced) {
-                (MemberState::Live { position }, Some((synced, _))) if **synced == *epoch => {
-                    Some(*position)
-                }
-                _ => None,
-            }
-        });
-        let upto = position.map_or(seq, |position| position.min(seq));
-        // The newest entries that fit in the reply budget (see [`reply::history_fit`]).
-        let fit = reply::history_fit(
-            entries.iter().rev().map(|(_, frame)| frame),
-            session.outbox().replay_budget(),
+        RoomState::<Remote>::place_history(
+            state.as_deref(),
+            session,
+            room,
+            id,
+            seq,
+            epoch,
+            entries,
         );
-        let kept = entries
-            .get(entries.len().saturating_sub(fit)..)
-            .unwrap_or_default();
-        let frames = kept
-            .iter()
-            .filter(|(entry_seq, _)| *entry_seq <= upto)
-            .map(|(_, frame)| frame);
-        let reply = reply::history(room, id, upto, epoch, frames);
-        // Queued while the room's lock is held: no frame of the room slips in between.
-        let _ = session.outbox().push(reply);
-        drop(state);
     }
 
     /// Every room with members here, and their users: for presence heartbeats and for
     /// resubscribing after the broker's connection came back.
     pub fn rooms(&self) -> Vec<(Arc<str>, Vec<Arc<str>>)> {
         let mut rooms = Vec::new();
-        for shard in self.rooms.shards() {
+        for shard in self.local.registry.shards() {
             for (name, room) in shard.read().iter() {
-                let state = room.state.lock();
-                if !state.members.is_empty() {
-                    rooms.push((
-                        name.clone(),
-                        state.members.users().keys().cloned().collect(),
-                    ));
+                if let Some(users) = room.state.lock().local.users_if_any() {
+                    rooms.push((name.clone(), users));
                 }
             }
         }
@@ -889,37 +276,9 @@ impl Relay {
     pub fn resync_all(&self) -> Vec<ResyncRequest> {
         self.generation.fetch_add(1, Ordering::AcqRel);
         let mut requests = Vec::new();
-        for shard in self.rooms.shards() {
+        for shard in self.local.registry.shards() {
             for room in shard.read().values() {
-                let mut state = room.state.lock();
-                let state = &mut *state;
-                let Some((epoch, last)) = state.synced.take() else {
-                    continue;
-                };
-                let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-                for member in state.members.values_mut() {
-                    match &mut member.state {
-                        MemberState::Live { position } => {
-                            member.state = MemberState::Pending(Pending {
-                                ticket,
-                                why: Why::Resync { since: *position },
-                                buffer: Vec::new(),
-                                bytes: 0,
-                            });
-                        }
-                        MemberState::Pending(p) if matches!(p.why, Why::Resync { .. }) => {
-                            p.ticket = ticket;
-                        }
-                        MemberState::Pending(_) => {}
-                    }
-                }
-                state.resync = Some(ticket);
-                requests.push(ResyncRequest {
-                    room: room.name.clone(),
-                    since: last,
-                    epoch,
-                    ticket,
-                });
+                requests.extend(room.state.lock().resync(&room.name, &self.tickets));
             }
         }
         requests
@@ -927,57 +286,51 @@ impl Relay {
 
     /// The users `room` has on this node now (`None` without members).
     pub fn users_of(&self, room: &str) -> Option<Vec<Arc<str>>> {
-        let entry = self.rooms.get(room)?;
-        let state = entry.state.lock();
-        let users = state.members.users();
-        (!users.is_empty()).then(|| users.keys().cloned().collect())
+        let entry = self.local.registry.get(room)?;
+        entry.state.lock().local.users_if_any()
     }
 
     /// Whether `room` has members on this node.
     pub fn has_members(&self, room: &str) -> bool {
-        self.rooms
+        self.local
+            .registry
             .shard(room)
             .read()
             .get(room)
-            .is_some_and(|entry| !entry.state.lock().members.is_empty())
+            .is_some_and(|entry| !entry.state.lock().local.is_empty())
     }
 
     /// The room registry, for listings (`crate::activity`).
-    pub(crate) fn registry(&self) -> &Registry<RelayRoom> {
-        &self.rooms
+    pub(crate) fn registry(&self) -> &Registry<Room<Remote>> {
+        &self.local.registry
     }
 
     /// Current counts.
     pub fn stats(&self) -> HubStats {
-        HubStats {
-            rooms: self.rooms.len(),
-            sessions: self.sessions.load(Ordering::Relaxed),
-            outbox_pool_bytes: self.outbox_pool.as_ref().map_or(0, |p| p.used()),
-            // History lives in Redis, not on this node.
-            history_bytes: 0,
-            idempotency_ids: 0,
-        }
+        // History and idempotency ids live in Redis, not on this node.
+        self.local.stats(0, 0)
     }
 
     fn remove(
         &self,
-        entry: &Arc<RelayRoom>,
+        entry: &Arc<Room<Remote>>,
         session: &Session,
         reply: Option<Option<RequestId>>,
     ) -> Option<Departure> {
         let (room_empty, last_of_user) = {
             let mut state = entry.state.lock();
-            let (_, last_of_user) = state.members.remove(session)?;
-            (state.members.is_empty(), last_of_user)
+            let last_of_user = state.remove(session)?;
+            (state.local.is_empty(), last_of_user)
         };
         if let Some(id) = reply {
             let _ = session.outbox().push(reply::left(&entry.name, id));
         }
         if room_empty {
-            self.rooms.dispose(&entry.name, entry, |room| {
+            self.local.registry.dispose(&entry.name, entry, |room| {
                 let mut state = room.state.lock();
-                state.closed |= state.members.is_empty();
-                state.closed
+                let local = &mut state.local;
+                local.closed |= local.is_empty();
+                local.closed
             });
         }
         Some(Departure {
@@ -987,109 +340,6 @@ impl Relay {
             last_of_user,
         })
     }
-
-    fn get_or_create(&self, room: &str) -> Arc<RelayRoom> {
-        self.rooms.get_or_create(room, |name| RelayRoom {
-            name: name.clone(),
-            state: Mutex::new(RelayState::default()),
-        })
-    }
-}
-
-/// The event and user of a `presence` frame from the broker (the single form).
-fn presence_change(frame: &Outbound) -> Option<(PresenceEvent, Arc<str>)> {
-    let Outbound::Text(json) = frame else {
-        return None;
-    };
-    let single: serde_json::Value = serde_json::from_slice(json).ok()?;
-    let event = match single.get("event")?.as_str()? {
-        "join" => PresenceEvent::Join,
-        "leave" => PresenceEvent::Leave,
-        _ => return None,
-    };
-    Some((event, Arc::from(single.get("user")?.as_str()?)))
-}
-
-/// The `joined` frame answering `member` from `snapshot`, at `seq`.
-fn joined(
-    room: &str,
-    member: &Member,
-    id: Option<RequestId>,
-    snapshot: &Snapshot,
-    seq: u64,
-    recovered: Option<bool>,
-    limit: usize,
-) -> Outbound {
-    let mut sorted: Vec<&str> = Vec::new();
-    if member.presence {
-        sorted = snapshot.members.iter().map(|m| &**m).collect();
-        sorted.sort_unstable();
-    }
-    let roster = member.presence.then(|| Roster {
-        sorted: sorted.into_iter(),
-        count: snapshot.member_count,
-    });
-    reply::joined(room, id, roster, limit, seq, &snapshot.epoch, recovered)
-}
-
-/// Buffers a frame for a pending member, within half its outbox budget; a member whose
-/// snapshot takes so long that the buffer overflows is cut off as a slow consumer (it
-/// reconnects and recovers from history).
-fn buffer(session: &Session, pending: &mut Pending, inbound: &Inbound<'_>) {
-    let cost = inbound.frame.cost();
-    if pending.bytes + cost > session.outbox().replay_budget() {
-        session.outbox().abort(Some(CloseFrame::new(
-            close::TRY_AGAIN_LATER,
-            "slow consumer: too far behind while joining",
-        )));
-        pending.buffer.clear();
-        pending.bytes = 0;
-        return;
-    }
-    pending.bytes += cost;
-    pending.buffer.push(Buffered {
-        kind: inbound.kind,
-        epoch: Arc::from(inbound.epoch),
-        seq: inbound.seq,
-        skip: inbound.skip,
-        frame: inbound.frame.clone(),
-    });
-}
-
-/// Queues the buffered frames that come after `start` (in the snapshot's epoch) and the
-/// presence events after the snapshot's; returns the member's position and the presence
-/// version its view now includes.
-fn flush(member: &Member, buffered: Vec<Buffered>, snapshot: &Snapshot, start: u64) -> (u64, u64) {
-    let mut position = start;
-    let mut floor = member.floor.max(snapshot.presence_version);
-    let outbox = member.session.outbox();
-    let me = member.session.id();
-    for frame in buffered {
-        let fresh = match frame.kind {
-            InboundKind::Message => {
-                let fresh = *frame.epoch == *snapshot.epoch && frame.seq > position;
-                if fresh {
-                    position = frame.seq;
-                }
-                fresh
-            }
-            InboundKind::Presence => {
-                let fresh = frame.seq > floor;
-                if fresh {
-                    floor = frame.seq;
-                }
-                fresh
-            }
-            InboundKind::Typing => false,
-        };
-        if fresh && frame.skip != Some(me) {
-            let _ = match frame.kind {
-                InboundKind::Message => outbox.push_message(frame.frame, None),
-                InboundKind::Presence | InboundKind::Typing => outbox.push(frame.frame),
-            };
-        }
-    }
-    (position, floor)
 }
 
 #[cfg(test)]
@@ -1099,6 +349,7 @@ mod tests {
 
     use super::*;
     use crate::outbox::Batch;
+    use crate::room::InboundKind;
 
     const BUDGET: usize = 1 << 20;
 
