@@ -451,7 +451,7 @@ impl Outbox {
         BatchDone {
             idle: state.queue.is_empty(),
             messages: tally.messages,
-            oldest: tally.oldest,
+            oldest: tally.oldest(),
         }
     }
 

@@ -139,6 +139,9 @@ pub(crate) fn drive<'a, H: Handler>(
     counts: &'a Counts,
 ) -> impl Future<Output = Ending> + 'a {
     async move {
+        // The loops borrow the options from here rather than copy them: copied, they were 72
+        // bytes of `read_loop`'s captures and 28 of `write_loop`'s, in every connection's task.
+        let options = &options;
         let mut reader = std::pin::pin!(read_loop(
             &mut socket.1,
             outbox,
@@ -151,8 +154,7 @@ pub(crate) fn drive<'a, H: Handler>(
             &mut socket.0,
             outbox,
             &socket.2,
-            options.write_timeout,
-            options.deflate,
+            options,
             counts,
         ));
         tokio::select! {
@@ -192,7 +194,7 @@ fn read_loop<'a, H: Handler>(
     stream: &'a mut WsStream,
     outbox: &'a Outbox,
     handler: &'a mut H,
-    options: DriveOptions,
+    options: &'a DriveOptions,
     shutdown: &'a CancellationToken,
     counts: &'a Counts,
 ) -> impl Future<Output = (Ending, bool)> + 'a {
@@ -387,8 +389,7 @@ fn write_loop<'a>(
     sink: &'a mut WsSink,
     outbox: &'a Outbox,
     progress: &'a WriteProgress,
-    write_timeout: Duration,
-    deflate: Option<Deflate>,
+    options: &'a DriveOptions,
     counts: &'a Counts,
 ) -> impl Future<Output = WriterEnd> + 'a {
     async move {
@@ -410,8 +411,8 @@ fn write_loop<'a>(
                         &mut batch,
                         outbox,
                         progress,
-                        write_timeout,
-                        deflate.as_ref(),
+                        options.write_timeout,
+                        options.deflate.as_ref(),
                     ))
                     .await;
                     match written {
