@@ -3,12 +3,16 @@
 //! broker calls as its requests and its stream progress. Each room is the one local room type
 //! ([`crate::room`]) in its general form — members pending until the broker's snapshot,
 //! buffered frames merged by seq, resyncs (`room/pending.rs`); this file only finds the room,
-//! numbers joins and resyncs, and tells the broker what changed here (subscribe, presence).
+//! numbers joins and resyncs, queues the resyncs the stream asks for ([`crate::Cluster`]
+//! performs them), and tells the broker what changed here (subscribe, presence).
 //!
 //! Everything here is synchronous and knows nothing of the broker's transport.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::names::validate_room;
@@ -70,6 +74,9 @@ pub struct Relay {
     /// Counts the broker's stream interruptions ([`Relay::resync_all`]): a join that began
     /// before one may hold a snapshot older than what the stream lost.
     generation: AtomicU64,
+    /// Resyncs to perform, newest per room ([`crate::Cluster`] performs them).
+    resyncs: Mutex<Vec<ResyncRequest>>,
+    resync_ready: Notify,
 }
 
 impl Relay {
@@ -84,6 +91,8 @@ impl Relay {
             local: LocalRooms::new(outbox_bytes, outbox_pool, PresenceConfig::default()),
             tickets: Tickets::default(),
             generation: AtomicU64::new(0),
+            resyncs: Mutex::new(Vec::new()),
+            resync_ready: Notify::new(),
         }
     }
 
@@ -298,6 +307,39 @@ impl Relay {
             .read()
             .get(room)
             .is_some_and(|entry| !entry.state.lock().local.is_empty())
+    }
+
+    /// Queues a resync (replacing an older one of the same room) for the engine's broker to
+    /// perform.
+    pub fn request_resync(&self, request: ResyncRequest) {
+        let mut queue = self.resyncs.lock();
+        queue.retain(|queued| queued.room != request.room);
+        queue.push(request);
+        drop(queue);
+        self.resync_ready.notify_one();
+    }
+
+    /// Queues a resync that failed again, unless a newer one of the room is queued.
+    pub(crate) fn retry_resync(&self, request: ResyncRequest) {
+        let mut queue = self.resyncs.lock();
+        if !queue.iter().any(|queued| queued.room == request.room) {
+            queue.push(request);
+        }
+    }
+
+    /// The resyncs queued now.
+    pub(crate) fn take_resyncs(&self) -> Vec<ResyncRequest> {
+        std::mem::take(&mut *self.resyncs.lock())
+    }
+
+    /// Waits until a resync is queued (or was queued since the last wait).
+    pub(crate) async fn resync_wanted(&self) {
+        self.resync_ready.notified().await;
+    }
+
+    /// The bytes a replay may fill in a session's outbox here.
+    pub fn replay_budget(&self) -> usize {
+        crate::outbox::replay_budget(self.local.outbox_bytes())
     }
 
     /// The room registry, for listings (`crate::activity`).
