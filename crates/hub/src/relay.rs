@@ -104,7 +104,7 @@ impl Relay {
     }
 
     /// Registers a connection of `user`. Call [`Relay::disconnect`] when it ends.
-    pub fn connect(&self, user: Arc<str>) -> Arc<Session> {
+    pub(crate) fn connect(&self, user: Arc<str>) -> Arc<Session> {
         self.local.connect(user)
     }
 
@@ -112,7 +112,7 @@ impl Relay {
     /// (after subscribing, if `first_in_room`) and calls [`Relay::finish_join`]. A session
     /// already in the room is answered from a fresh snapshot too, without a replay; it keeps
     /// its place in the stream (or in a resync) meanwhile, and stays if the join is aborted.
-    pub fn begin_join(
+    pub(crate) fn begin_join(
         &self,
         session: &Arc<Session>,
         room: &str,
@@ -142,7 +142,7 @@ impl Relay {
     /// When the broker's stream was interrupted while the join was on its way, the snapshot
     /// may predate what the stream lost: the member then waits for a resync from its position,
     /// which the broker must perform (the returned request).
-    pub fn finish_join(
+    pub(crate) fn finish_join(
         &self,
         join: &JoinTicket,
         session: &Session,
@@ -163,7 +163,7 @@ impl Relay {
 
     /// Undoes a join the broker could not complete. Returns the departure to undo in the
     /// broker (unsubscribe when the room is now empty here).
-    pub fn abort_join(&self, join: &JoinTicket, session: &Session) -> Option<Departure> {
+    pub(crate) fn abort_join(&self, join: &JoinTicket, session: &Session) -> Option<Departure> {
         let first_join = join.room.state.lock().abort_join(session, join.ticket)?;
         if !first_join {
             return None;
@@ -173,7 +173,7 @@ impl Relay {
     }
 
     /// Leaves `room`, queuing `left` with `id`.
-    pub fn leave(
+    pub(crate) fn leave(
         &self,
         session: &Session,
         room: &str,
@@ -188,7 +188,7 @@ impl Relay {
     }
 
     /// Leaves every room and unregisters the session; returns what the broker must undo.
-    pub fn disconnect(&self, session: &Session) -> Vec<Departure> {
+    pub(crate) fn disconnect(&self, session: &Session) -> Vec<Departure> {
         let rooms = session.exit_all::<Room<Remote>>();
         self.local.disconnected();
         rooms
@@ -198,7 +198,7 @@ impl Relay {
     }
 
     /// The room of a session's membership (for publishing: no registry lookup).
-    pub fn member_room(&self, session: &Session, room: &str) -> Result<Arc<str>, HubError> {
+    pub(crate) fn member_room(&self, session: &Session, room: &str) -> Result<Arc<str>, HubError> {
         Ok(self.local.member_room(session, room)?.name.clone())
     }
 
@@ -217,7 +217,7 @@ impl Relay {
 
     /// Hands out the presence changes collected since the last call (see
     /// [`crate::PresenceConfig`]). Call it every `batch_interval`.
-    pub fn flush_presence(&self, now_ms: u64) {
+    pub(crate) fn flush_presence(&self, now_ms: u64) {
         self.local.flush_presence(now_ms);
     }
 
@@ -231,7 +231,7 @@ impl Relay {
     /// Applies the snapshot of a resync: each waiting member gets what it missed from history,
     /// or an unsolicited `joined` with `recovered: false` when history cannot fill the gap,
     /// then the frames that arrived meanwhile.
-    pub fn finish_resync(&self, request: &ResyncRequest, snapshot: &Snapshot) {
+    pub(crate) fn finish_resync(&self, request: &ResyncRequest, snapshot: &Snapshot) {
         let Some(entry) = self.local.registry.get(&request.room) else {
             return;
         };
@@ -244,7 +244,7 @@ impl Relay {
     /// Queues a `history` reply (`entries` oldest first, with their seqs, as the broker read
     /// them when the room was at `seq`) where it belongs in the session's stream of the room
     /// (see `RoomState::place_history`).
-    pub fn place_history(
+    pub(crate) fn place_history(
         &self,
         session: &Session,
         room: &str,
@@ -348,7 +348,7 @@ impl Relay {
     }
 
     /// Current counts.
-    pub fn stats(&self) -> HubStats {
+    pub(crate) fn stats(&self) -> HubStats {
         // History and idempotency ids live in Redis, not on this node.
         self.local.stats(0, 0)
     }
