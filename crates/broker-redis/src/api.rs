@@ -1,23 +1,17 @@
-//! The HTTP API's operations on the Redis engine: publishing from a source that is not a
-//! connection (the same publish script, hence the same order, history and msg_id scope as a
-//! member's publish), listing rooms, and kicks — broadcast to every node on the control
+//! The HTTP API's operations on the Redis engine (a publish from a source that is not a
+//! connection is a member's publish: the same script, order, history and msg_id scope): listing
+//! rooms, and kicks — broadcast to every node on the control
 //! channel `PREFIX:!control`, and kept in the hash `PREFIX:!denied` (user → until, ms) that a
 //! node loads when its Pub/Sub connection (re)connects, so that a node started later knows
 //! the deny list too.
 
 use std::borrow::Cow;
 
-use switchboard_hub::events::EventPayload;
-use switchboard_hub::{
-    BrokerFuture, CloseFrame, HubError, Kick, MAX_DENIED, Payload, RoomsPage, SourcePublish,
-    SourcePublished,
-};
-use switchboard_protocol::binary::encode_server_parts;
-use switchboard_protocol::server::encode_message_parts;
+use switchboard_hub::{CloseFrame, HubError, Kick, MAX_DENIED, RoomsPage};
 use tracing::{debug, info, warn};
 
+use crate::Shared;
 use crate::wire::RoomKeys;
-use crate::{RedisBroker, Shared};
 
 /// Keys read by one `SCAN` step when listing rooms.
 const SCAN_COUNT: usize = 1_000;
@@ -31,52 +25,6 @@ pub(crate) fn control_channel(prefix: &str) -> String {
 
 fn denied_key(prefix: &str) -> String {
     format!("{prefix}:!denied")
-}
-
-pub(crate) fn publish_from(
-    broker: &RedisBroker,
-    request: &SourcePublish<'_>,
-) -> BrokerFuture<'static, SourcePublished> {
-    if let Err(err) = switchboard_protocol::names::validate_room(request.room) {
-        return Box::pin(std::future::ready(Err(HubError::from(err))));
-    }
-    let (kind, (head, tail), msg_id) = match request.payload {
-        Payload::Json(data) => (
-            "j",
-            encode_message_parts(request.room, request.from, data, request.ts),
-            request.msg_id,
-        ),
-        Payload::Binary(bytes) => (
-            "b",
-            encode_server_parts(request.room, request.ts, request.from, bytes),
-            None,
-        ),
-    };
-    // The `message.published` webhook event, as for a member's publish.
-    let from: std::sync::Arc<str> = std::sync::Arc::from(request.from);
-    let event = broker.message_event(&from, request.room, request.ts, || match request.payload {
-        Payload::Json(data) => EventPayload::Json(data.to_owned()),
-        Payload::Binary(bytes) => EventPayload::Binary(bytes::Bytes::copy_from_slice(bytes)),
-    });
-    let sequenced = broker.enqueue(
-        request.room,
-        request.from,
-        "-".to_owned(),
-        kind,
-        &head,
-        &tail,
-        request.ts,
-        msg_id,
-        event,
-    );
-    Box::pin(async move {
-        let (published, epoch) = sequenced.await?;
-        Ok(SourcePublished {
-            seq: published.seq,
-            duplicate: published.duplicate,
-            epoch: epoch.into(),
-        })
-    })
 }
 
 /// Rooms whose meta key exists (members, or history not yet expired), with their users.

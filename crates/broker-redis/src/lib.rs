@@ -1,56 +1,51 @@
-//! The Redis broker: several Switchboard nodes share one set of rooms through Redis.
+//! The Redis engine: several Switchboard nodes share one set of rooms through Redis. It only
+//! sequences, stores and relays ([`switchboard_hub::Engine`]); the rooms on this node, joins,
+//! leaves, resyncs and replies are the hub's, written once for every such engine
+//! ([`switchboard_hub::Cluster`]; [`RedisBroker`] is that broker over this engine).
 //!
-//! - **Order**: a Lua script assigns each message its room's next `seq`, stores it in the
-//!   room's history stream and publishes it on the room's channel, atomically; every node
-//!   receives a room's channel over one connection, in that order.
+//! - **Order**: a Lua script assigns each message its room's next `seq` (deduplicating on
+//!   `msg_id`), stores it in the room's history stream and publishes it on the room's channel,
+//!   atomically; every node receives a room's channel over one connection, in that order.
 //! - **Fan-out**: a node subscribes to a room's channel only while it has members in the room
-//!   and fans each frame (encoded once, by the publishing node) out to them through
+//!   and feeds each frame (encoded once, by the publishing node) to its members through
 //!   [`switchboard_hub::Relay`].
-//! - **Recovery**: history lives in Redis, so a client recovers its `since` on any node.
+//! - **Recovery**: history lives in Redis, so a client recovers its `since` on any node; the
+//!   join script returns the snapshot (epoch, seq, replay, presence) the hub places.
 //! - **Presence**: each node keeps its users' entries alive with a heartbeat; the entries of a
 //!   node that stops (crash, partition) expire after `presence_ttl` and the next heartbeat of
 //!   any node in the room reaps them and publishes the `leave`s.
 //! - **Outages**: room operations fail with `unavailable` while Redis is unreachable; the
-//!   subscriber reconnects with backoff, resubscribes every room that has members, and
-//!   resyncs each room from its last delivered seq (missed messages come from history).
-
+//!   subscriber reconnects with backoff, resubscribes every room that has members, and asks the
+//!   relay to resync each room from its last delivered seq (missed messages come from history).
+//! - **Cluster extras**: the rooms page, kicks and the deny list, node stats, health.
 //!
-//! Layout (each file one job): `config` (settings, start errors), `rooms` (join, publish,
-//! `history`, `members` against Redis), `presence` (heartbeat and removals), `resync` (the
-//! resync worker), `subscriber` (the one connection receiving every room's channel),
-//! `publisher` (the publish task and its budget), `scripts` (Lua), `wire` (keys and frames).
-//! This file holds the broker's state, its start and the [`Broker`] implementation, which only
-//! dispatches to those.
+//! Layout (each file one job): `config` (settings, start errors), `engine` (the
+//! [`switchboard_hub::Engine`] implementation, which only dispatches), `rooms` (subscribe, the
+//! snapshot script, publish, reading history and members), `presence` (heartbeat and
+//! removals), `subscriber` (the one connection receiving every room's channel), `publisher`
+//! (the publish task and its budget), `api` (rooms page, kicks), `node_stats`, `scripts`
+//! (Lua), `wire` (keys and frames). This file holds the engine's state and its start.
 
 mod api;
 mod config;
+mod engine;
 mod metrics;
 mod node_stats;
 mod presence;
 mod publisher;
-mod resync;
 mod rooms;
 mod scripts;
 mod subscriber;
 mod wire;
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use switchboard_hub::events::EventPayload;
-use switchboard_hub::{
-    Broker, BrokerFuture, BrokerHealth, Departure, HubError, HubStats, JoinRequest, OutboxPool,
-    PublishRequest, Published, Relay, ResyncRequest, Session,
-};
-use switchboard_protocol::binary::encode_server_parts;
-use switchboard_protocol::client::RequestId;
-use switchboard_protocol::server::{ServerMessage, encode_message_parts};
+use switchboard_hub::{Cluster, Departure, HubError, OutboxPool, Relay};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -60,7 +55,6 @@ pub(crate) use crate::config::redact;
 pub use crate::config::{RedisBrokerError, RedisConfig};
 use crate::scripts::Scripts;
 use crate::subscriber::Command;
-use crate::wire::RoomKeys;
 
 /// The broker's connection state, for `/readyz` and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +66,8 @@ pub(crate) enum Link {
 /// What the background tasks and the request path share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) relay: Relay,
+    /// This node's rooms: the subscriber feeds them, the heartbeat reads their users.
+    pub(crate) relay: Arc<Relay>,
     pub(crate) config: RedisConfig,
     /// This node's id: names its presence entries and its sessions in SKIP fields.
     pub(crate) node: String,
@@ -87,16 +82,32 @@ pub(crate) struct Shared {
     stalled: AtomicBool,
     /// Wakes the publish task to probe Redis after a request timed out.
     pub(crate) probe: Notify,
-    /// Resyncs to perform, newest per room.
-    resyncs: Mutex<Vec<ResyncRequest>>,
-    resync_ready: Notify,
     /// This node's connections by user and its deny list (kicks arrive on the control channel).
     pub(crate) users: switchboard_hub::Users,
 }
 
-/// The Redis engine of [`Broker`].
+/// The Redis broker: this node's rooms ([`switchboard_hub::Relay`]) over the Redis engine,
+/// through the hub's one implementation of [`switchboard_hub::Broker`] for such engines.
+pub type RedisBroker = Cluster<RedisEngine>;
+
+/// Starts the Redis broker (see [`RedisEngine::start`]). Redis need not be reachable yet: the
+/// broker reports `unavailable` until it is.
+pub fn start(config: RedisConfig) -> Result<RedisBroker, RedisBrokerError> {
+    let relay = Arc::new(
+        Relay::with_pool(
+            config.outbox_bytes,
+            config.outbox_pool_bytes.map(OutboxPool::new),
+        )
+        .with_presence(config.presence),
+    );
+    let engine = RedisEngine::start(config, relay.clone())?;
+    Ok(Cluster::new(relay, engine))
+}
+
+/// The Redis engine: sequences, stores and relays the rooms of every node
+/// ([`switchboard_hub::Engine`]).
 #[derive(Debug)]
-pub struct RedisBroker {
+pub struct RedisEngine {
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
     publishes: mpsc::Sender<publisher::Job>,
@@ -110,10 +121,11 @@ const COMMAND_QUEUE: usize = 4096;
 /// Presence removals waiting to be written (from disconnects); past it, entries expire by TTL.
 const LEAVE_QUEUE: usize = 65_536;
 
-impl RedisBroker {
-    /// Starts the broker's tasks (subscriber, resync worker, presence heartbeat). Redis need
-    /// not be reachable yet: the broker reports `unavailable` until it is.
-    pub fn start(config: RedisConfig) -> Result<Self, RedisBrokerError> {
+impl RedisEngine {
+    /// Starts the engine's tasks (subscriber, presence heartbeat, publisher), feeding the
+    /// rooms of `relay`. Redis need not be reachable yet: the engine reports `unavailable`
+    /// until it is.
+    pub fn start(config: RedisConfig, relay: Arc<Relay>) -> Result<Self, RedisBrokerError> {
         let client =
             redis::Client::open(config.url.as_str()).map_err(|source| RedisBrokerError::Url {
                 url: config.url.clone(),
@@ -133,11 +145,7 @@ impl RedisBroker {
                 }
             })?;
         let shared = Arc::new(Shared {
-            relay: Relay::with_pool(
-                config.outbox_bytes,
-                config.outbox_pool_bytes.map(OutboxPool::new),
-            )
-            .with_presence(config.presence),
+            relay,
             node: format!("{:016x}", fastrand::u64(..)),
             conn,
             client,
@@ -146,8 +154,6 @@ impl RedisBroker {
             publish_budget: Arc::new(publisher::Budget::new(config.publish_queue_bytes)),
             stalled: AtomicBool::new(false),
             probe: Notify::new(),
-            resyncs: Mutex::new(Vec::new()),
-            resync_ready: Notify::new(),
             users: switchboard_hub::Users::default(),
             config,
         });
@@ -157,7 +163,6 @@ impl RedisBroker {
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
         tasks.spawn(subscriber::run(shared.clone(), command_rx, stop.clone()));
-        tasks.spawn(resync::resync_worker(shared.clone(), stop.clone()));
         tasks.spawn(presence::heartbeat(shared.clone(), leave_rx, stop.clone()));
         tasks.spawn(publisher::run(shared.clone(), publish_rx, stop.clone()));
         info!(node = %shared.node, url = %redact(&shared.config.url), "redis broker started");
@@ -183,8 +188,8 @@ impl RedisBroker {
     }
 }
 
-impl Drop for RedisBroker {
-    /// The background tasks stop with the broker (after `shutdown`, they have already).
+impl Drop for RedisEngine {
+    /// The background tasks stop with the engine (after `shutdown`, they have already).
     fn drop(&mut self) {
         self.stop.cancel();
     }
@@ -238,202 +243,6 @@ impl Shared {
     pub(crate) fn failed(&self, what: &str, err: &redis::RedisError) -> HubError {
         warn!(op = what, error = %err, "redis command failed");
         HubError::Unavailable(err.to_string())
-    }
-}
-
-impl Broker for RedisBroker {
-    fn kind(&self) -> &'static str {
-        "redis"
-    }
-
-    fn connect(&self, user: Arc<str>) -> Arc<Session> {
-        self.shared.relay.connect(user)
-    }
-
-    fn disconnect(&self, session: &Arc<Session>) {
-        for departure in self.shared.relay.disconnect(session) {
-            self.forget(departure);
-        }
-    }
-
-    fn join<'a>(
-        &'a self,
-        session: &'a Arc<Session>,
-        request: JoinRequest<'a>,
-    ) -> BrokerFuture<'a, ()> {
-        Box::pin(self.join_inner(session, request))
-    }
-
-    fn leave<'a>(
-        &'a self,
-        session: &'a Arc<Session>,
-        room: &'a str,
-        id: Option<RequestId>,
-    ) -> BrokerFuture<'a, ()> {
-        Box::pin(async move {
-            let departure = self.shared.relay.leave(session, room, id)?;
-            // Presence writes go through one task, in order (see `heartbeat`).
-            self.forget(departure);
-            Ok(())
-        })
-    }
-
-    fn publish(
-        &self,
-        session: &Arc<Session>,
-        request: PublishRequest<'_>,
-    ) -> BrokerFuture<'static, Published> {
-        let (head, tail) =
-            encode_message_parts(request.room, session.user(), request.data, request.ts);
-        let event = self.message_event(session.user(), request.room, request.ts, || {
-            EventPayload::Json(request.data.to_owned())
-        });
-        self.submit(
-            session,
-            request.room,
-            "j",
-            &head,
-            &tail,
-            request.echo,
-            request.ts,
-            request.msg_id,
-            event,
-        )
-    }
-
-    fn publish_binary(
-        &self,
-        session: &Arc<Session>,
-        room: &str,
-        payload: &[u8],
-        ts: u64,
-    ) -> BrokerFuture<'static, u64> {
-        let (head, tail) = encode_server_parts(room, ts, session.user(), payload);
-        let event = self.message_event(session.user(), room, ts, || {
-            EventPayload::Binary(Bytes::copy_from_slice(payload))
-        });
-        let published = self.submit(session, room, "b", &head, &tail, false, ts, None, event);
-        Box::pin(async move { published.await.map(|published| published.seq) })
-    }
-
-    fn typing<'a>(&'a self, session: &'a Arc<Session>, room: &'a str) -> BrokerFuture<'a, ()> {
-        Box::pin(self.shared.bounded(async move {
-            let room = self.shared.relay.member_room(session, room)?;
-            let frame = ServerMessage::Typing {
-                room: &room,
-                from: session.user(),
-            }
-            .encode();
-            let keys = RoomKeys::new(&self.shared.config.prefix, &room);
-            let skip = wire::skip_tag(&self.shared.node, session.id());
-            let _: i64 = redis::cmd("PUBLISH")
-                .arg(&keys.channel)
-                .arg(wire::typing(&skip, &frame))
-                .query_async(&mut self.shared.conn.clone())
-                .await
-                .map_err(|err| self.shared.failed("typing", &err))?;
-            Ok(())
-        }))
-    }
-
-    fn history<'a>(
-        &'a self,
-        session: &'a Arc<Session>,
-        room: &'a str,
-        id: Option<RequestId>,
-        limit: Option<u64>,
-        now_ms: u64,
-    ) -> BrokerFuture<'a, ()> {
-        Box::pin(
-            self.shared
-                .bounded(self.history_inner(session, room, id, limit, now_ms)),
-        )
-    }
-
-    fn members<'a>(
-        &'a self,
-        session: &'a Arc<Session>,
-        room: &'a str,
-        id: Option<RequestId>,
-        after: Option<&'a str>,
-        limit: usize,
-    ) -> BrokerFuture<'a, ()> {
-        Box::pin(
-            self.shared
-                .bounded(self.members_inner(session, room, id, after, limit)),
-        )
-    }
-
-    fn flush_presence(&self, now_ms: u64) {
-        self.shared.relay.flush_presence(now_ms);
-    }
-
-    fn sweep(&self, _now_ms: u64) -> usize {
-        // History and room lifetimes are Redis TTLs.
-        0
-    }
-
-    fn stats(&self) -> HubStats {
-        self.shared.relay.stats()
-    }
-
-    fn visit_rooms(&self, visit: &mut dyn FnMut(switchboard_hub::RoomActivity<'_>)) {
-        self.shared.relay.visit_rooms(visit);
-    }
-
-    fn share_node_stats<'a>(
-        &'a self,
-        node: &'a str,
-        snapshot: String,
-    ) -> BrokerFuture<'a, Vec<String>> {
-        Box::pin(self.shared.share_node_stats(node, snapshot))
-    }
-
-    fn health(&self) -> BrokerHealth {
-        if self.shared.stalled.load(Ordering::Acquire) {
-            return BrokerHealth::Unavailable("redis is not answering".to_owned());
-        }
-        match &*self.shared.link.lock() {
-            Link::Up => BrokerHealth::Ready,
-            Link::Down(reason) => BrokerHealth::Unavailable(reason.clone()),
-        }
-    }
-
-    fn publish_from(
-        &self,
-        request: switchboard_hub::SourcePublish<'_>,
-    ) -> BrokerFuture<'static, switchboard_hub::SourcePublished> {
-        api::publish_from(self, &request)
-    }
-
-    fn rooms<'a>(
-        &'a self,
-        prefix: &'a str,
-        after: Option<&'a str>,
-        limit: usize,
-    ) -> BrokerFuture<'a, switchboard_hub::RoomsPage> {
-        Box::pin(
-            self.shared
-                .bounded(api::rooms(&self.shared, prefix, after, limit)),
-        )
-    }
-
-    fn users(&self) -> &switchboard_hub::Users {
-        &self.shared.users
-    }
-
-    fn kick<'a>(&'a self, kick: &'a switchboard_hub::Kick, now_ms: u64) -> BrokerFuture<'a, usize> {
-        Box::pin(self.shared.bounded(api::kick(&self.shared, kick, now_ms)))
-    }
-
-    /// Stops the background tasks after writing the presence removals still queued (each
-    /// bounded by the command timeout).
-    fn shutdown(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            self.stop.cancel();
-            self.tasks.close();
-            self.tasks.wait().await;
-        })
     }
 }
 

@@ -1,5 +1,5 @@
-//! Room operations against Redis: join (subscribe, then the snapshot script), publish (queued
-//! for the publish task), `history` and `members` replies.
+//! Room operations against Redis: subscribing, the snapshot script (joins and resyncs),
+//! publishes (queued for the publish task), reading history and members.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -7,10 +7,9 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use switchboard_hub::events::{EventMessage, EventPayload};
 use switchboard_hub::{
-    BrokerFuture, Departure, EventKind, HubError, JoinRequest, Outbound, Position, Published,
-    RoomEvent, Sequenced, Session, Snapshot, members_page as page_of, members_reply,
+    BrokerFuture, Departure, EventKind, HistoryRead, HubError, Message, Outbound, Payload,
+    RoomEvent, Sequenced, Snapshot, SnapshotRequest,
 };
-use switchboard_protocol::client::RequestId;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
@@ -18,12 +17,12 @@ use crate::metrics;
 use crate::presence::presence_heads;
 use crate::subscriber::Command;
 use crate::wire::{self, RoomKeys};
-use crate::{RedisBroker, STALLED, Shared, millis, new_epoch, publisher, unavailable};
+use crate::{RedisEngine, STALLED, Shared, millis, new_epoch, publisher, unavailable};
 
-impl RedisBroker {
+impl RedisEngine {
     /// Makes sure this node receives the room's channel; bounded by twice the command
     /// timeout (the subscriber may be busy with another room's subscription).
-    pub(crate) async fn subscribe(&self, room: &Arc<str>) -> Result<(), HubError> {
+    pub(crate) async fn subscribe_room(&self, room: &Arc<str>) -> Result<(), HubError> {
         let asked = async {
             let (done, answer) = oneshot::channel();
             self.commands
@@ -40,124 +39,46 @@ impl RedisBroker {
             .unwrap_or_else(|_| Err(unavailable("redis subscribe timed out")))
     }
 
-    pub(crate) fn forget(&self, departure: Departure) {
-        if departure.room_empty {
-            let _ = self
-                .commands
-                .try_send(Command::Unsubscribe(departure.room.clone()));
-        }
-        if departure.last_of_user && self.leaves.try_send(departure).is_err() {
+    /// Stops receiving the room's channel (no member left here).
+    pub(crate) fn unsubscribe_room(&self, room: &Arc<str>) {
+        let _ = self.commands.try_send(Command::Unsubscribe(room.clone()));
+    }
+
+    /// Queues the removal of a user's presence on this node for the heartbeat task.
+    pub(crate) fn queue_leave(&self, departure: Departure) {
+        if self.leaves.try_send(departure).is_err() {
             debug!("presence removal queue full; the entry will expire by its TTL");
         }
     }
 
-    pub(crate) async fn join_inner(
-        &self,
-        session: &Arc<Session>,
-        request: JoinRequest<'_>,
-    ) -> Result<(), HubError> {
-        let ticket = self.shared.relay.begin_join(
-            session,
-            request.room,
-            request.id,
-            request.since,
-            request.presence,
-        )?;
-        let room = ticket.room().clone();
-        // `redis_timeout` bounds the whole join: subscription and snapshot.
-        let snapshot = self
-            .shared
-            .bounded(async {
-                self.subscribe(&room).await?;
-                let user = ticket.first_of_user.then(|| session.user().as_ref());
-                let skip = wire::skip_tag(&self.shared.node, session.id());
-                let snapshot = self.shared.snapshot(
-                    &room,
-                    request.since,
-                    user,
-                    &[],
-                    &skip,
-                    request.now_ms,
-                    session.outbox().replay_budget(),
-                );
-                metrics::timed("join", snapshot).await
-            })
-            .await;
-        match snapshot {
-            Ok(snapshot) => {
-                if let Some(request) = self.shared.relay.finish_join(&ticket, session, &snapshot) {
-                    self.shared.request_resync(request);
-                }
-                Ok(())
-            }
-            Err(err) => {
-                if let Some(departure) = self.shared.relay.abort_join(&ticket, session) {
-                    self.forget(departure);
-                }
-                Err(err)
-            }
-        }
-    }
-
-    /// Queues a publish for the publish task (its place in the order is fixed now) and
-    /// returns the wait for its outcome.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the parts of one message, passed through"
-    )]
-    pub(crate) fn submit(
-        &self,
-        session: &Session,
-        room: &str,
-        kind: &str,
-        head: &[u8],
-        tail: &[u8],
-        echo: bool,
-        ts: u64,
-        msg_id: Option<&str>,
-        event: Option<RoomEvent>,
-    ) -> BrokerFuture<'static, Published> {
-        let room = match self.shared.relay.member_room(session, room) {
-            Ok(room) => room,
-            Err(err) => return Box::pin(std::future::ready(Err(err))),
-        };
-        let skip = if echo {
-            "-".to_owned()
-        } else {
-            wire::skip_tag(&self.shared.node, session.id())
-        };
-        let sequenced = self.enqueue(
-            &room,
-            session.user(),
-            skip,
-            kind,
-            head,
-            tail,
-            ts,
-            msg_id,
-            event,
-        );
-        Box::pin(async move { sequenced.await.map(|(published, _)| published) })
-    }
-
-    /// Queues the publish of a frame `from` a user to a room (membership already checked, or
-    /// not needed: [`switchboard_hub::Broker::publish_from`]).
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the parts of one message, passed through"
-    )]
+    /// Queues the publish of a message for the publish task (its place in the order is fixed
+    /// now) and returns the wait for its outcome.
     pub(crate) fn enqueue(
         &self,
-        room: &str,
-        from: &str,
-        skip: String,
-        kind: &str,
-        head: &[u8],
-        tail: &[u8],
-        ts: u64,
-        msg_id: Option<&str>,
-        event: Option<RoomEvent>,
+        message: &Message<'_>,
     ) -> BrokerFuture<'static, publisher::Sequenced> {
+        let Message {
+            room,
+            from,
+            payload,
+            head,
+            tail,
+            skip,
+            ts,
+            msg_id,
+        } = *message;
+        let kind = match payload {
+            Payload::Json(_) => "j",
+            Payload::Binary(_) => "b",
+        };
+        let skip = skip.map_or_else(
+            || "-".to_owned(),
+            |id| wire::skip_tag(&self.shared.node, id),
+        );
+        let event = self.message_event(from, room, ts, || match payload {
+            Payload::Json(data) => EventPayload::Json(data.to_owned()),
+            Payload::Binary(bytes) => EventPayload::Binary(Bytes::copy_from_slice(bytes)),
+        });
         if self.shared.stalled.load(Ordering::Acquire) {
             return Box::pin(std::future::ready(Err(publisher::not_published(STALLED))));
         }
@@ -250,46 +171,26 @@ impl RedisBroker {
         })
     }
 
-    /// A page of the room's users: every name is read (HKEYS, one round trip) and sorted
-    /// here. O(room) per request, bounded by the connection's rate limit; a 5,000-user room
-    /// is ~60 KB from Redis.
-    pub(crate) async fn members_inner(
-        &self,
-        session: &Session,
-        room: &str,
-        id: Option<RequestId>,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<(), HubError> {
-        switchboard_protocol::names::validate_room(room).map_err(HubError::from)?;
+    /// Every user of the room (HKEYS, one round trip).
+    pub(crate) async fn members_read(&self, room: &str) -> Result<Vec<String>, HubError> {
         let keys = RoomKeys::new(&self.shared.config.prefix, room);
-        let mut users: Vec<String> = metrics::timed(
+        metrics::timed(
             "members",
             redis::cmd("HKEYS")
                 .arg(&keys.users)
                 .query_async(&mut self.shared.conn.clone()),
         )
         .await
-        .map_err(|err| self.shared.failed("members", &err))?;
-        users.sort_unstable();
-        let count = u64::try_from(users.len()).unwrap_or(u64::MAX);
-        let start = after.map_or(0, |after| users.partition_point(|u| u.as_str() <= after));
-        let rest = users.get(start..).unwrap_or_default();
-        let (page, next) = page_of(rest.iter().map(String::as_str), limit);
-        let reply = members_reply(room, id, &page, count, next);
-        let _ = session.outbox().push(reply);
-        Ok(())
+        .map_err(|err| self.shared.failed("members", &err))
     }
 
-    pub(crate) async fn history_inner(
+    /// The room's latest `limit` messages (at most its history size), oldest first.
+    pub(crate) async fn history_read(
         &self,
-        session: &Session,
         room: &str,
-        id: Option<RequestId>,
         limit: Option<u64>,
         now_ms: u64,
-    ) -> Result<(), HubError> {
-        switchboard_protocol::names::validate_room(room).map_err(HubError::from)?;
+    ) -> Result<HistoryRead, HubError> {
         let keys = RoomKeys::new(&self.shared.config.prefix, room);
         let policy = self.shared.config.history.policy_for(room);
         let limit = limit.map_or(policy.size, |l| {
@@ -306,8 +207,7 @@ impl RedisBroker {
         )
         .await
         .map_err(|err| self.shared.failed("history", &err))?;
-        // Newest first from Redis; oldest first on the wire. The relay keeps those that fit
-        // in the reply budget and places the reply in the session's stream.
+        // Newest first from Redis; oldest first on the wire.
         let mut kept: Vec<(u64, Outbound)> = Vec::new();
         for entry in entries.chunks_exact(3) {
             let [entry_seq, kind, frame] = entry else {
@@ -323,10 +223,11 @@ impl RedisBroker {
         }
         kept.reverse();
         let epoch = if epoch.is_empty() { new_epoch() } else { epoch };
-        self.shared
-            .relay
-            .place_history(session, room, id, seq, &epoch, &kept);
-        Ok(())
+        Ok(HistoryRead {
+            epoch,
+            seq,
+            entries: kept,
+        })
     }
 }
 
@@ -334,27 +235,26 @@ impl Shared {
     /// A room's snapshot: seq, epoch, members, presence version, and the replay after `since`
     /// (if history covers it and its frames fit in `budget` bytes). With `user`, adds that
     /// user's presence on this node.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the inputs of one script call, passed through"
-    )]
     pub(crate) async fn snapshot(
         &self,
-        room: &str,
-        since: Option<Position<'_>>,
-        user: Option<&str>,
-        restore: &[Arc<str>],
-        skip: &str,
-        now_ms: u64,
-        budget: usize,
+        request: SnapshotRequest<'_>,
     ) -> Result<Snapshot, HubError> {
+        let SnapshotRequest {
+            room,
+            since,
+            user,
+            restore,
+            skip,
+            now_ms,
+            budget,
+            op,
+        } = request;
+        let skip = skip.map_or_else(|| "-".to_owned(), |id| wire::skip_tag(&self.node, id));
         let keys = RoomKeys::new(&self.config.prefix, room);
         let policy = self.config.history.policy_for(room);
         let (join_head, leave_head) = presence_heads(room);
-        let (epoch, seq, pv, members, recovered, replay, member_count, events): JoinReply = self
-            .scripts
-            .join
-            .key(&keys.meta)
+        let mut invocation = self.scripts.join.key(&keys.meta);
+        invocation
             .key(&keys.hist)
             .key(&keys.pres)
             .key(&keys.users)
@@ -372,10 +272,12 @@ impl Shared {
             .arg(new_epoch())
             .arg(self.keep_ms(policy.ttl))
             .arg(self.config.presence.max_joined_members)
-            .arg(restore.iter().map(AsRef::as_ref).collect::<Vec<&str>>())
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|err| self.failed("join", &err))?;
+            .arg(restore.iter().map(AsRef::as_ref).collect::<Vec<&str>>());
+        let mut conn = self.conn.clone();
+        let (epoch, seq, pv, members, recovered, replay, member_count, events): JoinReply =
+            metrics::timed(op, invocation.invoke_async(&mut conn))
+                .await
+                .map_err(|err| self.failed("join", &err))?;
         self.report(room, &events);
         let replay = (recovered == 1).then(|| {
             replay

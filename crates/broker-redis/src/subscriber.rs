@@ -82,7 +82,7 @@ pub(crate) async fn run(
                 "redis pub/sub reconnected; resyncing rooms"
             );
             for request in requests {
-                shared.request_resync(request);
+                shared.relay.request_resync(request);
             }
         }
         connected_before = true;
@@ -214,7 +214,7 @@ fn dispatch(shared: &Shared, message: &redis::Msg) {
             since = request.since,
             "gap in a room's stream; resyncing from history"
         );
-        shared.request_resync(request);
+        shared.relay.request_resync(request);
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use switchboard_broker_redis::{RedisBroker, RedisBrokerError, RedisConfig};
+use switchboard_broker_redis::{RedisBrokerError, RedisConfig};
 use switchboard_server::{Broker, Engine, Events, Settings};
 
 /// The engine `settings` names: this process's hub, or Redis (connecting in the background;
@@ -13,7 +13,9 @@ use switchboard_server::{Broker, Engine, Events, Settings};
 pub fn start(settings: &Settings, events: Events) -> Result<Arc<dyn Broker>, RedisBrokerError> {
     Ok(match settings.engine() {
         Engine::Memory => settings.memory_engine(events),
-        Engine::Redis { url } => Arc::new(RedisBroker::start(redis_config(settings, url, events))?),
+        Engine::Redis { url } => Arc::new(switchboard_broker_redis::start(redis_config(
+            settings, url, events,
+        ))?),
     })
 }
 

@@ -1,9 +1,9 @@
 //! The broker seam: what a connection asks of the rooms, whoever keeps them.
 //!
-//! Two engines implement [`Broker`]: [`crate::Hub`], in this process (a single node; the
-//! default), and the Redis broker (`switchboard-broker-redis`), which shares rooms, sequence
-//! numbers, history and presence between nodes and relays each room's stream to this node's
-//! members through [`crate::Relay`]. The transport sees only this trait.
+//! Two types implement [`Broker`]: [`crate::Hub`], in this process (a single node; the
+//! default), and [`crate::Cluster`], this node's rooms ([`crate::Relay`]) over an
+//! [`crate::Engine`] that shares rooms, sequence numbers, history and presence between nodes
+//! (Redis, `switchboard-broker-redis`). The transport sees only this trait.
 
 use std::fmt;
 use std::future::Future;

@@ -38,22 +38,30 @@
 //!   (`LocalRooms<S>`: an engine's rooms and sessions on this node — registry, session ids,
 //!   outbox settings, presence queue).
 //! - `hub`: the in-memory engine over `LocalRooms<Store>` (history budget, sweep).
-//! - `relay`: the broker-fed engine's side over `LocalRooms<Remote>`, rooms a remote broker
-//!   sequences (`switchboard-broker-redis`): numbers joins and resyncs and reports what the
-//!   broker must do (subscribe, presence).
+//! - `relay`: this node's rooms of an engine outside the process, over `LocalRooms<Remote>`:
+//!   numbers joins and resyncs, queues the resyncs the stream asks for, and reports what the
+//!   engine must undo (unsubscribe, presence).
+//! - `engine`: the narrow [`Engine`] trait such an engine implements (Redis, in
+//!   `switchboard-broker-redis`): subscribe/unsubscribe, snapshot, presence removal, publish of
+//!   pre-encoded parts, typing, history and members reads, and its cluster extras (rooms page,
+//!   kicks, node stats, health). It sequences and stores; it knows nothing of sessions.
+//! - `cluster`: [`Cluster<E>`](Cluster), the one [`Broker`] over [`Relay`] + an [`Engine`]:
+//!   join (subscribe, then the snapshot), leave, disconnect, publish, `typing`, `history`,
+//!   `members`, and the resync worker, written once, generic over the engine.
 //! - `broker`: the [`Broker`] seam the transports call, implemented by [`Hub`] here and by
-//!   the Redis broker on top of [`Relay`]. To add an operation: a method on [`Broker`], its
-//!   body for [`Hub`] in `broker.rs` (usually a call into `hub.rs`), and its body for
-//!   `RedisBroker` in `switchboard-broker-redis` (`lib.rs` dispatches, `rooms.rs` talks to
-//!   Redis, [`Relay`] places the outcome in the local members' streams).
+//!   [`Cluster`]. To add an operation: a method on [`Broker`], its body for [`Hub`] in
+//!   `broker.rs` (usually a call into `hub.rs`), and its body in `cluster.rs` (with a method on
+//!   [`Engine`] if it needs the store).
 //! - `outbox::replay_budget`: the share of an outbox one reply may fill (replays, `history`,
 //!   a joiner's buffer), computed in one place.
 
 mod activity;
 mod api;
 mod broker;
+mod cluster;
 pub mod deadline;
 mod delivery;
+mod engine;
 mod error;
 pub mod events;
 mod history;
@@ -73,7 +81,9 @@ mod session;
 pub use activity::RoomActivity;
 pub use api::{Kick, MAX_DENIED, Payload, RoomsPage, SourcePublish, SourcePublished, Users};
 pub use broker::{Broker, BrokerFuture, BrokerHealth, JoinRequest, PublishRequest};
+pub use cluster::Cluster;
 pub use delivery::{BatchDone, Sequenced};
+pub use engine::{Engine, HistoryRead, Message, SnapshotRequest};
 pub use error::HubError;
 pub use events::{EventKind, EventSink, Events, RoomEvent};
 pub use history::HistoryBudget;

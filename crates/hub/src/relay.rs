@@ -3,12 +3,16 @@
 //! broker calls as its requests and its stream progress. Each room is the one local room type
 //! ([`crate::room`]) in its general form — members pending until the broker's snapshot,
 //! buffered frames merged by seq, resyncs (`room/pending.rs`); this file only finds the room,
-//! numbers joins and resyncs, and tells the broker what changed here (subscribe, presence).
+//! numbers joins and resyncs, queues the resyncs the stream asks for ([`crate::Cluster`]
+//! performs them), and tells the broker what changed here (subscribe, presence).
 //!
 //! Everything here is synchronous and knows nothing of the broker's transport.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use switchboard_protocol::client::RequestId;
 use switchboard_protocol::names::validate_room;
@@ -70,6 +74,9 @@ pub struct Relay {
     /// Counts the broker's stream interruptions ([`Relay::resync_all`]): a join that began
     /// before one may hold a snapshot older than what the stream lost.
     generation: AtomicU64,
+    /// Resyncs to perform, newest per room ([`crate::Cluster`] performs them).
+    resyncs: Mutex<Vec<ResyncRequest>>,
+    resync_ready: Notify,
 }
 
 impl Relay {
@@ -84,6 +91,8 @@ impl Relay {
             local: LocalRooms::new(outbox_bytes, outbox_pool, PresenceConfig::default()),
             tickets: Tickets::default(),
             generation: AtomicU64::new(0),
+            resyncs: Mutex::new(Vec::new()),
+            resync_ready: Notify::new(),
         }
     }
 
@@ -95,7 +104,7 @@ impl Relay {
     }
 
     /// Registers a connection of `user`. Call [`Relay::disconnect`] when it ends.
-    pub fn connect(&self, user: Arc<str>) -> Arc<Session> {
+    pub(crate) fn connect(&self, user: Arc<str>) -> Arc<Session> {
         self.local.connect(user)
     }
 
@@ -103,7 +112,7 @@ impl Relay {
     /// (after subscribing, if `first_in_room`) and calls [`Relay::finish_join`]. A session
     /// already in the room is answered from a fresh snapshot too, without a replay; it keeps
     /// its place in the stream (or in a resync) meanwhile, and stays if the join is aborted.
-    pub fn begin_join(
+    pub(crate) fn begin_join(
         &self,
         session: &Arc<Session>,
         room: &str,
@@ -133,7 +142,7 @@ impl Relay {
     /// When the broker's stream was interrupted while the join was on its way, the snapshot
     /// may predate what the stream lost: the member then waits for a resync from its position,
     /// which the broker must perform (the returned request).
-    pub fn finish_join(
+    pub(crate) fn finish_join(
         &self,
         join: &JoinTicket,
         session: &Session,
@@ -154,7 +163,7 @@ impl Relay {
 
     /// Undoes a join the broker could not complete. Returns the departure to undo in the
     /// broker (unsubscribe when the room is now empty here).
-    pub fn abort_join(&self, join: &JoinTicket, session: &Session) -> Option<Departure> {
+    pub(crate) fn abort_join(&self, join: &JoinTicket, session: &Session) -> Option<Departure> {
         let first_join = join.room.state.lock().abort_join(session, join.ticket)?;
         if !first_join {
             return None;
@@ -164,7 +173,7 @@ impl Relay {
     }
 
     /// Leaves `room`, queuing `left` with `id`.
-    pub fn leave(
+    pub(crate) fn leave(
         &self,
         session: &Session,
         room: &str,
@@ -179,7 +188,7 @@ impl Relay {
     }
 
     /// Leaves every room and unregisters the session; returns what the broker must undo.
-    pub fn disconnect(&self, session: &Session) -> Vec<Departure> {
+    pub(crate) fn disconnect(&self, session: &Session) -> Vec<Departure> {
         let rooms = session.exit_all::<Room<Remote>>();
         self.local.disconnected();
         rooms
@@ -189,7 +198,7 @@ impl Relay {
     }
 
     /// The room of a session's membership (for publishing: no registry lookup).
-    pub fn member_room(&self, session: &Session, room: &str) -> Result<Arc<str>, HubError> {
+    pub(crate) fn member_room(&self, session: &Session, room: &str) -> Result<Arc<str>, HubError> {
         Ok(self.local.member_room(session, room)?.name.clone())
     }
 
@@ -208,7 +217,7 @@ impl Relay {
 
     /// Hands out the presence changes collected since the last call (see
     /// [`crate::PresenceConfig`]). Call it every `batch_interval`.
-    pub fn flush_presence(&self, now_ms: u64) {
+    pub(crate) fn flush_presence(&self, now_ms: u64) {
         self.local.flush_presence(now_ms);
     }
 
@@ -222,7 +231,7 @@ impl Relay {
     /// Applies the snapshot of a resync: each waiting member gets what it missed from history,
     /// or an unsolicited `joined` with `recovered: false` when history cannot fill the gap,
     /// then the frames that arrived meanwhile.
-    pub fn finish_resync(&self, request: &ResyncRequest, snapshot: &Snapshot) {
+    pub(crate) fn finish_resync(&self, request: &ResyncRequest, snapshot: &Snapshot) {
         let Some(entry) = self.local.registry.get(&request.room) else {
             return;
         };
@@ -235,7 +244,7 @@ impl Relay {
     /// Queues a `history` reply (`entries` oldest first, with their seqs, as the broker read
     /// them when the room was at `seq`) where it belongs in the session's stream of the room
     /// (see `RoomState::place_history`).
-    pub fn place_history(
+    pub(crate) fn place_history(
         &self,
         session: &Session,
         room: &str,
@@ -300,13 +309,46 @@ impl Relay {
             .is_some_and(|entry| !entry.state.lock().local.is_empty())
     }
 
+    /// Queues a resync (replacing an older one of the same room) for the engine's broker to
+    /// perform.
+    pub fn request_resync(&self, request: ResyncRequest) {
+        let mut queue = self.resyncs.lock();
+        queue.retain(|queued| queued.room != request.room);
+        queue.push(request);
+        drop(queue);
+        self.resync_ready.notify_one();
+    }
+
+    /// Queues a resync that failed again, unless a newer one of the room is queued.
+    pub(crate) fn retry_resync(&self, request: ResyncRequest) {
+        let mut queue = self.resyncs.lock();
+        if !queue.iter().any(|queued| queued.room == request.room) {
+            queue.push(request);
+        }
+    }
+
+    /// The resyncs queued now.
+    pub(crate) fn take_resyncs(&self) -> Vec<ResyncRequest> {
+        std::mem::take(&mut *self.resyncs.lock())
+    }
+
+    /// Waits until a resync is queued (or was queued since the last wait).
+    pub(crate) async fn resync_wanted(&self) {
+        self.resync_ready.notified().await;
+    }
+
+    /// The bytes a replay may fill in a session's outbox here.
+    pub fn replay_budget(&self) -> usize {
+        crate::outbox::replay_budget(self.local.outbox_bytes())
+    }
+
     /// The room registry, for listings (`crate::activity`).
     pub(crate) fn registry(&self) -> &Registry<Room<Remote>> {
         &self.local.registry
     }
 
     /// Current counts.
-    pub fn stats(&self) -> HubStats {
+    pub(crate) fn stats(&self) -> HubStats {
         // History and idempotency ids live in Redis, not on this node.
         self.local.stats(0, 0)
     }

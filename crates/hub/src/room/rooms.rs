@@ -57,6 +57,11 @@ impl<S: Send + Sync + 'static> LocalRooms<S> {
         ))
     }
 
+    /// The byte budget of each session's outbox.
+    pub(crate) fn outbox_bytes(&self) -> usize {
+        self.outbox_bytes
+    }
+
     /// A connection ended (after it left its rooms).
     pub(crate) fn disconnected(&self) {
         self.sessions.fetch_sub(1, Ordering::Relaxed);
