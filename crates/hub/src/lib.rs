@@ -37,7 +37,13 @@
 //!   msg ids; `S = Store`; its joins are atomic, live at once), `room/rooms.rs`
 //!   (`LocalRooms<S>`: an engine's rooms and sessions on this node — registry, session ids,
 //!   outbox settings, presence queue).
-//! - `hub`: the in-memory engine over `LocalRooms<Store>` (history budget, sweep).
+//! - `hub`: the in-memory engine over `LocalRooms<Store>` (history budget, sweep). It is not an
+//!   [`Engine`] under [`Cluster`] on purpose: its sequencer sits under the room lock, so a join
+//!   is atomic (live at once) and a publish is one lock and one encoding. Through `Cluster` it
+//!   would pay the remote path on every call — a two-part encoding, a boxed future and a
+//!   second lock (store, then room) per publish, a snapshot and the pending/merge machinery
+//!   per join — for an order the room lock already gives. What the two
+//!   share (members, presence, fan-out, replies, registry) is `room`, written once.
 //! - `relay`: this node's rooms of an engine outside the process, over `LocalRooms<Remote>`:
 //!   numbers joins and resyncs, queues the resyncs the stream asks for, and reports what the
 //!   engine must undo (unsubscribe, presence).
